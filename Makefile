@@ -1,0 +1,60 @@
+# Digit Lab. `make run` starts the app, `make test` runs every test; both set up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+PORT ?= 8501
+
+.PHONY: setup data chromium run test test-fast lint format bench clean
+
+setup: $(INSTALLED) data
+
+# Reinstall only when requirements.txt changes.
+$(INSTALLED): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# Fetches, verifies (SHA-256) and caches MNIST; a no-op when the cache is good.
+data: $(INSTALLED)
+	$(PY) -m mnist_demo fetch-data
+
+# The browser tests drive Debian's Chromium (Playwright's own download can't reach
+# its hosts from every network).
+chromium:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "The browser tests need Chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium'"; \
+		exit 1; \
+	fi
+
+run: setup
+	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
+
+test: setup chromium
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+# Everything but the browser tests, for a quick loop while editing.
+test-fast: setup
+	$(PY) -m pytest -m "not e2e"
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format:
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: setup
+	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

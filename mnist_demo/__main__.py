@@ -1,0 +1,328 @@
+"""CLI: python -m mnist_demo fetch-data | train | evaluate | predict | versions | runs
+
+User mistakes (bad arguments, missing or broken files) end with one line on stderr and
+exit code 2; only real bugs produce tracebacks. TensorFlow is imported lazily so that
+`--help` and `fetch-data` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+# TensorFlow's C++ start-up chatter is noise on a terminal a class is watching.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from mnist_demo.errors import DigitLabError
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(DigitLabError):
+    """A problem with the command line itself (not a file or setting the core checks)."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
+    return value
+
+
+def _load_data(verbose: bool = False):
+    from mnist_demo.data import load_mnist
+
+    return load_mnist(progress=print if verbose else None)
+
+
+def _resolve_model(args) -> tuple[Path, str]:
+    """--model PATH, --run ID, or the registry's active model, else the shipped one."""
+    from mnist_demo import config
+    from mnist_demo.runs import RunRegistry
+
+    if getattr(args, "model", None):
+        return Path(args.model), str(args.model)
+    registry = RunRegistry()
+    run_id = getattr(args, "run", None) or registry.active_run_id()
+    if run_id is not None:
+        return registry.model_path(run_id), f"run {run_id}"
+    return config.DEFAULT_MODEL_PATH, "the shipped default model"
+
+
+def _load_model(args):
+    from mnist_demo.model import load_model
+
+    path, label = _resolve_model(args)
+    return load_model(path), label
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+def cmd_fetch_data(args) -> None:
+    start = time.perf_counter()
+    (x_train, _), (x_test, _) = _load_data(verbose=True)
+    print(
+        f"MNIST ready: {len(x_train)} training and {len(x_test)} test images, "
+        f"checksums verified ({time.perf_counter() - start:.1f} s)"
+    )
+
+
+def cmd_versions(args) -> None:
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    print(f"Python: {platform.python_version()}")
+    print(f"TensorFlow: {tf.__version__}")
+    print(f"Keras: {keras.__version__}")
+
+
+def _progress_line(s) -> str:
+    width = 30
+    filled = int(width * s.progress)
+    eta = f"ETA {s.eta_s:4.0f}s" if s.eta_s is not None else ""
+    last = (
+        s.batch_metrics[-1] if s.batch_metrics else {"loss": float("nan"), "accuracy": float("nan")}
+    )
+    return (
+        f"\repoch {s.epoch}/{s.config.epochs} batch {s.batch}/{s.batches_per_epoch} "
+        f"[{'#' * filled}{'.' * (width - filled)}] loss {last['loss']:.4f} "
+        f"acc {last['accuracy']:.4f} {eta}   "
+    )
+
+
+def cmd_train(args) -> None:
+    from mnist_demo.runs import RunRegistry
+    from mnist_demo.training import TrainConfig, start_training
+
+    cfg = TrainConfig(
+        preset=args.preset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        seed=args.seed,
+    ).validate()
+    data = _load_data()
+    registry = RunRegistry()
+    job = start_training(cfg, registry, data)
+    print(f"run {job.run_id}: {cfg}")
+    shown_epochs = 0
+    try:
+        while not job.wait(timeout=0.5):
+            s = job.snapshot()
+            sys.stdout.write(_progress_line(s))
+            sys.stdout.flush()
+            while shown_epochs < len(s.history["loss"]):
+                h = s.history
+                i = shown_epochs
+                print(
+                    f"\nepoch {i + 1}: loss {h['loss'][i]:.4f} acc {h['accuracy'][i]:.4f} "
+                    f"val_loss {h['val_loss'][i]:.4f} val_acc {h['val_accuracy'][i]:.4f}"
+                )
+                shown_epochs += 1
+    except KeyboardInterrupt:
+        print("\nstopping after this batch (the last finished epoch is kept)...")
+        job.stop()
+        job.wait()
+    run = registry.get(job.run_id)
+    print(f"\nrun {run.id} {run.status} in {run.duration_s:.1f} s")
+    if run.error:
+        raise UserError(f"training failed: {run.error}")
+    if run.test_accuracy is not None:
+        print(
+            f"test loss {run.test_loss:.4f}, test accuracy {run.test_accuracy:.4f}, "
+            f"misclassified {run.misclassified} of {run.test_n}"
+        )
+    if args.activate and run.has_model:
+        registry.set_active(run.id)
+        print(f"run {run.id} is now the active model")
+    if args.output:
+        _export(run, Path(args.output), data)
+
+
+def _export(run, output: Path, data) -> None:
+    """Copy a run's model to OUTPUT and write OUTPUT.json beside it (what the shipped
+    default model carries: settings, history, test metrics, data hash, versions)."""
+    import platform
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from mnist_demo.data import SHA256
+
+    if not run.has_model:
+        raise UserError(f"{run.name} has no model to export")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    shutil.copyfile(run.model_path, tmp)
+    tmp.replace(output)
+    info = {
+        "name": "Lab 7 default model",
+        "run_id": run.id,
+        "status": run.status,
+        "config": run.config,
+        "history": run.history,
+        "test_loss": run.test_loss,
+        "test_accuracy": run.test_accuracy,
+        "misclassified": run.misclassified,
+        "test_n": run.test_n,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.finished_at)),
+        "training_seconds": round(run.duration_s or 0, 1),
+        "data_sha256": SHA256,
+        "versions": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+        },
+        "machine": f"{os.cpu_count()} CPU cores",
+    }
+    info_path = output.with_suffix(".json")
+    info_path.write_text(json.dumps(info, indent=1) + "\n")
+    print(f"exported {output} ({output.stat().st_size / 1e6:.1f} MB) and {info_path.name}")
+
+
+def cmd_evaluate(args) -> None:
+    from mnist_demo.evaluation import evaluate
+
+    model, label = _load_model(args)
+    _, (x_test, y_test) = _load_data()
+    result = evaluate(model, x_test, y_test).summary()
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"model: {label}")
+    print(f"(a) test loss: {result['test_loss']:.4f}")
+    print(f"    test accuracy: {result['test_accuracy']:.4f}")
+    print(
+        f"(b) misclassified: {result['misclassified']} of {result['n']} "
+        f"({100 * result['misclassified'] / result['n']:.2f} %)"
+    )
+
+
+def cmd_predict(args) -> None:
+    import numpy as np
+
+    from mnist_demo.inference import Predictor
+    from mnist_demo.preprocess import BlankImageError, ImageFileError, load_image, to_mnist
+
+    path = Path(args.image)
+    if not path.is_file():
+        raise UserError(f"{path} is not a file")
+    try:
+        image28 = to_mnist(load_image(path))
+    except (ImageFileError, BlankImageError) as e:  # ValueErrors: name the file
+        raise UserError(f"{path}: {e}") from e
+    model, label = _load_model(args)
+    probs = Predictor(model).predict(image28)
+    digit = int(np.argmax(probs))
+    print(f"{digit} ({probs[digit]:.1%} confident, {label})")
+    for d, p in enumerate(probs):
+        print(f"  {d}: {p:.4f} {'#' * round(p * 40)}")
+
+
+def cmd_runs(args) -> None:
+    from mnist_demo.runs import RunRegistry
+
+    registry = RunRegistry()
+    registry.mark_interrupted()
+    active = registry.active_run_id()
+    runs = registry.list_runs()
+    if not runs:
+        print("no runs yet; train one with: python -m mnist_demo train")
+    for run in runs:
+        acc = f"{run.test_accuracy:.4f}" if run.test_accuracy is not None else "-"
+        mark = "*" if run.id == active else " "
+        print(
+            f"{mark} {run.id:4d} {run.status:11s} {run.config.get('preset', '?'):9s} "
+            f"epochs {run.epochs_done}/{run.config.get('epochs')} acc {acc}"
+        )
+
+
+# --- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mnist_demo.model import LAB_BATCH_SIZE, LAB_EPOCHS, LAB_LEARNING_RATE, LAB_SEED, PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_demo", description="Digit Lab: the Lab 7 MNIST CNN."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("fetch-data", help="download, verify and cache MNIST").set_defaults(
+        func=cmd_fetch_data
+    )
+    sub.add_parser("versions", help="Python, TensorFlow and Keras versions").set_defaults(
+        func=cmd_versions
+    )
+    sub.add_parser("runs", help="list training runs (* marks the active model)").set_defaults(
+        func=cmd_runs
+    )
+
+    train = sub.add_parser("train", help="train a model and record the run")
+    train.add_argument("--preset", choices=list(PRESETS), default="lab7")
+    train.add_argument("--epochs", type=_positive_int, default=LAB_EPOCHS)
+    train.add_argument("--batch-size", type=_positive_int, default=LAB_BATCH_SIZE)
+    train.add_argument("--learning-rate", type=_positive_float, default=LAB_LEARNING_RATE)
+    train.add_argument("--train-size", type=_positive_int, default=60000)
+    train.add_argument("--test-size", type=_positive_int, default=10000)
+    train.add_argument("--seed", type=int, default=LAB_SEED)
+    train.add_argument("--activate", action="store_true", help="make it the active model")
+    train.add_argument("--output", help="also export the model to this .keras path")
+    train.set_defaults(func=cmd_train)
+
+    for name, func, text in (
+        ("evaluate", cmd_evaluate, "test loss, accuracy and misclassified count"),
+        ("predict", cmd_predict, "classify one image file"),
+    ):
+        p = sub.add_parser(name, help=text)
+        if name == "predict":
+            p.add_argument("image", help="PNG, JPEG or WebP of one handwritten digit")
+        which = p.add_mutually_exclusive_group()
+        which.add_argument("--model", help="a .keras file (default: the active model)")
+        which.add_argument("--run", type=_positive_int, help="a run id from `runs`")
+        if name == "evaluate":
+            p.add_argument("--json", action="store_true", help="one JSON object")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DigitLabError as e:
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

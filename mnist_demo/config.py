@@ -1,0 +1,31 @@
+"""Where Digit Lab keeps its files. Every location comes from an environment variable
+with a default, so a test or a classroom server can move them without editing code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ASSETS_DIR = PACKAGE_DIR / "assets"
+DEFAULT_MODEL_PATH = ASSETS_DIR / "default_model.keras"
+DEFAULT_MODEL_INFO_PATH = ASSETS_DIR / "default_model.json"
+
+
+def home() -> Path:
+    """The data home: run registry, trained models and (by default) the MNIST cache."""
+    return Path(os.environ.get("MNIST_DEMO_HOME", Path.home() / ".mnist_demo")).expanduser()
+
+
+def data_dir() -> Path:
+    """The MNIST cache folder; separate from the home so tests can share one download."""
+    env = os.environ.get("MNIST_DEMO_DATA")
+    return Path(env).expanduser() if env else home() / "data"
+
+
+def runs_dir() -> Path:
+    return home() / "runs"
+
+
+def registry_path() -> Path:
+    return home() / "runs.sqlite"

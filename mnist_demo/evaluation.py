@@ -1,0 +1,127 @@
+"""A model on the test set: probabilities, predictions, confusion, mistakes.
+
+Everything is derived from one (N, 10) probability matrix, computed once per model with
+batched direct calls; `model.predict` adds per-call overhead we don't need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import keras
+import numpy as np
+
+from mnist_demo.data import NUM_CLASSES, to_model_input
+
+BATCH_SIZE = 1000
+_EPS = 1e-7  # Keras clips probabilities the same way in categorical cross-entropy
+
+
+def predict_proba(
+    model: keras.Model, images: np.ndarray, batch_size: int = BATCH_SIZE
+) -> np.ndarray:
+    """(N, 10) float32 probabilities for uint8 (N, 28, 28) images or model inputs."""
+    x = to_model_input(images)
+    out = [
+        np.asarray(model(x[i : i + batch_size], training=False))
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, NUM_CLASSES), np.float32)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The answers to the lab's questions for one model and one labelled set."""
+
+    probabilities: np.ndarray  # (N, 10)
+    labels: np.ndarray  # (N,) int
+
+    @cached_property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @cached_property
+    def confidence(self) -> np.ndarray:
+        """Probability of the predicted class."""
+        return self.probabilities.max(axis=1)
+
+    @cached_property
+    def correct(self) -> np.ndarray:
+        return self.predictions == self.labels
+
+    @cached_property
+    def per_image_loss(self) -> np.ndarray:
+        """Cross-entropy of each image: -log p(true class)."""
+        p_true = self.probabilities[np.arange(len(self.labels)), self.labels]
+        return -np.log(np.clip(p_true, _EPS, 1.0))
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def loss(self) -> float:
+        return float(self.per_image_loss.mean()) if self.n else float("nan")
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean()) if self.n else float("nan")
+
+    @property
+    def misclassified_count(self) -> int:
+        return int((~self.correct).sum())
+
+    def misclassified_indices(self, most_confident_first: bool = True) -> np.ndarray:
+        """Indices of the errors; by default the model's most confident mistakes first."""
+        wrong = np.flatnonzero(~self.correct)
+        if most_confident_first:
+            # stable sort keeps index order among equal confidences
+            wrong = wrong[np.argsort(-self.confidence[wrong], kind="stable")]
+        return wrong
+
+    @cached_property
+    def confusion(self) -> np.ndarray:
+        """confusion[true, predicted] = count."""
+        m = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+        np.add.at(m, (self.labels, self.predictions), 1)
+        return m
+
+    def per_class(self) -> list[dict[str, float | int]]:
+        """Precision, recall and error count per digit (NaN where undefined)."""
+        m = self.confusion
+        rows = []
+        for d in range(NUM_CLASSES):
+            tp, support, predicted = m[d, d], m[d].sum(), m[:, d].sum()
+            rows.append(
+                {
+                    "digit": d,
+                    "support": int(support),
+                    "precision": float(tp / predicted) if predicted else float("nan"),
+                    "recall": float(tp / support) if support else float("nan"),
+                    "errors": int(support - tp),
+                }
+            )
+        return rows
+
+    def summary(self) -> dict[str, float | int]:
+        """The `evaluate --json` contract."""
+        return {
+            "test_loss": self.loss,
+            "test_accuracy": self.accuracy,
+            "misclassified": self.misclassified_count,
+            "n": self.n,
+        }
+
+
+def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> Evaluation:
+    return Evaluation(predict_proba(model, images), np.asarray(labels).astype(np.int64))
+
+
+def compare(a: Evaluation, b: Evaluation) -> dict[str, np.ndarray]:
+    """Which errors of model `a` model `b` fixed, which it introduced, which both make."""
+    return {
+        "fixed": np.flatnonzero(~a.correct & b.correct),
+        "introduced": np.flatnonzero(a.correct & ~b.correct),
+        "both_wrong": np.flatnonzero(~a.correct & ~b.correct),
+    }

@@ -1,0 +1,295 @@
+"""The run registry: every training run is a row in SQLite, its model a file beside it.
+
+Each run also keeps a `run.json` in its folder, rewritten at every epoch. It costs
+nothing and means a corrupt database can be rebuilt without losing a single run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mnist_demo import config
+from mnist_demo.errors import DigitLabError
+from mnist_demo.model import ModelFileError
+
+STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL,
+    history TEXT NOT NULL DEFAULT '{}',
+    epochs_done INTEGER NOT NULL DEFAULT 0,
+    test_loss REAL,
+    test_accuracy REAL,
+    misclassified INTEGER,
+    test_n INTEGER,
+    model_path TEXT,
+    error TEXT,
+    pid INTEGER
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT);
+"""
+_COLUMNS = [
+    "id",
+    "created_at",
+    "finished_at",
+    "status",
+    "config",
+    "history",
+    "epochs_done",
+    "test_loss",
+    "test_accuracy",
+    "misclassified",
+    "test_n",
+    "model_path",
+    "error",
+    "pid",
+]
+
+
+class RegistryError(DigitLabError):
+    """Base class for run registry problems."""
+
+
+class RegistryCorruptError(RegistryError):
+    """The database file is not a readable SQLite registry."""
+
+
+class RunNotFoundError(RegistryError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass
+class Run:
+    id: int
+    created_at: float
+    status: str
+    config: dict
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs_done: int = 0
+    finished_at: float | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    misclassified: int | None = None
+    test_n: int | None = None
+    model_path: str | None = None
+    error: str | None = None
+    pid: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"run {self.id} ({self.config.get('preset', '?')})"
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.created_at
+
+    @property
+    def has_model(self) -> bool:
+        return bool(self.model_path) and Path(self.model_path).exists()
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunRegistry:
+    """Runs in an SQLite file. Connections are opened per call, so any thread may use
+    one registry object (the training thread writes while pages read)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else config.registry_path()
+        self.runs_dir = self.path.parent / "runs"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with closing(self._connect()) as con, con:
+                con.executescript(_SCHEMA)
+                con.execute("SELECT count(*) FROM runs").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise RegistryCorruptError(
+                f"the run registry {self.path} is not a readable database ({e}). "
+                "Move it away (the app can do it: RunRegistry.recover) and restart; "
+                "run folders and model files are kept."
+            ) from e
+
+    @classmethod
+    def recover(cls, path: Path | None = None) -> tuple[RunRegistry, Path]:
+        """Move a corrupt database aside (kept, never deleted), start a fresh one and
+        re-import every run from its run.json. Returns the registry and the moved file."""
+        path = Path(path) if path else config.registry_path()
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.replace(aside)
+        for suffix in ("-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        registry = cls(path)
+        registry._import_run_files()
+        return registry, aside
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=10)
+        con.row_factory = sqlite3.Row
+        return con
+
+    def _execute(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        try:
+            with closing(self._connect()) as con, con:
+                return con.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise RegistryCorruptError(f"the run registry {self.path} failed: {e}") from e
+
+    # --- runs ------------------------------------------------------------------------
+
+    def create_run(self, run_config: dict) -> Run:
+        now = time.time()
+        with closing(self._connect()) as con, con:
+            cur = con.execute(
+                "INSERT INTO runs (created_at, status, config, pid) VALUES (?, ?, ?, ?)",
+                (now, "running", json.dumps(run_config), os.getpid()),
+            )
+            run_id = cur.lastrowid
+        run = self.get(run_id)
+        self._write_run_file(run)
+        return run
+
+    def run_dir(self, run_id: int) -> Path:
+        return self.runs_dir / str(run_id)
+
+    def record_epoch(self, run_id: int, history: dict[str, list[float]], model_path: Path) -> None:
+        """Called after each finished epoch, once its checkpoint is on disk."""
+        epochs = len(next(iter(history.values()), []))
+        self._execute(
+            "UPDATE runs SET history = ?, epochs_done = ?, model_path = ? WHERE id = ?",
+            (json.dumps(history), epochs, str(model_path), run_id),
+        )
+        self._write_run_file(self.get(run_id))
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        *,
+        test_loss: float | None = None,
+        test_accuracy: float | None = None,
+        misclassified: int | None = None,
+        test_n: int | None = None,
+        error: str | None = None,
+    ) -> Run:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        self._execute(
+            "UPDATE runs SET status = ?, finished_at = ?, test_loss = ?, test_accuracy = ?,"
+            " misclassified = ?, test_n = ?, error = ? WHERE id = ?",
+            (status, time.time(), test_loss, test_accuracy, misclassified, test_n, error, run_id),
+        )
+        run = self.get(run_id)
+        self._write_run_file(run)
+        return run
+
+    def get(self, run_id: int) -> Run:
+        rows = self._execute("SELECT * FROM runs WHERE id = ?", (int(run_id),))
+        if not rows:
+            raise RunNotFoundError(f"no run with id {run_id}")
+        return _row_to_run(rows[0])
+
+    def list_runs(self) -> list[Run]:
+        return [_row_to_run(r) for r in self._execute("SELECT * FROM runs ORDER BY id DESC")]
+
+    def delete(self, run_id: int) -> None:
+        """Remove the row and the run's folder; a deleted active run falls back to default."""
+        run = self.get(run_id)
+        if run.status == "running" and _pid_alive(run.pid):
+            raise RegistryError(f"{run.name} is still training; stop it first")
+        self._execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        if self.active_run_id() == run_id:
+            self.set_active(None)
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    def model_path(self, run_id: int) -> Path:
+        run = self.get(run_id)
+        if not run.model_path:
+            raise ModelFileError(f"{run.name} finished no epoch, so it has no model")
+        path = Path(run.model_path)
+        if not path.exists():
+            raise ModelFileError(
+                f"the model file of {run.name} is missing ({path}); delete the run or train again"
+            )
+        return path
+
+    def mark_interrupted(self) -> list[int]:
+        """Runs left 'running' by a process that no longer exists were interrupted (the
+        server died mid-run). Their last finished epoch's model stays usable."""
+        rows = self._execute("SELECT id, pid FROM runs WHERE status = 'running'")
+        dead = [r["id"] for r in rows if not _pid_alive(r["pid"])]
+        for run_id in dead:
+            self.finish_run(
+                run_id, "interrupted", error="the process training this run ended unexpectedly"
+            )
+        return dead
+
+    # --- the active model --------------------------------------------------------------
+
+    def set_active(self, run_id: int | None) -> None:
+        if run_id is None:
+            self._execute("DELETE FROM settings WHERE key = 'active_run'")
+            return
+        self.model_path(run_id)  # refuse a run without a usable model
+        self._execute(
+            "INSERT OR REPLACE INTO settings (key, value) VALUES ('active_run', ?)",
+            (str(run_id),),
+        )
+
+    def active_run_id(self) -> int | None:
+        rows = self._execute("SELECT value FROM settings WHERE key = 'active_run'")
+        return int(rows[0]["value"]) if rows else None
+
+    # --- run.json mirror ---------------------------------------------------------------
+
+    def _write_run_file(self, run: Run) -> None:
+        folder = self.run_dir(run.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "run.json.tmp"
+        tmp.write_text(json.dumps(asdict(run), indent=1))
+        tmp.replace(folder / "run.json")
+
+    def _import_run_files(self) -> None:
+        for run_file in sorted(self.runs_dir.glob("*/run.json")):
+            try:
+                data = json.loads(run_file.read_text())
+                values = tuple(
+                    json.dumps(data[c]) if c in ("config", "history") else data.get(c)
+                    for c in _COLUMNS
+                )
+            except (OSError, ValueError, KeyError):
+                continue  # an unreadable run file is skipped, the others still count
+            self._execute(
+                f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_COLUMNS))})",
+                values,
+            )
+
+
+def _row_to_run(row: sqlite3.Row) -> Run:
+    d = dict(row)
+    d["config"] = json.loads(d["config"])
+    d["history"] = json.loads(d["history"] or "{}")
+    return Run(**d)

@@ -1,0 +1,345 @@
+"""Training that outlives the page.
+
+A Streamlit script run is interrupted by every click, so `model.fit` runs in a
+background thread owned by a `TrainingJob`. A Keras callback copies each batch's metrics
+into a lock-protected buffer and checks a stop flag; any number of pages read
+`snapshot()`. Each finished epoch is validated, checkpointed and recorded in the run
+registry, so a stop or a crash keeps the last complete epoch.
+
+Only one job runs per process (`start_training` enforces it): two fits would halve each
+other's speed on a classroom laptop and the live charts would have to pick one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+import keras
+import numpy as np
+
+from mnist_demo import data as mnist_data
+from mnist_demo.errors import DigitLabError
+from mnist_demo.evaluation import evaluate
+from mnist_demo.model import (
+    LAB_BATCH_SIZE,
+    LAB_EPOCHS,
+    LAB_LEARNING_RATE,
+    LAB_SEED,
+    PRESETS,
+    build_model,
+    load_model,
+    save_model,
+)
+from mnist_demo.runs import Run, RunRegistry
+
+MAX_CHART_POINTS = 1500  # per-batch points handed to a chart; more only costs bandwidth
+MAX_EPOCHS = 100
+TRAIN_SIZE = 60000
+TEST_SIZE = 10000
+
+
+class InvalidConfigError(DigitLabError, ValueError):
+    """A training setting is out of range; the message says which and why."""
+
+
+class TrainingAlreadyRunningError(DigitLabError, RuntimeError):
+    """A second start while a job is running in this process."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The lab's recipe by default: lab7, 12 epochs, batch 128, Adam 1e-3, seed 7."""
+
+    preset: str = "lab7"
+    epochs: int = LAB_EPOCHS
+    batch_size: int = LAB_BATCH_SIZE
+    learning_rate: float = LAB_LEARNING_RATE
+    train_size: int = TRAIN_SIZE
+    test_size: int = TEST_SIZE
+    seed: int = LAB_SEED
+
+    def validate(self) -> TrainConfig:
+        problems = []
+        if self.preset not in PRESETS:
+            problems.append(f"preset must be one of {', '.join(PRESETS)}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            problems.append(f"epochs must be between 1 and {MAX_EPOCHS}")
+        if not 1 <= self.train_size <= TRAIN_SIZE:
+            problems.append(f"training subset must be between 1 and {TRAIN_SIZE} images")
+        if not 1 <= self.test_size <= TEST_SIZE:
+            problems.append(f"test subset must be between 1 and {TEST_SIZE} images")
+        if self.batch_size < 1:
+            problems.append("batch size must be at least 1")
+        elif self.batch_size > self.train_size:
+            problems.append(
+                f"batch size {self.batch_size} is larger than the training subset "
+                f"({self.train_size} images)"
+            )
+        if not 0 < self.learning_rate <= 1:
+            problems.append("learning rate must be in (0, 1]")
+        if self.seed < 0:
+            problems.append("seed must be 0 or more")
+        if problems:
+            raise InvalidConfigError("; ".join(problems))
+        return self
+
+
+@dataclass
+class Snapshot:
+    """A consistent copy of a job's state, safe to hand to any page."""
+
+    run_id: int
+    config: TrainConfig
+    status: str
+    epoch: int  # 1-based epoch in progress (or last finished)
+    batch: int  # batches done in the current epoch
+    batches_per_epoch: int
+    elapsed_s: float
+    eta_s: float | None
+    batch_metrics: list[dict[str, float]] = field(default_factory=list)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    error: str | None = None
+    stop_requested: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def progress(self) -> float:
+        total = self.config.epochs * max(self.batches_per_epoch, 1)
+        done = len(self.history.get("loss", [])) * self.batches_per_epoch
+        if self.status == "running":
+            done = (self.epoch - 1) * self.batches_per_epoch + self.batch
+        return min(done / total, 1.0) if total else 0.0
+
+
+def select_subset(
+    x: np.ndarray, y: np.ndarray, size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """All of it in its own order, or a seeded random subset (not the first n images:
+    MNIST's files are not shuffled by writer)."""
+    if size >= len(x):
+        return x, y
+    idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:size])
+    return x[idx], y[idx]
+
+
+class _LiveMetrics(keras.callbacks.Callback):
+    """The only code that runs inside `fit`: cheap appends under a lock."""
+
+    def __init__(self, job: TrainingJob):
+        super().__init__()
+        self.job = job
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.job._on_epoch_begin(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.job._on_batch_end(batch, logs or {}):
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.job._on_epoch_end(epoch, logs or {}, self.model)
+
+
+class TrainingJob:
+    """One training run in a background thread. `start()`, `snapshot()`, `stop()`."""
+
+    def __init__(self, config: TrainConfig, registry: RunRegistry, data: mnist_data.Arrays):
+        self.config = config.validate()
+        self.registry = registry
+        self._data = data
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.run: Run | None = None
+        self._status = "created"
+        self._error: str | None = None
+        self._epoch = 0
+        self._batch = 0
+        self._batches_per_epoch = 0
+        self._started = 0.0
+        self._ended: float | None = None
+        self._batch_metrics: list[tuple[float, float, float]] = []  # (epoch float, loss, acc)
+        self._history: dict[str, list[float]] = {
+            "loss": [],
+            "accuracy": [],
+            "val_loss": [],
+            "val_accuracy": [],
+        }
+        self._partial_epoch = False
+        self._val: tuple[np.ndarray, np.ndarray] | None = None
+
+    # --- public API --------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> int:
+        assert self.run is not None, "start() creates the run"
+        return self.run.id
+
+    def start(self) -> TrainingJob:
+        self.run = self.registry.create_run(asdict(self.config))
+        self._status = "running"
+        self._started = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._train, name=f"training-run-{self.run.id}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask training to end after the current batch; the last full epoch is kept."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job ends; True when it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.is_running
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            points = self._batch_metrics
+            stride = max(1, -(-len(points) // MAX_CHART_POINTS))
+            sampled = points[::stride]
+            if points and sampled[-1] is not points[-1]:
+                sampled = [*sampled, points[-1]]
+            end = self._ended if self._ended is not None else time.monotonic()
+            elapsed = end - self._started if self._started else 0.0
+            return Snapshot(
+                run_id=self.run.id if self.run else -1,
+                config=self.config,
+                status=self._status,
+                epoch=self._epoch,
+                batch=self._batch,
+                batches_per_epoch=self._batches_per_epoch,
+                elapsed_s=elapsed,
+                eta_s=self._eta(elapsed),
+                batch_metrics=[{"epoch": e, "loss": lo, "accuracy": a} for e, lo, a in sampled],
+                history={k: list(v) for k, v in self._history.items()},
+                error=self._error,
+                stop_requested=self._stop.is_set(),
+            )
+
+    # --- inside the training thread -----------------------------------------------------
+
+    def _eta(self, elapsed: float) -> float | None:
+        if self._status != "running" or not self._batches_per_epoch:
+            return None
+        done = (self._epoch - 1) * self._batches_per_epoch + self._batch
+        total = self.config.epochs * self._batches_per_epoch
+        if done <= 0:
+            return None
+        return elapsed / done * (total - done)
+
+    def _on_epoch_begin(self, epoch: int) -> None:
+        with self._lock:
+            self._epoch = epoch + 1
+            self._batch = 0
+
+    def _on_batch_end(self, batch: int, logs: dict) -> bool:
+        loss, acc = float(logs.get("loss", np.nan)), float(logs.get("accuracy", np.nan))
+        with self._lock:
+            self._batch = batch + 1
+            position = self._epoch - 1 + self._batch / self._batches_per_epoch
+            self._batch_metrics.append((position, loss, acc))
+        if self._stop.is_set():
+            self._partial_epoch = self._batch < self._batches_per_epoch
+            return True
+        return False
+
+    def _on_epoch_end(self, epoch: int, logs: dict, model: keras.Model) -> None:
+        if self._partial_epoch:
+            return  # stopped mid-epoch: this epoch does not count and is not saved
+        x_val, y_val = self._val
+        val = model.evaluate(x_val, y_val, batch_size=1000, verbose=0, return_dict=True)
+        path = self.registry.run_dir(self.run_id) / "model.keras"
+        save_model(model, path)
+        with self._lock:
+            self._history["loss"].append(float(logs["loss"]))
+            self._history["accuracy"].append(float(logs["accuracy"]))
+            self._history["val_loss"].append(float(val["loss"]))
+            self._history["val_accuracy"].append(float(val["accuracy"]))
+            history = {k: list(v) for k, v in self._history.items()}
+        self.registry.record_epoch(self.run_id, history, path)
+
+    def _train(self) -> None:
+        status, error, metrics = "failed", None, {}
+        try:
+            cfg = self.config
+            (x_train, y_train), (x_test, y_test) = self._data
+            x_train, y_train = select_subset(x_train, y_train, cfg.train_size, cfg.seed)
+            x_test, y_test = select_subset(x_test, y_test, cfg.test_size, cfg.seed)
+            x = mnist_data.to_model_input(x_train)
+            y = mnist_data.one_hot(y_train)
+            self._val = (mnist_data.to_model_input(x_test), mnist_data.one_hot(y_test))
+            self._batches_per_epoch = -(-len(x) // cfg.batch_size)
+            model = build_model(cfg.preset, learning_rate=cfg.learning_rate, seed=cfg.seed)
+            model.fit(
+                x,
+                y,
+                batch_size=cfg.batch_size,
+                epochs=cfg.epochs,
+                verbose=0,
+                shuffle=True,
+                callbacks=[_LiveMetrics(self)],
+            )
+            status = "stopped" if self._stop.is_set() else "finished"
+            if self._history["loss"]:
+                # Score the checkpoint, i.e. exactly the model a user will load.
+                saved = load_model(self.registry.model_path(self.run_id))
+                summary = evaluate(saved, x_test, y_test).summary()
+                metrics = {
+                    "test_loss": summary["test_loss"],
+                    "test_accuracy": summary["test_accuracy"],
+                    "misclassified": summary["misclassified"],
+                    "test_n": summary["n"],
+                }
+        except Exception as e:  # a failed run is a result to show, not a crash
+            error = f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+        finally:
+            try:
+                self.run = self.registry.finish_run(self.run_id, status, error=error, **metrics)
+            except Exception as e:  # the registry itself failed: keep the job's own state
+                error = error or f"could not record the run: {e}"
+                status = "failed"
+            with self._lock:
+                self._status, self._error, self._ended = status, error, time.monotonic()
+
+
+# --- one job per process --------------------------------------------------------------
+
+_guard = threading.Lock()
+_current: TrainingJob | None = None
+
+
+def start_training(
+    config: TrainConfig, registry: RunRegistry, data: mnist_data.Arrays
+) -> TrainingJob:
+    """Start a job unless one is running in this process (then TrainingAlreadyRunningError,
+    naming the running one)."""
+    global _current
+    config.validate()
+    with _guard:
+        if _current is not None and _current.is_running:
+            s = _current.snapshot()
+            raise TrainingAlreadyRunningError(
+                f"training already running: run {s.run_id} ({s.config.preset}), "
+                f"epoch {s.epoch}/{s.config.epochs}; stop it or wait for it to finish"
+            )
+        _current = TrainingJob(config, registry, data).start()
+        return _current
+
+
+def current_job() -> TrainingJob | None:
+    """The running job, or the last one this process ran (for its final charts)."""
+    return _current

@@ -1,0 +1,95 @@
+import keras
+import numpy as np
+import pytest
+
+from mnist_demo.model import (
+    ModelFileError,
+    UnknownPresetError,
+    build_model,
+    load_model,
+    save_model,
+    summary_rows,
+)
+
+LAB7_LAYERS = [
+    ("Conv2D", (None, 28, 28, 32), 832),
+    ("MaxPooling2D", (None, 14, 14, 32), 0),
+    ("Conv2D", (None, 14, 14, 64), 8256),  # 2x2 kernel, as the lab's code has it
+    ("MaxPooling2D", (None, 7, 7, 64), 0),
+    ("Dropout", (None, 7, 7, 64), 0),
+    ("Flatten", (None, 3136), 0),
+    ("Dense", (None, 1000), 3_137_000),
+    ("Dropout", (None, 1000), 0),
+    ("Dense", (None, 10), 10_010),
+]
+
+
+def layer_list(model):
+    return [(type(la).__name__, tuple(la.output.shape), la.count_params()) for la in model.layers]
+
+
+def test_lab7_matches_the_workbook_code():
+    model = build_model("lab7")
+    assert layer_list(model) == LAB7_LAYERS
+    assert model.count_params() == 3_156_098
+    conv1, conv2 = model.get_layer("conv1"), model.get_layer("conv2")
+    assert conv1.kernel_size == (5, 5) and conv1.padding == "same"
+    assert conv1.activation.__name__ == "relu"
+    assert conv2.kernel_size == (2, 2)
+    assert [model.get_layer(n).rate for n in ("dropout1", "dropout2")] == [0.25, 0.5]
+    assert model.get_layer("output").activation.__name__ == "softmax"
+
+
+def test_lab7_5x5_follows_the_workbook_text():
+    model = build_model("lab7-5x5")
+    assert model.get_layer("conv2").kernel_size == (5, 5)
+    assert model.count_params() == 3_156_098 - 8256 + (5 * 5 * 32 * 64 + 64)
+
+
+def test_compiled_with_adam_categorical_crossentropy_and_accuracy():
+    model = build_model("lab7", learning_rate=0.01)
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+    compiled = model.get_compile_config()
+    assert compiled["loss"] == "categorical_crossentropy"
+    assert compiled["metrics"] == ["accuracy"]
+
+
+def test_same_seed_same_initial_weights():
+    a, b = build_model(seed=7), build_model(seed=7)
+    c = build_model(seed=8)
+    assert np.array_equal(a.get_weights()[0], b.get_weights()[0])
+    assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(UnknownPresetError, match="lab7, lab7-5x5"):
+        build_model("resnet")
+
+
+def test_save_drops_optimizer_state_and_round_trips(tmp_path):
+    model = build_model()
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    model.fit(x, np.eye(10)[[1, 2, 3, 4]], epochs=1, verbose=0)  # creates Adam's state
+    path = tmp_path / "m.keras"
+    save_model(model, path)
+    assert path.stat().st_size < 15e6  # 3.2 M float32 weights ~ 12.6 MB, no Adam moments
+    assert not list(tmp_path.glob("*.tmp*"))
+    loaded = load_model(path)
+    assert np.allclose(loaded(x, training=False), model(x, training=False), atol=1e-6)
+
+
+def test_load_model_errors_are_clear(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(tmp_path / "missing.keras")
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match="could not be loaded"):
+        load_model(broken)
+
+
+def test_summary_rows_for_the_table():
+    rows = summary_rows(build_model())
+    assert [r["layer"] for r in rows][:2] == ["conv1", "pool1"]
+    assert sum(r["parameters"] for r in rows) == 3_156_098
+    assert rows[0]["output shape"] == "(None, 28, 28, 32)"

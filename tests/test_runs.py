@@ -1,0 +1,102 @@
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from mnist_demo.model import ModelFileError
+from mnist_demo.runs import RegistryCorruptError, RegistryError, RunNotFoundError, RunRegistry
+
+CONFIG = {"preset": "lab7", "epochs": 2}
+HISTORY = {"loss": [0.5, 0.3], "accuracy": [0.8, 0.9], "val_loss": [0.4, 0.3]}
+
+
+def finished_run(registry, tmp_path, accuracy=0.97):
+    run = registry.create_run(CONFIG)
+    model = registry.run_dir(run.id) / "model.keras"
+    model.write_bytes(b"weights")
+    registry.record_epoch(run.id, HISTORY, model)
+    return registry.finish_run(run.id, "finished", test_accuracy=accuracy, misclassified=3)
+
+
+def test_a_run_is_recorded_and_survives_a_restart(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    registry = RunRegistry(path)
+    run = finished_run(registry, tmp_path)
+    assert run.status == "finished" and run.epochs_done == 2
+    assert run.duration_s is not None and run.duration_s >= 0
+    again = RunRegistry(path).get(run.id)  # a new process opening the same file
+    assert again.history == HISTORY and again.config == CONFIG
+    assert again.test_accuracy == 0.97 and again.misclassified == 3
+    assert again.has_model
+
+
+def test_list_newest_first_and_delete_removes_files(tmp_path):
+    registry = RunRegistry(tmp_path / "runs.sqlite")
+    first, second = finished_run(registry, tmp_path), finished_run(registry, tmp_path)
+    assert [r.id for r in registry.list_runs()] == [second.id, first.id]
+    registry.set_active(first.id)
+    registry.delete(first.id)
+    assert [r.id for r in registry.list_runs()] == [second.id]
+    assert not registry.run_dir(first.id).exists()
+    assert registry.active_run_id() is None  # the deleted active model falls back
+    with pytest.raises(RunNotFoundError, match=f"no run with id {first.id}"):
+        registry.get(first.id)
+
+
+def test_active_model_must_have_a_model_file(tmp_path):
+    registry = RunRegistry(tmp_path / "runs.sqlite")
+    empty = registry.create_run(CONFIG)
+    with pytest.raises(ModelFileError, match="finished no epoch"):
+        registry.set_active(empty.id)
+    run = finished_run(registry, tmp_path)
+    registry.set_active(run.id)
+    assert registry.active_run_id() == run.id
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path):
+    registry = RunRegistry(tmp_path / "runs.sqlite")
+    run = finished_run(registry, tmp_path)
+    (registry.run_dir(run.id) / "model.keras").unlink()
+    with pytest.raises(ModelFileError, match="missing"):
+        registry.model_path(run.id)
+    assert registry.get(run.id).status == "finished"  # the record itself is intact
+
+
+def test_a_corrupt_database_is_rejected_then_recovered_from_run_files(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    registry = RunRegistry(path)
+    kept = [finished_run(registry, tmp_path, 0.9).id, finished_run(registry, tmp_path, 0.95).id]
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(RegistryCorruptError, match="not a readable database"):
+        RunRegistry(path)
+    recovered, aside = RunRegistry.recover(path)
+    assert aside.exists() and aside.read_bytes().startswith(b"this is not")
+    runs = {r.id: r for r in recovered.list_runs()}
+    assert sorted(runs) == kept
+    assert runs[kept[1]].test_accuracy == 0.95 and runs[kept[0]].history == HISTORY
+    assert finished_run(recovered, tmp_path).id == max(kept) + 1  # ids keep counting
+
+
+def test_runs_of_a_dead_process_are_marked_interrupted(tmp_path):
+    registry = RunRegistry(tmp_path / "runs.sqlite")
+    run = registry.create_run(CONFIG)
+    model = registry.run_dir(run.id) / "model.keras"
+    model.write_bytes(b"epoch 1")
+    registry.record_epoch(run.id, {"loss": [0.4]}, model)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    with sqlite3.connect(registry.path) as con:
+        con.execute("UPDATE runs SET pid = ? WHERE id = ?", (int(dead.stdout), run.id))
+    alive = registry.create_run(CONFIG)  # this process: still running
+    assert registry.mark_interrupted() == [run.id]
+    interrupted = registry.get(run.id)
+    assert interrupted.status == "interrupted" and interrupted.epochs_done == 1
+    assert registry.model_path(run.id) == model  # the last finished epoch stays usable
+    assert registry.get(alive.id).status == "running"
+    with pytest.raises(RegistryError, match="still training"):
+        registry.delete(alive.id)

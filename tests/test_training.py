@@ -1,0 +1,148 @@
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from mnist_demo.runs import RunRegistry
+from mnist_demo.training import (
+    InvalidConfigError,
+    TrainConfig,
+    TrainingAlreadyRunningError,
+    TrainingJob,
+    current_job,
+    select_subset,
+    start_training,
+)
+
+TINY = TrainConfig(epochs=2, batch_size=32, train_size=600, test_size=200)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return RunRegistry(tmp_path / "runs.sqlite")
+
+
+def wait_for(predicate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_tiny_run_learns_checkpoints_each_epoch_and_is_recorded(registry, tiny_mnist):
+    saved_epochs = []
+    record_epoch = registry.record_epoch
+    registry.record_epoch = lambda run_id, history, path: (
+        saved_epochs.append((len(history["loss"]), path.exists())),
+        record_epoch(run_id, history, path),
+    )
+    job = start_training(TINY, registry, tiny_mnist)
+    assert job.wait(120)
+    s = job.snapshot()
+    assert s.status == "finished" and s.error is None
+    assert saved_epochs == [(1, True), (2, True)]  # a checkpoint on disk at every epoch
+    losses = [p["loss"] for p in s.batch_metrics]
+    assert len(losses) == 2 * 19  # 600 / 32 -> 19 batches per epoch, every one reported
+    assert s.history["loss"][1] < s.history["loss"][0]
+    assert s.history["val_accuracy"][-1] > 0.5  # 600 images are enough to beat chance
+    run = registry.get(job.run_id)
+    assert run.status == "finished" and run.epochs_done == 2
+    assert run.test_n == 200 and run.test_accuracy == pytest.approx(1 - run.misclassified / 200)
+    assert run.test_accuracy == pytest.approx(s.history["val_accuracy"][-1], abs=1e-4)
+    assert s.progress == 1.0 and s.eta_s is None
+
+
+def test_stop_ends_within_one_batch_and_keeps_the_last_full_epoch(registry, tiny_mnist):
+    config = TrainConfig(epochs=50, batch_size=16, train_size=600, test_size=200)
+    job = start_training(config, registry, tiny_mnist)
+    wait_for(lambda: len(job.snapshot().history["loss"]) >= 1 and job.snapshot().batch >= 3)
+    with job._lock:  # count batches at the moment of the stop, atomically
+        job.stop()
+        at_stop = len(job._batch_metrics)
+    assert job.wait(30)
+    s = job.snapshot()
+    assert len(job._batch_metrics) - at_stop <= 1  # at most the batch already under way
+    assert s.status == "stopped"
+    run = registry.get(job.run_id)
+    assert run.status == "stopped"
+    assert run.epochs_done == len(s.history["loss"]) >= 1  # the partial epoch is dropped
+    assert registry.model_path(run.id).exists() and run.test_accuracy is not None
+
+
+def test_only_one_job_per_process(registry, tiny_mnist):
+    config = TrainConfig(epochs=50, batch_size=16, train_size=600, test_size=200)
+    job = start_training(config, registry, tiny_mnist)
+    try:
+        with pytest.raises(TrainingAlreadyRunningError, match=f"run {job.run_id}"):
+            start_training(TINY, registry, tiny_mnist)
+        assert current_job() is job
+    finally:
+        job.stop()
+        job.wait(30)
+    assert len(registry.list_runs()) == 1  # the refused start left no record
+
+
+def test_snapshot_is_consistent_while_training(registry, tiny_mnist):
+    job = start_training(
+        TrainConfig(epochs=3, batch_size=16, train_size=600, test_size=200), registry, tiny_mnist
+    )
+    errors = []
+
+    def reader():
+        while job.is_running:
+            s = job.snapshot()
+            n = len(s.history["loss"])
+            if any(len(v) != n for v in s.history.values()):
+                errors.append("history lists of different lengths")
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    job.wait(120)
+    for t in threads:
+        t.join()
+    assert not errors
+    assert job.snapshot().status == "finished"
+
+
+def test_a_failure_is_recorded_with_its_message(registry, tiny_mnist):
+    (x, y), test = tiny_mnist
+    broken = ((x[:, :20, :20], y), test)  # not 28x28
+    job = start_training(
+        TrainConfig(epochs=1, batch_size=8, train_size=100, test_size=50), registry, broken
+    )
+    assert job.wait(30)
+    s = job.snapshot()
+    assert s.status == "failed" and "28x28" in s.error
+    assert registry.get(job.run_id).status == "failed"
+    assert "28x28" in registry.get(job.run_id).error
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"epochs": 0}, "epochs must be between 1"),
+        ({"batch_size": 1000, "train_size": 500}, "larger than the training subset"),
+        ({"train_size": 70000}, "training subset must be between"),
+        ({"learning_rate": 0.0}, "learning rate"),
+        ({"preset": "vgg"}, "preset must be one of"),
+    ],
+)
+def test_invalid_settings_are_refused_with_a_reason(registry, tiny_mnist, changes, message):
+    cfg = TrainConfig(**{**TINY.__dict__, **changes})
+    with pytest.raises(InvalidConfigError, match=message):
+        TrainingJob(cfg, registry, tiny_mnist)
+    assert registry.list_runs() == []
+
+
+def test_subset_is_seeded_and_spans_the_data():
+    x = np.arange(1000)
+    a, _ = select_subset(x, x, 100, seed=7)
+    b, _ = select_subset(x, x, 100, seed=7)
+    assert np.array_equal(a, b) and len(np.unique(a)) == 100
+    assert a.max() > 500  # not simply the first 100
+    full, _ = select_subset(x, x, 5000, seed=7)
+    assert np.array_equal(full, x)
