@@ -293,3 +293,74 @@ def _row_to_run(row: sqlite3.Row) -> Run:
     d["config"] = json.loads(d["config"])
     d["history"] = json.loads(d["history"] or "{}")
     return Run(**d)
+
+
+# --- models a page can use ------------------------------------------------------------
+
+SHIPPED_KEY = "shipped"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model a page can show: the shipped default or a run's model file."""
+
+    key: str  # "shipped" or the run id as text
+    name: str
+    path: Path
+    test_accuracy: float | None
+    misclassified: int | None
+    trained_at: float | None
+
+    @property
+    def label(self) -> str:
+        acc = f"{self.test_accuracy:.2%}" if self.test_accuracy is not None else "not scored"
+        return f"{self.name} · {acc}"
+
+
+def shipped_model() -> ModelRef:
+    """The Lab 7 model trained by the project's CLI and shipped with the package."""
+    info = {}
+    if config.DEFAULT_MODEL_INFO_PATH.exists():
+        info = json.loads(config.DEFAULT_MODEL_INFO_PATH.read_text())
+    trained = info.get("trained_at")
+    return ModelRef(
+        key=SHIPPED_KEY,
+        name="Lab 7 (shipped)",
+        path=config.DEFAULT_MODEL_PATH,
+        test_accuracy=info.get("test_accuracy"),
+        misclassified=info.get("misclassified"),
+        trained_at=time.mktime(time.strptime(trained, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+        if trained
+        else None,
+    )
+
+
+def run_model(run: Run) -> ModelRef:
+    return ModelRef(
+        key=str(run.id),
+        name=f"Run {run.id} · {run.config.get('preset', '?')}"
+        + ("" if run.status == "finished" else f" ({run.status})"),
+        path=Path(run.model_path or ""),
+        test_accuracy=run.test_accuracy,
+        misclassified=run.misclassified,
+        trained_at=run.finished_at,
+    )
+
+
+def available_models(registry: RunRegistry) -> list[ModelRef]:
+    """The shipped model first, then every run whose model file exists, newest first."""
+    return [shipped_model()] + [
+        run_model(run) for run in registry.list_runs() if run.status != "running" and run.has_model
+    ]
+
+
+def default_model_key(registry: RunRegistry) -> str:
+    """The registry's active run when it still has a model, else the shipped model."""
+    active = registry.active_run_id()
+    if active is not None:
+        try:
+            registry.model_path(active)
+            return str(active)
+        except (RegistryError, ModelFileError):
+            pass
+    return SHIPPED_KEY

@@ -1,0 +1,215 @@
+"""Figures: Altair charts for the pages, and digit pictures built with numpy/Pillow.
+
+Charts are plain functions of data, so a test can check what a chart encodes without a
+browser. Images are encoded once per grid (not one Matplotlib figure per digit).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+WRONG_COLOR = "#d6336c"
+RIGHT_COLOR = "#2b8a3e"
+TRAIN_COLOR = "#3b5bdb"
+TEST_COLOR = "#f08c00"
+
+
+# --- training curves --------------------------------------------------------------------
+
+
+def batch_chart(points: Sequence[dict[str, float]]) -> alt.Chart:
+    """Per-batch loss and accuracy (running means over the epoch, as Keras reports them)
+    against fractional epochs, so the x axis means the same in every run."""
+    df = pd.DataFrame(points, columns=["epoch", "loss", "accuracy"])
+    long = df.melt("epoch", var_name="metric", value_name="value")
+    return (
+        alt.Chart(long)
+        .mark_line(strokeWidth=1.5)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch", scale=alt.Scale(zero=True)),
+            y=alt.Y("value:Q", title=None),
+            color=alt.Color(
+                "metric:N",
+                scale=alt.Scale(domain=["loss", "accuracy"], range=[TEST_COLOR, TRAIN_COLOR]),
+                legend=alt.Legend(orient="right", title=None),
+            ),
+        )
+        .properties(height=260, title="Every batch")
+    )
+
+
+def epoch_chart(history: dict[str, list[float]], metric: str) -> alt.Chart:
+    """The lab's "Model - Accuracy" / "Model - Loss" plot: train vs test per epoch."""
+    train = history.get(metric, [])
+    test = history.get(f"val_{metric}", [])
+    rows = [{"epoch": i + 1, "set": "train", metric: v} for i, v in enumerate(train)]
+    rows += [{"epoch": i + 1, "set": "test", metric: v} for i, v in enumerate(test)]
+    df = pd.DataFrame(rows, columns=["epoch", "set", metric])
+    return (
+        alt.Chart(df)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y(f"{metric}:Q", scale=alt.Scale(zero=False)),
+            color=alt.Color(
+                "set:N",
+                scale=alt.Scale(domain=["train", "test"], range=[TRAIN_COLOR, TEST_COLOR]),
+                legend=alt.Legend(orient="right", title=None),
+            ),
+            tooltip=["epoch", "set", alt.Tooltip(f"{metric}:Q", format=".4f")],
+        )
+        .properties(height=240, title=f"Model - {metric.capitalize()}")
+    )
+
+
+def runs_overlay_chart(histories: dict[str, dict[str, list[float]]], metric: str) -> alt.Chart:
+    """Several runs' per-epoch curves on one chart, one colour per run."""
+    rows = [
+        {"run": name, "epoch": i + 1, metric: v}
+        for name, history in histories.items()
+        for i, v in enumerate(history.get(metric, []))
+    ]
+    df = pd.DataFrame(rows, columns=["run", "epoch", metric])
+    return (
+        alt.Chart(df)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y(f"{metric}:Q", scale=alt.Scale(zero=False)),
+            color=alt.Color("run:N", legend=alt.Legend(orient="right", title=None)),
+            tooltip=["run", "epoch", alt.Tooltip(f"{metric}:Q", format=".4f")],
+        )
+        .properties(height=260, title=metric.replace("_", " "))
+    )
+
+
+# --- predictions ------------------------------------------------------------------------
+
+
+def probability_chart(probabilities: np.ndarray) -> alt.Chart:
+    """Bars over the ten digits; the predicted one stands out."""
+    probs = np.asarray(probabilities, dtype=float)
+    top = int(probs.argmax())
+    df = pd.DataFrame(
+        {"digit": [str(d) for d in range(10)], "probability": probs, "top": np.arange(10) == top}
+    )
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("digit:N", sort=None, axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+            color=alt.condition(alt.datum.top, alt.value(TRAIN_COLOR), alt.value("#adb5bd")),
+            tooltip=["digit", alt.Tooltip("probability:Q", format=".2%")],
+        )
+        .properties(height=200)
+    )
+
+
+def confusion_chart(confusion: np.ndarray, selection_name: str = "cell") -> alt.LayerChart:
+    """A heatmap of counts, true digit down, predicted across. The diagonal (right
+    answers) would drown the colour scale, so only errors are coloured; clicking a cell
+    selects that (true, predicted) pair."""
+    rows = [
+        {"true": t, "predicted": p, "count": int(confusion[t, p]), "error": t != p}
+        for t in range(10)
+        for p in range(10)
+    ]
+    df = pd.DataFrame(rows)
+    df["shade"] = np.where(df["error"], df["count"], 0)
+    pick = alt.selection_point(name=selection_name, fields=["true", "predicted"], on="click")
+    base = alt.Chart(df).encode(
+        x=alt.X("predicted:O", title="predicted", axis=alt.Axis(labelAngle=0, orient="top")),
+        y=alt.Y("true:O", title="true"),
+    )
+    cells = base.mark_rect(stroke="#ffffff", strokeWidth=1, cursor="pointer").encode(
+        color=alt.Color("shade:Q", scale=alt.Scale(scheme="reds"), legend=None),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.35)),
+        tooltip=["true", "predicted", "count"],
+    )
+    text = base.mark_text(fontSize=12).encode(
+        text="count:Q",
+        color=alt.condition(
+            alt.datum.shade > confusion.max() / 20, alt.value("white"), alt.value("#343a40")
+        ),
+    )
+    return (cells.add_params(pick) + text).properties(width=380, height=380)
+
+
+# --- digit pictures ---------------------------------------------------------------------
+
+
+def upscale(image28: np.ndarray, scale: int = 8) -> np.ndarray:
+    """Nearest-neighbour enlargement so each MNIST pixel shows as a visible square."""
+    a = np.asarray(image28)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    return a.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def lab_grid(images: np.ndarray, labels: np.ndarray, scale: int = 6) -> np.ndarray:
+    """The lab's first script: the first four training images in a 2x2 grid."""
+    tiles = [upscale(img, scale) for img in images[:4]]
+    gap = np.full((28 * scale, 4), 255, np.uint8)
+    rows = [np.hstack([tiles[0], gap, tiles[1]]), np.hstack([tiles[2], gap, tiles[3]])]
+    hgap = np.full((4, rows[0].shape[1]), 255, np.uint8)
+    return np.vstack([rows[0], hgap, rows[1]])
+
+
+def digit_gallery_chart(
+    images: np.ndarray,
+    indices: Sequence[int],
+    captions: Sequence[str],
+    wrong: Sequence[bool],
+    columns: int = 10,
+    selection_name: str = "digit",
+) -> alt.LayerChart:
+    """A clickable grid of digits: one Altair chart with an image mark per digit (small
+    PNG data URIs, encoded here once per page) and a caption under each. Wrong answers
+    get a coloured frame and caption. Clicking a digit selects its `index`."""
+    n = len(indices)
+    df = pd.DataFrame(
+        {
+            "index": [int(i) for i in indices],
+            "col": [k % columns for k in range(n)],
+            "row": [k // columns for k in range(n)],
+            "url": [png_data_uri(upscale(img, 2)) for img in images],
+            "caption": list(captions),
+            "wrong": [bool(w) for w in wrong],
+        }
+    )
+    rows = max(1, -(-n // columns))
+    cell = 74
+    x = alt.X("col:O", axis=None, scale=alt.Scale(paddingInner=0.08))
+    pick = alt.selection_point(name=selection_name, fields=["index"], on="click")
+    base = alt.Chart(df).encode(x=x, y=alt.Y("row:O", axis=None))
+    frame = base.mark_rect(cornerRadius=3, cursor="pointer").encode(
+        color=alt.condition(alt.datum.wrong, alt.value(WRONG_COLOR), alt.value("#212529")),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.55)),
+        tooltip=[alt.Tooltip("index:Q", title="test image"), "caption:N"],
+    )
+    pictures = base.mark_image(width=52, height=52, yOffset=-6, cursor="pointer").encode(
+        url="url:N"
+    )
+    text = base.mark_text(yOffset=28, fontSize=10, fontWeight="bold").encode(
+        text="caption:N",
+        color=alt.condition(alt.datum.wrong, alt.value("#ffffff"), alt.value("#dee2e6")),
+    )
+    return (
+        (frame.add_params(pick) + pictures + text)
+        .properties(width=columns * cell, height=rows * (cell + 6))
+        .configure_view(strokeWidth=0)
+    )

@@ -1,0 +1,224 @@
+"""Streamlit helpers shared by the pages: heavy objects cached once per server, the
+sidebar's model choice, and turning user-fixable errors into `st.error`.
+
+Caches are keyed on paths (and a model file's mtime), not on nothing: a test or a
+second server in the same process with another MNIST_DEMO_HOME gets its own objects,
+and a retrained model file is never served stale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import streamlit as st
+
+from mnist_demo import config
+from mnist_demo.data import Arrays, load_mnist
+from mnist_demo.errors import DigitLabError
+from mnist_demo.evaluation import Evaluation, evaluate
+from mnist_demo.model import ModelFileError, load_model
+from mnist_demo.runs import (
+    ModelRef,
+    RegistryCorruptError,
+    RunRegistry,
+    available_models,
+    default_model_key,
+)
+
+
+def _keep_keras_state_between_reruns() -> None:
+    """Streamlit calls `keras.backend.clear_session()` after every script run (and so
+    after every fragment poll), meant for apps that build a model per run. Here models
+    are long-lived, shared, and trained in a background thread: each call clears
+    TensorFlow's kernel cache and forces a full garbage collection. Measured on the
+    Train page: a run watched by one browser trained 10x slower. Make it a no-op in the
+    app's process; nothing in Digit Lab relies on it."""
+    import keras
+
+    keras.backend.clear_session = lambda *args, **kwargs: None
+
+
+_keep_keras_state_between_reruns()
+
+POLL_RUNNING_S = 1.0  # live charts while a run trains
+POLL_IDLE_S = 3.0  # notice a run started from another browser
+
+
+# --- cached resources -----------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner="Loading MNIST…")
+def _dataset(data_dir: str) -> Arrays:
+    return load_mnist()
+
+
+def dataset() -> Arrays:
+    return _dataset(str(config.data_dir()))
+
+
+@st.cache_resource(show_spinner=False)
+def _registry(path: str) -> tuple[RunRegistry, str | None]:
+    """Open the registry once per server. A corrupt file is moved aside and rebuilt from
+    the runs' own files; runs left 'running' by a dead server become 'interrupted'."""
+    notice = None
+    try:
+        registry = RunRegistry(Path(path))
+    except RegistryCorruptError as e:
+        registry, aside = RunRegistry.recover(Path(path))
+        notice = (
+            f"The run registry was unreadable ({e.__cause__}). It was moved to {aside} "
+            f"and rebuilt from the run folders ({len(registry.list_runs())} runs recovered)."
+        )
+    registry.mark_interrupted()
+    return registry, notice
+
+
+def registry() -> RunRegistry:
+    return _registry(str(config.registry_path()))[0]
+
+
+def registry_notice() -> str | None:
+    return _registry(str(config.registry_path()))[1]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        raise ModelFileError(
+            f"the model file {path} is missing; pick another model in the sidebar"
+        ) from None
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def _model(path: str, mtime: float):
+    return load_model(Path(path))
+
+
+def model(ref: ModelRef):
+    return _model(str(ref.path), _mtime(ref.path))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Scoring the 10,000 test images…")
+def _evaluation(path: str, mtime: float, data_dir: str) -> Evaluation:
+    _, (x_test, y_test) = dataset()
+    return evaluate(_model(path, mtime), x_test, y_test)
+
+
+def evaluation(ref: ModelRef) -> Evaluation:
+    """The model's answers on the whole test set: computed once per model and server."""
+    return _evaluation(str(ref.path), _mtime(ref.path), str(config.data_dir()))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Warming up the model…")
+def _predictor(path: str, mtime: float):
+    from mnist_demo.inference import Predictor
+
+    return Predictor(_model(path, mtime))
+
+
+def predictor(ref: ModelRef):
+    return _predictor(str(ref.path), _mtime(ref.path))
+
+
+# --- the shell ------------------------------------------------------------------------
+
+MODEL_KEY = "model_key"
+MODEL_REF_KEY = "model_ref"
+DEEP_LINK_KEY = "deep_link"
+
+
+def page_setup(page_file: str) -> ModelRef:
+    """Every page starts here and gets the model the sidebar chose.
+
+    A deep link (say /draw) opened on a freshly started server is served by Streamlit's
+    older pages/-folder mode, which runs the page without the entry script: no sidebar,
+    raw file names in the menu. Then go through the entry script once; it comes back.
+    """
+    if MODEL_REF_KEY not in st.session_state:
+        st.session_state[DEEP_LINK_KEY] = (
+            Path(page_file).relative_to(Path(page_file).resolve().parents[1]).as_posix()
+        )
+        st.switch_page("streamlit_app.py")
+    return st.session_state[MODEL_REF_KEY]
+
+
+def follow_deep_link() -> None:
+    """Called by the entry script after st.navigation: finish a deep link's detour."""
+    target = st.session_state.pop(DEEP_LINK_KEY, None)
+    if target:
+        st.switch_page(target)
+
+
+# --- the sidebar ----------------------------------------------------------------------
+
+
+def sidebar() -> ModelRef:
+    """The model every page shows, chosen per browser session. A new session starts on
+    the server's active model (set from the Train page), else the shipped one."""
+    reg = registry()
+    models = {m.key: m for m in available_models(reg)}
+    if st.session_state.get(MODEL_KEY) not in models:
+        st.session_state[MODEL_KEY] = default_model_key(reg)
+    with st.sidebar:
+        notice = registry_notice()
+        if notice:
+            st.warning(notice)
+        st.selectbox(
+            "Model",
+            list(models),
+            key=MODEL_KEY,
+            format_func=lambda key: models[key].label,
+            help="Which trained model the pages use. Train a new one on the Train page.",
+        )
+        ref = models[st.session_state[MODEL_KEY]]
+        details = []
+        if ref.test_accuracy is not None:
+            details.append(f"test accuracy **{ref.test_accuracy:.2%}**")
+        if ref.trained_at:
+            details.append(f"trained {ago(ref.trained_at)}")
+        st.caption(" · ".join(details) or "not evaluated yet")
+        _training_badge()
+    return ref
+
+
+def _training_badge() -> None:
+    from mnist_demo.training import current_job
+
+    job = current_job()
+    if job is not None and job.is_running:
+        s = job.snapshot()
+        st.info(f"Training run {s.run_id}: epoch {s.epoch}/{s.config.epochs}", icon="⏳")
+
+
+def ago(timestamp: float) -> str:
+    seconds = max(0, time.time() - timestamp)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "just now"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show a problem the user can fix as `st.error` and stop the page there; the
+    server and the other sessions carry on. Bugs still raise."""
+    try:
+        yield
+    except DigitLabError as e:
+        st.error(str(e), icon="⚠️")
+        st.stop()

@@ -1,0 +1,241 @@
+"""Train: the instructor trains the CNN live; every browser on the server sees the same
+run, can stop it, and finds it in the history afterwards."""
+
+import pandas as pd
+import streamlit as st
+
+from mnist_demo import charts, ui
+from mnist_demo.errors import DigitLabError
+from mnist_demo.model import PRESETS
+from mnist_demo.runs import Run
+from mnist_demo.training import TrainConfig, current_job, start_training
+
+SUBSET_SIZES = [500, 1000, 5000, 10000, 30000, 60000]
+
+ui.page_setup(__file__)
+st.title("Train the CNN")
+registry = ui.registry()
+job = current_job()
+running = job is not None and job.is_running
+
+
+# --- settings ---------------------------------------------------------------------------
+
+with st.form("settings", border=True):
+    st.write("**Settings** — the defaults are the lab's recipe (about 3–4 minutes on 2 cores).")
+    c1, c2, c3 = st.columns(3)
+    preset = c1.selectbox(
+        "Preset", list(PRESETS), format_func=lambda p: f"{p} — {PRESETS[p].description}"
+    )
+    epochs = c2.number_input("Epochs", min_value=0, max_value=100, value=12, step=1)
+    batch_size = c3.number_input("Batch size", min_value=0, max_value=60000, value=128, step=32)
+    c4, c5, c6 = st.columns(3)
+    train_size = c4.select_slider(
+        "Training images",
+        options=SUBSET_SIZES,
+        value=60000,
+        format_func=lambda n: f"{n:,}",
+        help="A subset trains faster: 10,000 images take about a sixth of the time.",
+    )
+    learning_rate = c5.number_input(
+        "Learning rate (Adam)",
+        min_value=0.0,
+        max_value=1.0,
+        value=0.001,
+        step=0.0005,
+        format="%.4f",
+    )
+    seed = c6.number_input("Seed", min_value=0, value=7, step=1)
+    start = st.form_submit_button(
+        "Start training", type="primary", disabled=running, icon=":material/play_arrow:"
+    )
+
+if running:
+    s = job.snapshot()
+    st.info(
+        f"Run {s.run_id} ({s.config.preset}, {s.config.epochs} epochs on "
+        f"{s.config.train_size:,} images) is training, started {ui.duration(s.elapsed_s)} "
+        "ago. One run at a time: stop it below or wait for it to finish.",
+        icon="⏳",
+    )
+
+if start:
+    config = TrainConfig(
+        preset=preset,
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        learning_rate=float(learning_rate),
+        train_size=int(train_size),
+        seed=int(seed),
+    )
+    try:
+        start_training(config, registry, ui.dataset())
+    except DigitLabError as e:
+        st.error(f"Not started: {e}", icon="⚠️")
+    else:
+        st.rerun()
+
+
+# --- the live run -----------------------------------------------------------------------
+
+
+def make_active(run_id: int) -> None:
+    """Server-wide default for new sessions, and this session's model right away."""
+    registry.set_active(run_id)
+    st.session_state[ui.MODEL_KEY] = str(run_id)
+
+
+def show_result(run: Run) -> None:
+    if run.status == "failed":
+        st.error(f"Run {run.id} failed: {run.error}", icon="⚠️")
+    elif run.status == "interrupted":
+        st.warning(
+            f"Run {run.id} was interrupted (the server stopped) after {run.epochs_done} "
+            "finished epochs; the model of the last finished epoch is kept.",
+        )
+    if run.test_accuracy is None:
+        return
+    a, b, c, d = st.columns(4)
+    a.metric("Test accuracy", f"{run.test_accuracy:.2%}")
+    b.metric("Test loss", f"{run.test_loss:.4f}")
+    c.metric("Misclassified", f"{run.misclassified} of {run.test_n:,}")
+    d.metric("Duration", ui.duration(run.duration_s))
+    if run.has_model:
+        is_active = registry.active_run_id() == run.id
+        st.button(
+            "Active model" if is_active else "Make this the active model",
+            key=f"activate-{run.id}",
+            disabled=is_active,
+            on_click=make_active,
+            args=(run.id,),
+            icon=":material/check_circle:",
+        )
+
+
+def epoch_charts(history: dict) -> None:
+    left, right = st.columns(2)
+    left.altair_chart(charts.epoch_chart(history, "accuracy"), width="stretch")
+    right.altair_chart(charts.epoch_chart(history, "loss"), width="stretch")
+
+
+@st.fragment(run_every=ui.POLL_RUNNING_S if running else ui.POLL_IDLE_S)
+def live_run(was_running: bool) -> None:
+    job = current_job()
+    now_running = job is not None and job.is_running
+    if now_running != was_running:
+        st.rerun()  # a run started or ended (maybe from another browser): redraw all
+    if job is None:
+        latest = registry.list_runs()[:1]
+        if latest:
+            st.subheader(f"Latest run: {latest[0].id} · {latest[0].status}")
+            show_result(latest[0])
+            if latest[0].history.get("loss"):
+                epoch_charts(latest[0].history)
+        else:
+            st.info("No run yet. Choose settings and press **Start training**.")
+        return
+
+    s = job.snapshot()
+    st.subheader(f"Run {s.run_id} · {s.config.preset} · {s.status}")
+    if s.running:
+        eta = f" · about {ui.duration(s.eta_s)} left" if s.eta_s is not None else ""
+        st.progress(
+            s.progress,
+            text=f"Epoch {s.epoch}/{s.config.epochs} · batch {s.batch}/{s.batches_per_epoch}"
+            f" · {ui.duration(s.elapsed_s)} elapsed{eta}",
+        )
+        if s.stop_requested:
+            st.caption("Stopping after this batch…")
+        elif st.button("Stop", icon=":material/stop:", key="stop"):
+            job.stop()
+            st.rerun(scope="fragment")
+    if s.batch_metrics:
+        last = s.batch_metrics[-1]
+        a, b, c = st.columns(3)
+        a.metric("Batch loss", f"{last['loss']:.4f}")
+        b.metric("Batch accuracy", f"{last['accuracy']:.2%}")
+        if s.history["val_accuracy"]:
+            c.metric("Test accuracy (last epoch)", f"{s.history['val_accuracy'][-1]:.2%}")
+        st.altair_chart(charts.batch_chart(s.batch_metrics), width="stretch")
+    elif s.running:
+        st.caption("Preparing the data and building the model…")
+    if s.history["loss"]:
+        epoch_charts(s.history)
+    if not s.running:
+        show_result(registry.get(s.run_id))
+
+
+live_run(running)
+
+
+# --- history ----------------------------------------------------------------------------
+
+st.header("Run history")
+runs = registry.list_runs()
+if not runs:
+    st.caption("Finished, stopped and failed runs appear here.")
+    st.stop()
+
+active_id = registry.active_run_id()
+table = pd.DataFrame(
+    [
+        {
+            "run": r.id,
+            "status": r.status + (" · active" if r.id == active_id else ""),
+            "preset": r.config.get("preset"),
+            "epochs": f"{r.epochs_done}/{r.config.get('epochs')}",
+            "batch": r.config.get("batch_size"),
+            "learning rate": r.config.get("learning_rate"),
+            "images": r.config.get("train_size"),
+            "seed": r.config.get("seed"),
+            "test accuracy": r.test_accuracy,
+            "misclassified": r.misclassified,
+            "duration": ui.duration(r.duration_s),
+            "error": r.error or "",
+        }
+        for r in runs
+    ]
+)
+picked = st.dataframe(
+    table,
+    hide_index=True,
+    on_select="rerun",
+    selection_mode="multi-row",
+    key="history",
+    column_config={
+        "test accuracy": st.column_config.NumberColumn(format="percent"),
+        "learning rate": st.column_config.NumberColumn(format="%.4f"),
+    },
+)
+selected = [runs[i] for i in picked.selection.rows]
+if not selected:
+    st.caption("Select rows to compare their curves, make one the active model, or delete them.")
+    st.stop()
+
+metric = st.radio(
+    "Compare",
+    ["val_accuracy", "val_loss", "accuracy", "loss"],
+    horizontal=True,
+    format_func=lambda m: m.replace("val_", "test ").replace("_", " "),
+)
+st.altair_chart(
+    charts.runs_overlay_chart({f"run {r.id}": r.history for r in selected}, metric),
+    width="stretch",
+)
+left, right = st.columns(2)
+if len(selected) == 1 and selected[0].has_model:
+    left.button(
+        f"Make run {selected[0].id} the active model",
+        on_click=make_active,
+        args=(selected[0].id,),
+        icon=":material/check_circle:",
+    )
+with right.popover(f"Delete {len(selected)} run(s)", icon=":material/delete:"):
+    st.write(
+        "Deletes the records and model files of: " + ", ".join(f"run {r.id}" for r in selected)
+    )
+    if st.button("Delete for good", type="primary"):
+        with ui.user_errors():
+            for r in selected:
+                registry.delete(r.id)
+        st.rerun()

@@ -1,0 +1,87 @@
+"""A whole class watching one run: two browser sessions, one live run, a stop from the
+second, and a server crash that leaves the run interrupted but usable."""
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import AppServer
+
+PROGRESS = re.compile(r"Epoch (\d+)/(\d+) · batch (\d+)/(\d+)")
+
+
+def start_small_run(page, base_url: str) -> None:
+    page.goto(f"{base_url}/train")
+    expect(page.get_by_role("heading", name="Train the CNN")).to_be_visible(timeout=60_000)
+    slider = page.get_by_role("slider")
+    slider.focus()
+    for _ in range(3):  # 60,000 -> 30,000 -> 10,000 -> 5,000 images
+        slider.press("ArrowLeft")
+    expect(page.get_by_text("5,000", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Start training").click()
+
+
+def progress_position(page) -> tuple[int, int]:
+    text = page.get_by_text(PROGRESS).first.inner_text()
+    epoch, _, batch, per_epoch = map(int, PROGRESS.search(text).groups())
+    return epoch, (epoch - 1) * per_epoch + batch
+
+
+def test_two_sessions_watch_and_one_stops_the_run(app_server, new_page):
+    teacher = new_page()
+    start_small_run(teacher, app_server.url)
+    expect(teacher.get_by_text(PROGRESS).first).to_be_visible(timeout=60_000)
+    _, first = progress_position(teacher)
+    teacher.wait_for_timeout(2500)
+    _, later = progress_position(teacher)
+    assert later > first, "the live progress did not move"
+    expect(teacher.get_by_text("Every batch")).to_be_visible()  # the live batch chart
+
+    student = new_page()
+    student.goto(f"{app_server.url}/train")
+    expect(student.get_by_text("Run 1 · lab7 · running")).to_be_visible(timeout=60_000)
+    expect(student.get_by_role("button", name="Start training")).to_be_disabled()
+    expect(student.get_by_text(PROGRESS).first).to_be_visible()
+    student.get_by_role("button", name="Stop").click()
+
+    for page in (student, teacher):
+        expect(page.get_by_text("Run 1 · lab7 · stopped")).to_be_visible(timeout=30_000)
+    teacher.reload()
+    history = teacher.get_by_test_id("stDataFrame").last
+    expect(history).to_be_visible(timeout=30_000)
+    expect(teacher.get_by_text("Run history")).to_be_visible()
+    # the grid is a canvas: read the status through the page's accessible text
+    expect(history).to_contain_text("stopped", timeout=30_000)
+
+
+def test_a_run_survives_browsers_closing_and_a_server_crash_leaves_it_interrupted(
+    app_home, new_page
+):
+    server = AppServer(app_home).start()
+    try:
+        page = new_page()
+        start_small_run(page, server.url)
+        expect(page.get_by_text(PROGRESS).first).to_be_visible(timeout=60_000)
+        page.context.close()  # every browser gone: the run carries on in the server
+        page = new_page()
+        page.goto(f"{server.url}/train")
+        expect(page.get_by_text("Test accuracy (last epoch)")).to_be_visible(timeout=60_000)
+        epoch, _ = progress_position(page)
+        assert epoch >= 2
+    finally:
+        server.kill()
+    restarted = AppServer(app_home).start()
+    try:
+        page = new_page()
+        page.goto(f"{restarted.url}/train")
+        expect(page.get_by_text("Latest run: 1 · interrupted")).to_be_visible(timeout=60_000)
+        expect(
+            page.get_by_text(re.compile(r"interrupted \(the server stopped\) after [1-9]"))
+        ).to_be_visible()
+        # its last finished epoch's model is offered in the sidebar
+        page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").click()
+        expect(
+            page.get_by_role("option", name=re.compile(r"Run 1 · lab7 \(interrupted\)"))
+        ).to_be_visible()
+    finally:
+        restarted.stop()
