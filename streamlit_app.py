@@ -1,14 +1,13 @@
-"""Digit Lab: entry point. Navigation over pages/, and the sidebar every page shares."""
+"""Digit Lab: the entry point. Navigation over pages/; each page draws the shared
+sidebar itself through `ui.page_setup` (see there why)."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import streamlit as st
+import streamlit as st  # noqa: E402
 
-from mnist_demo import ui
-
-st.set_page_config(page_title="Digit Lab", page_icon="✍️", layout="wide")
+from mnist_demo import ui  # noqa: E402
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/school:", default=True),
@@ -19,6 +18,5 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-st.session_state[ui.MODEL_REF_KEY] = ui.sidebar()
-ui.follow_deep_link()
+ui.entry_ran()
 page.run()

@@ -340,6 +340,10 @@ def start_training(
         return _current
 
 
-def current_job() -> TrainingJob | None:
-    """The running job, or the last one this process ran (for its final charts)."""
-    return _current
+def current_job(registry: RunRegistry | None = None) -> TrainingJob | None:
+    """The running job, or the last one this process ran (for its final charts); with
+    `registry`, only a job recorded there (tests and servers may use several homes)."""
+    job = _current
+    if job is not None and registry is not None and job.registry.path != registry.path:
+        return None
+    return job

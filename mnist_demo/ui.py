@@ -127,27 +127,31 @@ def predictor(ref: ModelRef):
 # --- the shell ------------------------------------------------------------------------
 
 MODEL_KEY = "model_key"
-MODEL_REF_KEY = "model_ref"
+ENTRY_KEY = "entry_ran"
 DEEP_LINK_KEY = "deep_link"
 
 
 def page_setup(page_file: str) -> ModelRef:
-    """Every page starts here and gets the model the sidebar chose.
+    """Every page starts here: page config, the shared sidebar, and the model it chose.
 
-    A deep link (say /draw) opened on a freshly started server is served by Streamlit's
-    older pages/-folder mode, which runs the page without the entry script: no sidebar,
-    raw file names in the menu. Then go through the entry script once; it comes back.
+    Streamlit treats a `pages/` folder as its older multipage mode until the entry
+    script has called st.navigation once in the process: a deep link (say /draw) to a
+    freshly started server then runs the page alone, with raw file names in the menu.
+    Such a first visit detours through the entry script, which sends it back here. The
+    sidebar is drawn here rather than in the entry script so that a page run alone (as
+    AppTest does) still has it.
     """
-    if MODEL_REF_KEY not in st.session_state:
-        st.session_state[DEEP_LINK_KEY] = (
-            Path(page_file).relative_to(Path(page_file).resolve().parents[1]).as_posix()
-        )
+    if ENTRY_KEY not in st.session_state:
+        app_root = Path(page_file).resolve().parents[1]
+        st.session_state[DEEP_LINK_KEY] = Path(page_file).resolve().relative_to(app_root).as_posix()
         st.switch_page("streamlit_app.py")
-    return st.session_state[MODEL_REF_KEY]
+    st.set_page_config(page_title="Digit Lab", page_icon="✍️", layout="wide")
+    return sidebar()
 
 
-def follow_deep_link() -> None:
-    """Called by the entry script after st.navigation: finish a deep link's detour."""
+def entry_ran() -> None:
+    """Called by the entry script after st.navigation; finishes a deep link's detour."""
+    st.session_state[ENTRY_KEY] = True
     target = st.session_state.pop(DEEP_LINK_KEY, None)
     if target:
         st.switch_page(target)
@@ -188,7 +192,7 @@ def sidebar() -> ModelRef:
 def _training_badge() -> None:
     from mnist_demo.training import current_job
 
-    job = current_job()
+    job = current_job(registry())
     if job is not None and job.is_running:
         s = job.snapshot()
         st.info(f"Training run {s.run_id}: epoch {s.epoch}/{s.config.epochs}", icon="⏳")

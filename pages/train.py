@@ -15,7 +15,7 @@ SUBSET_SIZES = [500, 1000, 5000, 10000, 30000, 60000]
 ui.page_setup(__file__)
 st.title("Train the CNN")
 registry = ui.registry()
-job = current_job()
+job = current_job(registry)
 running = job is not None and job.is_running
 
 
@@ -120,7 +120,7 @@ def epoch_charts(history: dict) -> None:
 
 @st.fragment(run_every=ui.POLL_RUNNING_S if running else ui.POLL_IDLE_S)
 def live_run(was_running: bool) -> None:
-    job = current_job()
+    job = current_job(registry)
     now_running = job is not None and job.is_running
     if now_running != was_running:
         st.rerun()  # a run started or ended (maybe from another browser): redraw all

@@ -10,15 +10,15 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mnist_demo import config  # noqa: E402  (the environment must be set first)
+from mnist_demo import config
 
 os.environ["MNIST_DEMO_DATA"] = str(config.data_dir())
 os.environ["MNIST_DEMO_HOME"] = tempfile.mkdtemp(prefix="digit-lab-tests-")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from mnist_demo.data import load_mnist  # noqa: E402
+from mnist_demo.data import load_mnist
 
 
 @pytest.fixture(scope="session")

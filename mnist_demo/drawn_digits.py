@@ -1,0 +1,283 @@
+"""A drawn-digit test set: real MNIST handwriting re-drawn as canvas drawings.
+
+To know whether `preprocess.to_mnist` really turns what people draw into what the model
+expects, we need drawings with known labels. Real handwriting is the hard part, so we
+borrow it: each MNIST test digit is thinned to its pen path (skeleton) and stroked
+again with a round brush on a 280x280 RGBA canvas, as streamlit-drawable-canvas returns
+it, with what varies between people: brush width (8-40 px), digit size and place (a
+small digit in a corner, or one filling the canvas) and colours (dark on light, light on
+dark, coloured pens, a transparent background with strokes only in alpha).
+
+Comparing the model on the drawing with the model on the original digit then measures
+the preprocessing alone; `naive_resize` (squash the whole canvas to 28x28) is the
+baseline that shows why the MNIST steps matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import keras
+import numpy as np
+from PIL import Image, ImageDraw
+
+from mnist_demo.data import load_mnist
+from mnist_demo.evaluation import predict_proba
+from mnist_demo.preprocess import BlankImageError, ink_map, to_mnist
+
+CANVAS = 280
+SUPERSAMPLE = 2  # brush disks are drawn at 2x and averaged down: anti-aliased edges
+UPSAMPLE = 4  # the 28x28 digit is thinned at 112x112, where its pen path is smooth
+BRUSH_MIN, BRUSH_MAX = 8.0, 40.0  # brush diameter in canvas pixels
+MIN_DIGIT_PER_BRUSH = 4.5  # a digit at least 4.5 brush widths tall stays legible
+MIN_DIGIT, MAX_DIGIT = 70, 270  # painted digit's longest side, canvas pixels
+CORE_DEPTH = 1.75  # 28x28 pixels: deeper inside than this is a filled blob, not a stroke
+MIN_COLOUR_DISTANCE = 0.45  # stroke and background must differ this much (RGB in 0..1)
+CENTRED_SIZE = (170, 240)  # canvas pixels: about MNIST's 20 of 28
+CENTRED_OFFSET = 30  # canvas pixels from the centre
+
+# name -> probability; every scheme a student could pick in the Draw page
+SCHEMES = {
+    "black on white": 0.30,
+    "white on black": 0.15,
+    "colour on white": 0.15,
+    "colour on colour": 0.10,
+    "black on transparent": 0.15,
+    "colour on transparent": 0.15,
+}
+
+
+# --- the pen path ----------------------------------------------------------------------
+
+
+def skeleton(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning: the one-pixel-wide centre line of a binary shape.
+
+    Each pass peels boundary pixels whose removal keeps the shape connected (exactly
+    one 0->1 transition around them) and is not the end of a line (2-6 neighbours).
+    """
+    img = np.pad(mask.astype(np.uint8), 1)
+    while True:
+        changed = False
+        for first in (True, False):
+            p = img  # padded with zeros, so np.roll wraps only zeros around
+            n = [
+                np.roll(p, 1, 0),  # p2 north
+                np.roll(np.roll(p, 1, 0), -1, 1),  # p3 north-east
+                np.roll(p, -1, 1),  # p4 east
+                np.roll(np.roll(p, -1, 0), -1, 1),  # p5 south-east
+                np.roll(p, -1, 0),  # p6 south
+                np.roll(np.roll(p, -1, 0), 1, 1),  # p7 south-west
+                np.roll(p, 1, 1),  # p8 west
+                np.roll(np.roll(p, 1, 0), 1, 1),  # p9 north-west
+            ]
+            neighbours = sum(n)
+            transitions = sum(
+                ((n[i] == 0) & (n[(i + 1) % 8] == 1)).astype(np.uint8) for i in range(8)
+            )
+            p2, p4, p6, p8 = n[0], n[2], n[4], n[6]
+            if first:
+                side = (p2 * p4 * p6 == 0) & (p4 * p6 * p8 == 0)
+            else:
+                side = (p2 * p4 * p8 == 0) & (p2 * p6 * p8 == 0)
+            remove = (p == 1) & (neighbours >= 2) & (neighbours <= 6) & (transitions == 1) & side
+            if remove.any():
+                img[remove] = 0
+                changed = True
+        if not changed:
+            return img[1:-1, 1:-1].astype(bool)
+
+
+def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Binary erosion by `steps` pixels (3x3 crosses and squares alternating)."""
+    out = mask
+    for i in range(steps):
+        p = np.pad(out, 1)
+        out = out & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+        if i % 2 == 1:
+            out = out & p[:-2, :-2] & p[:-2, 2:] & p[2:, :-2] & p[2:, 2:]
+    return out
+
+
+def pen_path(digit: np.ndarray) -> np.ndarray:
+    """(K, 2) float (row, col) points a brush follows to re-draw the digit, in 28x28
+    pixel units: its centre line, plus the inside of blobs.
+
+    A thinned shape keeps its loops but not its filled areas: an 8 whose small loop
+    the pen filled in would come back as a 9. So the parts much thicker than a stroke
+    (what survives eroding by CORE_DEPTH) are dabbed too, every other pixel.
+    """
+    big = Image.fromarray(digit.astype(np.float32) / 255.0).resize(
+        (28 * UPSAMPLE, 28 * UPSAMPLE), Image.Resampling.BILINEAR
+    )
+    mask = np.asarray(big) > 0.5
+    line = np.argwhere(skeleton(mask))
+    core = np.argwhere(_erode(mask, round(CORE_DEPTH * UPSAMPLE)))
+    core = core[(core[:, 0] % 2 == 0) & (core[:, 1] % 2 == 0)]
+    points = np.concatenate([line, core])
+    if len(points) == 0:  # a digit too faint to threshold: keep its brightest pixel
+        points = np.argwhere(digit == digit.max())[:1] * UPSAMPLE
+    return (points + 0.5) / UPSAMPLE
+
+
+# --- one drawing ---------------------------------------------------------------------
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, size=3).astype(np.float32) / 255
+
+
+def _colours(scheme: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    """(stroke RGB, background RGB or None for transparent), in 0..1."""
+    black, white = np.zeros(3, np.float32), np.ones(3, np.float32)
+    fixed = {
+        "black on white": (black, white),
+        "white on black": (white, black),
+        "black on transparent": (black, None),
+    }
+    if scheme in fixed:
+        return fixed[scheme]
+    background = {"colour on white": white, "colour on transparent": None}.get(scheme)
+    if scheme == "colour on colour":
+        background = _random_colour(rng)
+    while True:  # on a transparent background any colour shows: alpha carries it
+        stroke = _random_colour(rng)
+        if background is None or np.linalg.norm(stroke - background) >= MIN_COLOUR_DISTANCE:
+            return stroke, background
+
+
+def _coverage(
+    points: np.ndarray, brush: float, top: float, left: float, scale: float
+) -> np.ndarray:
+    """(280, 280) float in [0, 1]: a round brush dabbed along the path, anti-aliased."""
+    size = CANVAS * SUPERSAMPLE
+    layer = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(layer)
+    radius = brush * SUPERSAMPLE / 2
+    for row, col in points:
+        y = (top + row * scale) * SUPERSAMPLE
+        x = (left + col * scale) * SUPERSAMPLE
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
+    small = layer.reduce(SUPERSAMPLE)
+    return np.asarray(small, dtype=np.float32) / 255
+
+
+def draw_canvas(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Re-draw one 28x28 uint8 MNIST digit as a (280, 280, 4) uint8 RGBA canvas."""
+    points = pen_path(digit)
+    brush = float(np.exp(rng.uniform(np.log(BRUSH_MIN), np.log(BRUSH_MAX))))
+    painted = rng.uniform(max(MIN_DIGIT, MIN_DIGIT_PER_BRUSH * brush), MAX_DIGIT)
+    low, high = points.min(axis=0), points.max(axis=0)
+    extent = max(float((high - low).max()), 1.0)
+    scale = (painted - brush) / extent
+    span = (high - low) * scale + brush  # painted height, width
+    top = rng.uniform(0, CANVAS - span[0]) + brush / 2 - low[0] * scale
+    left = rng.uniform(0, CANVAS - span[1]) + brush / 2 - low[1] * scale
+    alpha = _coverage(points, brush, top, left, scale)[..., None]
+
+    scheme = rng.choice(list(SCHEMES), p=list(SCHEMES.values()))
+    stroke, background = _colours(str(scheme), rng)
+    if background is None:  # transparent: colour where painted, coverage in alpha
+        rgb = np.where(alpha > 0, stroke, 0.0)
+        rgba = np.concatenate([rgb, alpha], axis=2)
+    else:
+        rgb = background + alpha * (stroke - background)
+        rgba = np.concatenate([rgb, np.ones_like(alpha)], axis=2)
+    return (rgba * 255 + 0.5).astype(np.uint8)
+
+
+# --- the set ---------------------------------------------------------------------------
+
+
+def _sample_indices(count: int, n: int, seed: int) -> np.ndarray:
+    """The first n of one fixed permutation: a larger n extends a smaller set."""
+    return np.random.default_rng(seed).permutation(count)[: min(n, count)]
+
+
+def iter_drawn(images: np.ndarray, n: int, seed: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(source index, canvas) pairs, one canvas in memory at a time (2000 canvases would
+    hold 630 MB). Each drawing has its own generator seeded by (seed, position), so it
+    does not depend on how many come before it."""
+    for position, index in enumerate(_sample_indices(len(images), n, seed)):
+        rng = np.random.default_rng([seed, position])
+        yield int(index), draw_canvas(images[index], rng)
+
+
+def make_drawn_set(
+    images: np.ndarray, labels: np.ndarray, n: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(canvases (n, 280, 280, 4) uint8, labels (n,), source indices (n,)), the same
+    for the same seed."""
+    pairs = list(iter_drawn(images, n, seed))
+    indices = np.array([i for i, _ in pairs], dtype=np.int64)
+    canvases = (
+        np.stack([c for _, c in pairs]) if pairs else np.zeros((0, CANVAS, CANVAS, 4), np.uint8)
+    )
+    return canvases, np.asarray(labels)[indices], indices
+
+
+def naive_resize(canvas: np.ndarray) -> np.ndarray:
+    """The baseline: the canvas's ink squashed whole to 28x28, no crop, no centring.
+
+    It gets the colours right (same ink map as to_mnist) so the comparison isolates the
+    geometry: size normalisation, centring and stroke width.
+    """
+    ink = ink_map(canvas)
+    return np.asarray(Image.fromarray(ink).resize((28, 28), Image.Resampling.BOX))
+
+
+def is_centred(canvas: np.ndarray) -> bool:
+    """Drawn the way MNIST would have it: centred, and as big as the 20/28 box, the
+    one case where squashing the whole canvas happens to work."""
+    ink = ink_map(canvas) > 0.5
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    size = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    centre = np.array([rows[0] + rows[-1], cols[0] + cols[-1]]) / 2
+    return bool(
+        CENTRED_SIZE[0] <= size <= CENTRED_SIZE[1]
+        and np.hypot(*(centre - CANVAS / 2)) <= CENTRED_OFFSET
+    )
+
+
+def _correct(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return predict_proba(model, images).argmax(axis=1) == labels
+
+
+def drawn_accuracy(model: keras.Model, n: int = 2000, seed: int = 0) -> dict[str, float | int]:
+    """The model on n MNIST test digits: as written, re-drawn then `to_mnist`, and
+    re-drawn then `naive_resize`. Gaps are in percentage points, original - drawn.
+
+    The `centred_*` figures repeat the naive gap on the drawings that happen to be
+    centred and MNIST-sized: the best case for squashing the canvas.
+    """
+    _, (x_test, y_test) = load_mnist()
+    indices, normalised, naive, centred = [], [], [], []
+    blank = np.zeros((28, 28), np.float32)
+    for index, canvas in iter_drawn(x_test, n, seed):
+        indices.append(index)
+        try:
+            normalised.append(to_mnist(canvas))
+            naive.append(naive_resize(canvas))
+            centred.append(is_centred(canvas))
+        except BlankImageError:  # counts as a mistake: the drawing lost the digit
+            normalised.append(blank)
+            naive.append(blank)
+            centred.append(False)
+    labels = y_test[indices]
+    original = _correct(model, x_test[indices], labels)
+    through = _correct(model, np.stack(normalised), labels)
+    squashed = _correct(model, np.stack(naive), labels)
+    centred = np.array(centred, dtype=bool)
+    return {
+        "n": len(indices),
+        "seed": seed,
+        "original_accuracy": float(original.mean()),
+        "to_mnist_accuracy": float(through.mean()),
+        "naive_accuracy": float(squashed.mean()),
+        "gap_points": 100 * float(original.mean() - through.mean()),
+        "naive_gap_points": 100 * float(original.mean() - squashed.mean()),
+        "centred_n": int(centred.sum()),
+        "centred_naive_gap_points": 100 * float(original[centred].mean() - squashed[centred].mean())
+        if centred.any()
+        else float("nan"),
+    }

@@ -1,0 +1,109 @@
+"""The pages, run by Streamlit's AppTest (no browser): what they show and how they
+refuse bad input. Training here is tiny: 500 real images, one epoch."""
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mnist_demo import training
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+TIMEOUT = 120
+
+
+@pytest.fixture
+def app(home):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def page(at: AppTest, path: str) -> AppTest:
+    at.switch_page(path)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = (
+        [m.value for m in at.markdown]
+        + [h.value for h in at.header]
+        + [c.value for c in at.caption]
+    )
+    return "\n".join(str(p) for p in parts)
+
+
+def test_home_walks_through_the_lab(app):
+    shapes = app.dataframe[1].value
+    assert shapes.set_index("array").loc["X_train", "before"] == "(60000, 28, 28)"
+    assert shapes.set_index("array").loc["X_train", "after"] == "(60000, 28, 28, 1)"
+    versions = app.dataframe[0].value.set_index("library")["version"]
+    import keras
+    import tensorflow as tf
+
+    assert versions["TensorFlow"] == tf.__version__ and versions["Keras"] == keras.__version__
+    one_hot = app.dataframe[2].value
+    assert one_hot["label"].tolist()[:3] == [5, 0, 4]
+    assert one_hot.loc[0, "5"] == 1 and one_hot.iloc[0, 1:].sum() == 1
+    summary = app.dataframe[3].value
+    assert summary["layer"].tolist()[0] == "conv1" and summary["parameters"].sum() == 3_156_098
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["(b) Misclassified"] == "68 of 10,000"  # the shipped model
+    assert metrics["(a) Test accuracy"] == "99.32%"
+    assert app.sidebar.selectbox[0].value == "shipped"
+
+
+def wait_for_training_end(at: AppTest) -> None:
+    job = training.current_job()
+    assert job is not None
+    deadline = time.monotonic() + TIMEOUT
+    while job.is_running and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not job.is_running, "the tiny run did not finish"
+    at.run()
+
+
+def test_a_tiny_run_started_from_the_train_page_lands_in_the_history(app):
+    at = page(app, "pages/train.py")
+    assert "No run yet" in "\n".join(i.value for i in at.info)
+    form = {w.label: w for w in at.number_input}
+    form["Epochs"].set_value(1)
+    at.select_slider[0].set_value(500)
+    at.button[0].click()  # the form's Start button
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    wait_for_training_end(at)
+    assert not at.exception
+    run = at.dataframe[0].value.iloc[0]
+    assert run["run"] >= 1 and run["status"] == "finished" and run["images"] == 500
+    assert run["epochs"] == "1/1" and 0.2 < run["test accuracy"] <= 1  # well above chance (0.1)
+    labels = {m.label for m in at.metric}
+    assert {"Test accuracy", "Misclassified"} <= labels
+    # make it the active model: the sidebar switches to it
+    [activate] = [b for b in at.button if b.label == "Make this the active model"]
+    activate.click()
+    at.run()
+    assert at.sidebar.selectbox[0].value == str(run["run"])
+
+
+@pytest.mark.parametrize(
+    ("epochs", "batch", "images", "message"),
+    [
+        (0, 128, 60000, "epochs must be between 1"),
+        (1, 1000, 500, "larger than the training subset"),
+    ],
+)
+def test_invalid_settings_are_refused_in_the_form(app, epochs, batch, images, message):
+    at = page(app, "pages/train.py")
+    form = {w.label: w for w in at.number_input}
+    form["Epochs"].set_value(epochs)
+    form["Batch size"].set_value(batch)
+    at.select_slider[0].set_value(images)
+    at.button[0].click()
+    at.run()
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert training.current_job() is None or not training.current_job().is_running

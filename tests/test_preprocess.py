@@ -1,0 +1,297 @@
+"""preprocess: drawings and photos -> MNIST-style 28x28, and safe image loading.
+
+The drawings are synthesised here with Pillow (a "2", a "0", a "1"), so the expected
+geometry is known exactly and no dataset is needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from mnist_demo.preprocess import (
+    BlankImageError,
+    ink_map,
+    stroke_width,
+    to_mnist,
+)
+
+SUPER = 4  # shapes are drawn at 4x and reduced: anti-aliased like a browser canvas
+
+
+def coverage(
+    box: tuple[float, float, float, float],
+    brush: float,
+    shape: str = "2",
+    size: tuple[int, int] = (280, 280),
+) -> np.ndarray:
+    """(H, W) float in [0, 1]: a digit-like shape stroked with a round brush in `box`
+    (x0, y0, x1, y1)."""
+    width, height = size
+    layer = Image.new("L", (width * SUPER, height * SUPER), 0)
+    draw = ImageDraw.Draw(layer)
+    x0, y0, x1, y1 = (v * SUPER for v in box)
+    b = max(1, round(brush * SUPER))
+    r = b / 2
+    if shape == "0":
+        draw.ellipse((x0 + r, y0 + r, x1 - r, y1 - r), outline=255, width=b)
+    elif shape == "1":
+        xm = (x0 + x1) / 2
+        draw.line((xm, y0 + r, xm, y1 - r), fill=255, width=b)
+    else:  # "2": top arc, diagonal, base
+        mid = y0 + (y1 - y0) * 0.5
+        draw.arc((x0 + r, y0 + r, x1 - r, mid), 180, 360 + 30, fill=255, width=b)
+        points = [(x1 - r, (y0 + mid) / 2), (x0 + r, y1 - r), (x1 - r, y1 - r)]
+        draw.line(points, fill=255, width=b, joint="curve")
+        for x, y in points:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+    return np.asarray(layer.reduce(SUPER), dtype=np.float32) / 255
+
+
+def canvas(ink: np.ndarray, stroke=(0, 0, 0), background=(255, 255, 255)) -> np.ndarray:
+    """(H, W, 4) uint8 as streamlit-drawable-canvas returns it; background None means
+    transparent (strokes only in alpha, RGB zero where nothing is drawn)."""
+    a = ink[..., None]
+    stroke = np.array(stroke, np.float32)
+    if background is None:
+        rgb = np.where(a > 0, stroke, 0.0)
+        alpha = a * 255
+    else:
+        bg = np.array(background, np.float32)
+        rgb = bg + a * (stroke - bg)
+        alpha = np.full_like(a, 255)
+    return (np.concatenate([rgb, alpha], axis=2) + 0.5).astype(np.uint8)
+
+
+def photo(ink: np.ndarray, paper: float, pen: float, gradient: float, noise: float, seed=0):
+    """(H, W) uint8: a grey photo of paper under uneven light, with camera noise."""
+    rng = np.random.default_rng(seed)
+    h, w = ink.shape
+    light = (
+        np.linspace(-gradient, gradient, w)[None, :]
+        + np.linspace(-gradient / 2, gradient / 2, h)[:, None]
+    )
+    values = (paper + light) * (1 - ink) + pen * ink + rng.normal(0, noise, (h, w))
+    return (np.clip(values, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
+    r = np.arange(image.shape[0])
+    total = image.sum()
+    return float((image.sum(1) * r).sum() / total), float((image.sum(0) * r).sum() / total)
+
+
+def bbox_sides(image: np.ndarray, level: float = 0.0) -> tuple[int, int]:
+    rows, cols = np.flatnonzero((image > level).any(1)), np.flatnonzero((image > level).any(0))
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+def aligned_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Best correlation over shifts of up to one pixel: centring by centre of mass
+    rounds to whole pixels, so equal drawings may land one pixel apart."""
+    best = -1.0
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            shifted = np.roll(np.roll(b, dy, 0), dx, 1)
+            best = max(best, float(np.corrcoef(a.ravel(), shifted.ravel())[0, 1]))
+    return best
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    """A "2" the size MNIST would draw it, black on white."""
+    return to_mnist(canvas(coverage((70, 40, 210, 240), 20)))
+
+
+# --- output contract ---------------------------------------------------------------------
+
+
+def test_output_is_28x28_float32_in_unit_range(reference):
+    assert reference.shape == (28, 28)
+    assert reference.dtype == np.float32
+    assert reference.min() >= 0.0
+    assert reference.max() == pytest.approx(1.0)
+
+
+def test_centre_of_mass_is_at_the_centre_and_box_is_20(reference):
+    cy, cx = centre_of_mass(reference)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    assert max(bbox_sides(reference)) == 20
+
+
+def test_ink_amount_is_mnist_like(reference):
+    # typical MNIST digit: ~13 % of pixels above 0.5, mean ~0.13, stroke ~2 px
+    assert 0.07 < (reference > 0.5).mean() < 0.25
+    assert 0.06 < reference.mean() < 0.22
+    assert 1.4 < stroke_width(reference) < 3.2
+
+
+# --- colour schemes ----------------------------------------------------------------------
+
+SCHEMES = {
+    "black on white": ((0, 0, 0), (255, 255, 255)),
+    "white on black": ((255, 255, 255), (0, 0, 0)),
+    "red on blue": ((220, 20, 20), (20, 40, 200)),
+    "yellow on white": ((250, 220, 0), (255, 255, 255)),
+    "grey on grey": ((90, 90, 90), (160, 160, 160)),
+    "black on transparent": ((0, 0, 0), None),
+    "white on transparent": ((255, 255, 255), None),
+    "green on transparent": ((30, 200, 60), None),
+}
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_every_colour_scheme_gives_the_same_digit(scheme, reference):
+    stroke, background = SCHEMES[scheme]
+    out = to_mnist(canvas(coverage((70, 40, 210, 240), 20), stroke, background))
+    np.testing.assert_allclose(out, reference, atol=0.03)
+
+
+def test_transparent_pixels_ignore_their_rgb(reference):
+    """Only alpha matters where nothing is drawn, whatever colour the browser leaves."""
+    rgba = canvas(coverage((70, 40, 210, 240), 20), (0, 0, 0), None)
+    rgba[rgba[..., 3] == 0, :3] = 255
+    np.testing.assert_allclose(to_mnist(rgba), reference, atol=0.03)
+
+
+# --- position, size, stroke --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dx,dy", [(-68, -38), (60, 35), (-60, 30), (0, 38)])
+def test_position_does_not_matter(dx, dy, reference):
+    out = to_mnist(canvas(coverage((70 + dx, 40 + dy, 210 + dx, 240 + dy), 20)))
+    np.testing.assert_allclose(out, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "box,brush",
+    [
+        ((5, 5, 40, 55), 4),  # tiny, in a corner
+        ((200, 210, 242, 270), 6),  # tiny, in the other corner
+        ((42, 2, 236, 278), 28),  # huge, top to bottom
+        ((100, 60, 170, 160), 10),  # small, centred
+    ],
+)
+def test_size_does_not_matter(box, brush, reference):
+    out = to_mnist(canvas(coverage(box, brush)))
+    assert max(bbox_sides(out)) == 20
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    assert aligned_correlation(out, reference) > 0.85
+
+
+def test_thin_strokes_stay_visible():
+    """A 3 px brush on a digit filling the canvas would be 0.2 px wide at 20 px."""
+    out = to_mnist(canvas(coverage((10, 10, 270, 270), 3)))
+    assert out.max() == pytest.approx(1.0)
+    assert 1.4 < stroke_width(out) < 3.2
+    assert (out > 0.5).mean() > 0.07
+
+
+def test_thick_strokes_do_not_become_blobs():
+    """A 45 px brush on a 160 px zero: the hole must survive, the ring be MNIST-thin."""
+    out = to_mnist(canvas(coverage((60, 60, 200, 220), 45, shape="0")))
+    assert stroke_width(out) < 3.6
+    cy, cx = round(centre_of_mass(out)[0]), round(centre_of_mass(out)[1])
+    assert out[cy - 1 : cy + 2, cx - 1 : cx + 2].max() < 0.2  # the hole
+    assert (out > 0.5).mean() < 0.3
+
+
+def test_a_one_keeps_its_aspect():
+    out = to_mnist(canvas(coverage((130, 30, 150, 250), 14, shape="1")))
+    height, width = bbox_sides(out)
+    assert height == 20 and width <= 5
+
+
+def test_a_far_speck_is_ignored(reference):
+    rgba = canvas(coverage((70, 40, 210, 240), 20))
+    rgba[270:273, 5:8, :3] = 0  # a 3x3 dot in the corner
+    np.testing.assert_allclose(to_mnist(rgba), reference, atol=1e-5)
+
+
+# --- inputs: PIL, float, photos -----------------------------------------------------------
+
+
+def test_pil_images_and_float_arrays_work(reference):
+    rgba = canvas(coverage((70, 40, 210, 240), 20))
+    for image in (
+        Image.fromarray(rgba),
+        Image.fromarray(rgba).convert("RGB"),
+        Image.fromarray(rgba).convert("L"),
+        Image.fromarray(rgba).convert("P"),
+        rgba.astype(np.float32) / 255,
+        rgba[..., :3],
+        rgba[..., 0],
+    ):
+        np.testing.assert_allclose(to_mnist(image), reference, atol=0.03)
+
+
+@pytest.mark.parametrize(
+    "paper,pen,gradient,noise",
+    [
+        (0.7, 0.15, 0.1, 0.03),  # dark ink on grey paper, uneven light, noise
+        (0.6, 0.1, 0.3, 0.02),  # strong shadow across the page
+        (0.2, 0.85, 0.08, 0.04),  # chalk on a blackboard
+    ],
+)
+def test_photos_of_paper(paper, pen, gradient, noise):
+    ink = coverage((200, 100, 420, 400), 22, size=(640, 480))
+    out = to_mnist(photo(ink, paper, pen, gradient, noise))
+    assert aligned_correlation(out, to_mnist(ink)) > 0.9
+
+
+def test_a_colour_photo():
+    ink = coverage((200, 100, 420, 400), 22, size=(640, 480))
+    rgb = np.stack([photo(ink, 0.75, 0.2, 0.1, 0.03, seed=c) for c in range(3)], axis=2)
+    rgb[..., 2] = photo(ink, 0.6, 0.3, 0.1, 0.03, seed=9)  # bluish paper, bluish pen
+    assert aligned_correlation(to_mnist(rgb), to_mnist(ink)) > 0.9
+
+
+def test_a_big_photo_is_reduced_first():
+    ink = coverage((600, 300, 1300, 1300), 70, size=(2000, 1500))
+    out = to_mnist(photo(ink, 0.8, 0.1, 0.05, 0.02))
+    assert aligned_correlation(out, to_mnist(ink)) > 0.9
+
+
+def test_an_mnist_digit_comes_back_nearly_unchanged():
+    """Uploading a 28x28 MNIST-style image is a fixed point (up to the resampling)."""
+    digit = to_mnist(canvas(coverage((70, 40, 210, 240), 20)))
+    again = to_mnist((digit * 255).astype(np.uint8))
+    assert aligned_correlation(again, digit) > 0.97
+
+
+# --- blank ---------------------------------------------------------------------------------
+
+
+def _blank_photo() -> np.ndarray:
+    return photo(np.zeros((480, 640), np.float32), 0.7, 0.0, 0.2, 0.04)
+
+
+BLANKS = {
+    "white": lambda: np.full((280, 280, 4), 255, np.uint8),
+    "black": lambda: np.tile(np.array([0, 0, 0, 255], np.uint8), (280, 280, 1)),
+    "transparent": lambda: np.zeros((280, 280, 4), np.uint8),
+    "transparent with colour": lambda: np.tile(np.array([255, 0, 0, 0], np.uint8), (280, 280, 1)),
+    "one colour": lambda: np.tile(np.array([30, 120, 200, 255], np.uint8), (280, 280, 1)),
+    "grey float": lambda: np.full((100, 80), 0.5, np.float32),
+    "PIL white": lambda: Image.new("RGB", (300, 200), "white"),
+    "photo of blank paper": _blank_photo,
+    "faint smudge": lambda: np.where(
+        coverage((70, 40, 210, 240), 20)[..., None] > 0.5, 250, 255
+    ).astype(np.uint8)[..., 0],
+}
+
+
+@pytest.mark.parametrize("kind", list(BLANKS))
+def test_blank_images_raise(kind):
+    with pytest.raises(BlankImageError):
+        to_mnist(BLANKS[kind]())
+
+
+def test_ink_map_of_a_canvas_is_the_stroke_coverage():
+    """Anti-aliased edges keep their grey levels (below 10 % is dropped as noise)."""
+    ink = coverage((70, 40, 210, 240), 20)
+    found = ink_map(canvas(ink, (200, 0, 0), (0, 0, 90)))
+    np.testing.assert_allclose(found[ink >= 0.12], ink[ink >= 0.12], atol=0.02)
+    assert found[ink == 0].max() == 0.0
