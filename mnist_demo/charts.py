@@ -134,10 +134,11 @@ def confusion_chart(confusion: np.ndarray, selection_name: str = "cell") -> alt.
         opacity=alt.condition(pick, alt.value(1.0), alt.value(0.35)),
         tooltip=["true", "predicted", "count"],
     )
+    darkest_error = max(int((confusion - np.diag(np.diag(confusion))).max()), 1)
     text = base.mark_text(fontSize=12).encode(
         text="count:Q",
         color=alt.condition(
-            alt.datum.shade > confusion.max() / 20, alt.value("white"), alt.value("#343a40")
+            alt.datum.shade > darkest_error / 2, alt.value("white"), alt.value("#343a40")
         ),
     )
     return (cells.add_params(pick) + text).properties(width=380, height=380)
@@ -149,7 +150,7 @@ def confusion_chart(confusion: np.ndarray, selection_name: str = "cell") -> alt.
 def upscale(image28: np.ndarray, scale: int = 8) -> np.ndarray:
     """Nearest-neighbour enlargement so each MNIST pixel shows as a visible square."""
     a = np.asarray(image28)
-    if a.dtype != np.uint8:
+    if a.dtype != np.uint8:  # floats in [0, 1], grey (28, 28) or colour (28, 28, 3)
         a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
     return a.repeat(scale, axis=0).repeat(scale, axis=1)
 
@@ -191,11 +192,11 @@ def digit_gallery_chart(
             "wrong": [bool(w) for w in wrong],
         }
     )
-    rows = max(1, -(-n // columns))
     cell = 74
     x = alt.X("col:O", axis=None, scale=alt.Scale(paddingInner=0.08))
     pick = alt.selection_point(name=selection_name, fields=["index"], on="click")
-    base = alt.Chart(df).encode(x=x, y=alt.Y("row:O", axis=None))
+    y = alt.Y("row:O", axis=None, scale=alt.Scale(paddingInner=0.08))
+    base = alt.Chart(df).encode(x=x, y=y)
     frame = base.mark_rect(cornerRadius=3, cursor="pointer").encode(
         color=alt.condition(alt.datum.wrong, alt.value(WRONG_COLOR), alt.value("#212529")),
         opacity=alt.condition(pick, alt.value(1.0), alt.value(0.55)),
@@ -210,6 +211,14 @@ def digit_gallery_chart(
     )
     return (
         (frame.add_params(pick) + pictures + text)
-        .properties(width=columns * cell, height=rows * (cell + 6))
+        .properties(width=alt.Step(cell), height=alt.Step(cell + 6))
         .configure_view(strokeWidth=0)
     )
+
+
+def saliency_overlay(image28: np.ndarray, heat: np.ndarray, scale: int = 8) -> np.ndarray:
+    """The digit in grey with the saliency in red on top: where the answer came from."""
+    grey = np.clip(np.asarray(image28, dtype=np.float32), 0, 1) * 0.55
+    heat = np.clip(np.asarray(heat, dtype=np.float32), 0, 1)
+    rgb = np.stack([np.maximum(grey, heat), grey * (1 - heat), grey * (1 - heat)], axis=-1)
+    return upscale(rgb, scale)

@@ -125,3 +125,51 @@ def compare(a: Evaluation, b: Evaluation) -> dict[str, np.ndarray]:
         "introduced": np.flatnonzero(a.correct & ~b.correct),
         "both_wrong": np.flatnonzero(~a.correct & ~b.correct),
     }
+
+
+ORDERS = {
+    "index": "test-set order",
+    "confidence": "least confident first",
+    "loss": "highest loss first",
+    "wrong_confidence": "most confident mistakes first",
+}
+
+
+def select(
+    result: Evaluation,
+    *,
+    true_digit: int | None = None,
+    predicted_digit: int | None = None,
+    outcome: str = "all",
+    confidence: tuple[float, float] = (0.0, 1.0),
+    order: str = "index",
+) -> np.ndarray:
+    """Indices of the images that pass every filter, in the order asked for. This is the
+    Test set page's whole query, kept here so it is checked without a browser."""
+    if outcome not in ("all", "right", "wrong"):
+        raise ValueError(f"outcome must be all, right or wrong, not {outcome!r}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}")
+    keep = np.ones(result.n, dtype=bool)
+    if true_digit is not None:
+        keep &= result.labels == true_digit
+    if predicted_digit is not None:
+        keep &= result.predictions == predicted_digit
+    if outcome != "all":
+        keep &= result.correct == (outcome == "right")
+    low, high = confidence
+    keep &= (result.confidence >= low) & (result.confidence <= high)
+    chosen = np.flatnonzero(keep)
+    key = {
+        "index": None,
+        "confidence": result.confidence[chosen],
+        "loss": -result.per_image_loss[chosen],
+        "wrong_confidence": -result.confidence[chosen],
+    }[order]
+    return chosen if key is None else chosen[np.argsort(key, kind="stable")]
+
+
+def top_k(probabilities: np.ndarray, k: int = 3) -> list[tuple[int, float]]:
+    """The k most probable digits with their probabilities, most probable first."""
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [(int(d), float(probabilities[d])) for d in order]

@@ -31,6 +31,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from mnist_demo.errors import DigitLabError
+
 MNIST_SIZE = 28
 DIGIT_BOX = 20  # MNIST's size-normalisation box
 MNIST_STROKE = 2.0  # median stroke width of MNIST digits at 28x28 (2 * ink / total variation)
@@ -50,11 +52,11 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 PHOTO_DRAFT_SIDE = 1024  # JPEGs decode straight to about this size: much faster
 
 
-class BlankImageError(ValueError):
+class BlankImageError(DigitLabError, ValueError):
     """The image has no ink: nothing to recognise."""
 
 
-class ImageFileError(ValueError):
+class ImageFileError(DigitLabError, ValueError):
     """An uploaded file that cannot be used; the message says why and what to do."""
 
 

@@ -226,3 +226,65 @@ def user_errors() -> Iterator[None]:
     except DigitLabError as e:
         st.error(str(e), icon="⚠️")
         st.stop()
+
+
+# --- digits from the test set: the gallery and the detail view two pages share --------
+
+GALLERY_PAGE_SIZE = 50
+
+
+def digit_gallery(
+    indices, result: Evaluation, images, key: str, on_pick, columns: int = 10
+) -> None:
+    """A paged, clickable grid of test images captioned 'true → predicted · confidence'.
+    A click calls `on_pick(test_index)` once (a callback, so a selection that persists
+    in the chart does not override a later choice made elsewhere)."""
+    from mnist_demo import charts
+
+    pages = max(1, -(-len(indices) // GALLERY_PAGE_SIZE))
+    page = 1
+    if pages > 1:
+        page = st.columns([1, 4])[0].number_input(
+            f"Page (of {pages})", min_value=1, max_value=pages, value=1, key=f"{key}-page"
+        )
+    shown = indices[(page - 1) * GALLERY_PAGE_SIZE : page * GALLERY_PAGE_SIZE]
+    if len(shown) == 0:
+        st.info("No test image matches.")
+        return
+    captions = [
+        f"{result.labels[i]} → {result.predictions[i]} · {result.confidence[i]:.0%}" for i in shown
+    ]
+    chart = charts.digit_gallery_chart(
+        images[shown], shown, captions, ~result.correct[shown], columns=columns
+    )
+    chart_key = f"{key}-chart-{page}"
+
+    def picked() -> None:
+        points = st.session_state[chart_key].selection.get("digit", [])
+        if points:
+            on_pick(int(points[0]["index"]))
+
+    st.altair_chart(chart, on_select=picked, key=chart_key, width="content")
+
+
+def digit_detail(index: int, result: Evaluation, images) -> None:
+    """One test image large, with the model's probabilities and top three: the lab's
+    question (d) for any n."""
+    from mnist_demo import charts
+    from mnist_demo.evaluation import top_k
+
+    true, predicted = int(result.labels[index]), int(result.predictions[index])
+    picture, numbers = st.columns([1, 1.6])
+    picture.image(charts.upscale(images[index], 8), caption=f"Test image {index}", width="stretch")
+    with numbers:
+        right = true == predicted
+        st.metric(
+            "Prediction",
+            str(predicted),
+            delta=f"right: the label is {true}" if right else f"wrong: the label is {true}",
+            delta_color="normal" if right else "inverse",
+            delta_arrow="off",
+        )
+        st.altair_chart(charts.probability_chart(result.probabilities[index]), width="stretch")
+        top = top_k(result.probabilities[index])
+        st.write("Top 3: " + ", ".join(f"**{d}** {p:.2%}" for d, p in top))

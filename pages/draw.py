@@ -1,6 +1,101 @@
+"""Draw: a student draws a digit (or uploads a photo of one); the model answers at once,
+then shows the 28x28 it saw, what its convolution layers saw, and which pixels mattered."""
+
 import streamlit as st
+from streamlit_drawable_canvas import st_canvas
 
-from mnist_demo import ui
+from mnist_demo import charts, ui
+from mnist_demo.inference import feature_grid
+from mnist_demo.preprocess import BlankImageError, ImageFileError, load_image, to_mnist
 
-ui.page_setup(__file__)
-st.info("Coming soon.")
+NOT_SURE_BELOW = 0.6  # below this top probability the answer is shown as a guess
+CANVAS_PX = 280  # 10x MNIST: big enough for a finger, small enough for a phone
+
+ref = ui.page_setup(__file__)
+st.title("Draw a digit")
+st.caption(f"Model: **{ref.name}**. Draw one digit, 0–9, as big as you like.")
+
+draw_col, answer_col = st.columns([1, 1], gap="large")
+with draw_col:
+    brush = st.slider("Brush size", min_value=8, max_value=40, value=20, step=2)
+    canvas = st_canvas(
+        stroke_width=brush,
+        stroke_color="#ffffff",
+        background_color="#000000",
+        height=CANVAS_PX,
+        width=CANVAS_PX,
+        drawing_mode="freedraw",
+        return_image_data=True,
+        key="canvas",
+    )
+    st.caption("The toolbar above the canvas has undo, redo and clear (the bin).")
+    upload = st.file_uploader(
+        "…or upload a photo of one handwritten digit",
+        type=["png", "jpg", "jpeg", "webp"],
+        help="Dark ink on light paper or light on dark; crop close to the digit.",
+    )
+
+source = "photo" if upload is not None else "drawing"
+with answer_col:
+    try:
+        image = load_image(upload.getvalue()) if upload is not None else canvas.image_data
+        if image is None:
+            raise BlankImageError("nothing drawn yet")
+        seen = to_mnist(image)
+    except BlankImageError:
+        if upload is not None:
+            st.error(
+                "No digit found in this photo: it looks like one flat colour. Try a photo "
+                "with the digit large and in focus.",
+                icon="⚠️",
+            )
+        else:
+            st.info("Draw a digit on the black square, and the model will read it.", icon="✍️")
+        st.stop()
+    except ImageFileError as e:
+        st.error(str(e), icon="⚠️")
+        st.stop()
+
+    with ui.user_errors():
+        predictor = ui.predictor(ref)
+    probabilities = predictor.predict(seen)
+    digit = int(probabilities.argmax())
+    confidence = float(probabilities[digit])
+    sure = confidence >= NOT_SURE_BELOW
+    st.metric(
+        "Prediction",
+        str(digit) if sure else f"{digit}?",
+        delta=f"{confidence:.0%} confident" if sure else f"not sure ({confidence:.0%})",
+        delta_color="normal" if sure else "off",
+        delta_arrow="off",
+        help="The digit with the highest probability, and that probability.",
+    )
+    st.altair_chart(charts.probability_chart(probabilities), width="stretch")
+    st.image(
+        charts.upscale(seen, 8),
+        caption=f"What the model saw: your {source} as a 28×28 MNIST image",
+        width=224,
+    )
+
+st.header("Inside the network")
+st.caption(
+    "Each small square is one filter's response to your digit: bright where the filter "
+    "found its pattern. The saliency map marks the pixels whose removal would most "
+    "weaken the answer."
+)
+maps = predictor.feature_maps(seen)
+heat = predictor.saliency(seen, target=digit)
+first, second, why = st.columns([1.4, 1, 0.8])
+first.image(
+    charts.upscale(feature_grid(maps["conv1"], cols=8), 2),
+    caption="conv1: 32 filters, 28×28 each",
+)
+second.image(
+    charts.upscale(feature_grid(maps["conv2"], cols=8), 3),
+    caption="conv2: 64 filters, 14×14 each",
+)
+why.image(
+    charts.saliency_overlay(seen, heat, scale=8),
+    caption=f"Why {digit}: the red pixels mattered most",
+    width=224,
+)
