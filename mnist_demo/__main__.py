@@ -180,7 +180,7 @@ def _export(run, output: Path, data) -> None:
     shutil.copyfile(run.model_path, tmp)
     tmp.replace(output)
     info = {
-        "name": "Lab 7 default model",
+        "name": f"{run.config.get('preset')} model, trained by `python -m mnist_demo train`",
         "run_id": run.id,
         "status": run.status,
         "config": run.config,
