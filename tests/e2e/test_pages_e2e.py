@@ -1,0 +1,84 @@
+"""The browsing and drawing pages in real Chromium: a click into the confusion matrix,
+and digits drawn with the mouse on the real canvas component."""
+
+import math
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+
+@pytest.fixture
+def page(app_server, new_page):
+    p = new_page(1400, 1300)
+    p.base_url = app_server.url
+    return p
+
+
+def test_a_confusion_cell_filters_the_gallery_to_that_pair(page):
+    page.goto(f"{page.base_url}/misclassified")
+    expect(page.get_by_text("68 of 10,000 test images misclassified")).to_be_visible(timeout=90_000)
+    matrix, gallery = page.get_by_test_id("stVegaLiteChart").nth(0), None
+    cells = matrix.locator("g.mark-rect path")
+    expect(cells).to_have_count(100)
+    cells.nth(4 * 10 + 9).click()  # row true=4, column predicted=9
+    expect(page.get_by_text("6 mistakes with true digit 4 predicted as 9")).to_be_visible()
+    gallery = page.get_by_test_id("stVegaLiteChart").nth(1)
+    expect(gallery.locator("g.mark-rect path")).to_have_count(6)
+    captions = gallery.locator("g.mark-text text").all_text_contents()
+    assert len(captions) == 6 and all(c.startswith("4 → 9 · ") for c in captions), captions
+    gallery.locator("g.mark-rect path").first.click()
+    prediction = page.get_by_test_id("stMetric").filter(has_text="Prediction")
+    expect(prediction).to_contain_text("9")
+    expect(prediction).to_contain_text("wrong: the label is 4")
+
+
+def stroke(page, points):
+    box = page.locator("canvas.upper-canvas").bounding_box()
+    x0, y0 = box["x"], box["y"]
+    page.mouse.move(x0 + points[0][0], y0 + points[0][1])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x0 + x, y0 + y, steps=2)
+    page.mouse.up()
+
+
+def line(a, b, n=20):
+    return [(a[0] + (b[0] - a[0]) * i / n, a[1] + (b[1] - a[1]) * i / n) for i in range(n + 1)]
+
+
+VERTICAL = line((140, 45), (140, 235))
+LOOP = [
+    (140 + 60 * math.sin(t / 40 * 2 * math.pi), 140 - 90 * math.cos(t / 40 * 2 * math.pi))
+    for t in range(43)
+]
+SEVEN = line((75, 60), (205, 60)) + line((205, 60), (120, 235))[1:]
+
+
+def prediction_is(page, digit: str) -> None:
+    metric = page.get_by_test_id("stMetric").filter(has_text="Prediction")
+    expect(metric.get_by_test_id("stMetricValue")).to_have_text(re.compile(rf"^{digit}\??$"))
+
+
+def test_digits_drawn_with_the_mouse_are_read(page):
+    page.goto(f"{page.base_url}/draw")
+    expect(page.locator("canvas.upper-canvas")).to_be_visible(timeout=90_000)
+    expect(page.get_by_text("Draw a digit on the black square")).to_be_visible()
+    for points, digit in ((VERTICAL, "1"), (LOOP, "0"), (SEVEN, "7")):
+        stroke(page, points)
+        prediction_is(page, digit)
+        expect(page.get_by_text("What the model saw")).to_be_visible()
+        expect(page.get_by_text("Why " + digit)).to_be_visible()  # saliency follows along
+        page.get_by_role("button", name="Reset canvas & history").click()
+        expect(page.get_by_text("Draw a digit on the black square")).to_be_visible()
+
+
+def test_undo_takes_back_the_last_stroke(page):
+    page.goto(f"{page.base_url}/draw")
+    expect(page.locator("canvas.upper-canvas")).to_be_visible(timeout=90_000)
+    stroke(page, SEVEN)
+    prediction_is(page, "7")
+    stroke(page, line((60, 150), (220, 150)))  # a crossbar: no longer a plain 7
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="Undo").click()
+    prediction_is(page, "7")

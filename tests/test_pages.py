@@ -1,0 +1,136 @@
+"""Test set, Misclassified and Draw pages in AppTest, with the shipped model and the
+real test set (the numbers are the model's own: 68 mistakes, 6 of them 4 -> 9)."""
+
+import io
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from mnist_demo.drawn_digits import draw_canvas
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+pytestmark = pytest.mark.slow
+
+
+def open_page(path: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page(path)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def matching(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if "test images match" in m.value)
+
+
+# --- Test set ---------------------------------------------------------------------------
+
+
+def test_filters_change_the_count(home):
+    at = open_page("pages/test_set.py")
+    assert matching(at).startswith("**10,000** of 10,000")
+    at.segmented_control[0].set_value("wrong").run()
+    assert matching(at).startswith("**68** of")
+    [true_box] = [s for s in at.selectbox if s.label == "True digit"]
+    true_box.set_value(4).run()
+    assert matching(at).startswith("**8** of")  # the digit-4 row of the confusion matrix
+    at.segmented_control[0].set_value("right").run()
+    assert matching(at).startswith("**974** of")
+    low_confidence = at.slider[0].set_value((0, 90)).run()
+    assert int(matching(low_confidence).split("**")[1]) < 974
+
+
+def test_go_to_an_index_opens_its_detail(home):
+    at = open_page("pages/test_set.py")
+    at.number_input(key="go_to").set_value(2130).run()
+    prediction = next(m for m in at.metric if m.label == "Prediction")
+    assert prediction.value == "9" and "wrong: the label is 4" in prediction.delta
+    assert any("Top 3: **9**" in m.value for m in at.markdown)
+
+
+# --- Misclassified ----------------------------------------------------------------------
+
+
+def test_the_count_matches_the_evaluation_and_pairs_filter_the_gallery(home):
+    at = open_page("pages/misclassified.py")
+    assert at.subheader[0].value.startswith("68 of 10,000 test images misclassified (0.68 %)")
+    assert any(m.value.startswith("**All 68 mistakes**") for m in at.markdown)
+    at.selectbox(key="pair_true").set_value(4)
+    at.selectbox(key="pair_predicted").set_value(9)
+    at.run()
+    assert any(
+        m.value.startswith("**6 mistakes** with true digit 4 predicted as 9") for m in at.markdown
+    )
+    per_digit = at.dataframe[0].value
+    assert per_digit["errors"].sum() == 68 and per_digit.loc[4, "errors"] == 8
+    at.button[0].click().run()  # "Show all"
+    assert any(m.value.startswith("**All 68 mistakes**") for m in at.markdown)
+
+
+# --- Draw -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def canvas(monkeypatch):
+    """Stand in for streamlit-drawable-canvas (its real self runs only in a browser: the
+    e2e tests draw on it). Set `.image` to what the student has drawn."""
+    state = types.SimpleNamespace(image=None)
+    fake = types.ModuleType("streamlit_drawable_canvas")
+    fake.st_canvas = lambda **kwargs: types.SimpleNamespace(image_data=state.image)
+    monkeypatch.setitem(sys.modules, "streamlit_drawable_canvas", fake)
+    return state
+
+
+def test_blank_canvas_shows_a_prompt_not_a_guess(home, canvas):
+    canvas.image = np.zeros((280, 280, 4), np.uint8)  # transparent: nothing drawn
+    at = open_page("pages/draw.py")
+    assert any("Draw a digit on the black square" in i.value for i in at.info)
+    assert not [m for m in at.metric if m.label == "Prediction"]
+
+
+def test_a_drawn_digit_is_read(home, canvas, mnist):
+    _, (x_test, y_test) = mnist
+    canvas.image = draw_canvas(x_test[0], np.random.default_rng(3))  # a 7, as brush strokes
+    at = open_page("pages/draw.py")
+    prediction = next(m for m in at.metric if m.label == "Prediction")
+    assert prediction.value == str(y_test[0]) == "7"
+    assert "confident" in prediction.delta
+
+
+def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("notes.png", b"these are not pixels", "not an image"),
+        ("cut.png", png(np.full((64, 64), 200, np.uint8))[:60], "truncated or damaged"),
+        ("white.png", png(np.full((64, 64), 255, np.uint8)), "No digit found"),
+        ("black.jpg", png(np.zeros((64, 64, 3), np.uint8), "JPEG"), "No digit found"),
+        ("tiny.png", png(np.zeros((4, 4), np.uint8)), "too small"),
+    ],
+)
+def test_bad_uploads_get_a_clear_message(home, canvas, name, content, message):
+    at = open_page("pages/draw.py")
+    at.file_uploader[0].set_value((name, content, "image/png")).run()
+    assert not at.exception
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_an_uploaded_photo_of_dark_ink_on_paper_is_read(home, canvas, mnist):
+    _, (x_test, y_test) = mnist
+    paper = 255 - np.array(Image.fromarray(x_test[1]).resize((300, 300), Image.BILINEAR))
+    at = open_page("pages/draw.py")
+    at.file_uploader[0].set_value(("photo.jpg", png(paper, "JPEG"), "image/jpeg")).run()
+    prediction = next(m for m in at.metric if m.label == "Prediction")
+    assert prediction.value == str(y_test[1])
