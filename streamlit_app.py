@@ -5,9 +5,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
-from mnist_demo import ui  # noqa: E402
+from mnist_demo import ui
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/school:", default=True),

@@ -1,8 +1,7 @@
 """CLI: python -m mnist_demo fetch-data | train | evaluate | predict | versions | runs
 
 User mistakes (bad arguments, missing or broken files) end with one line on stderr and
-exit code 2; only real bugs produce tracebacks. TensorFlow is imported lazily so that
-`--help` and `fetch-data` answer at once.
+exit code 2; only real bugs produce tracebacks.
 """
 
 from __future__ import annotations
