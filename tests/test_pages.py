@@ -118,6 +118,8 @@ def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
         ("white.png", png(np.full((64, 64), 255, np.uint8)), "No digit found"),
         ("black.jpg", png(np.zeros((64, 64, 3), np.uint8), "JPEG"), "No digit found"),
         ("tiny.png", png(np.zeros((4, 4), np.uint8)), "too small"),
+        ("clear.png", png(np.zeros((64, 64, 4), np.uint8)), "No digit found"),  # transparent
+        ("bomb.png", png(np.zeros((9000, 9000), np.uint8)), "too large"),  # 81 MP, 80 kB
     ],
 )
 def test_bad_uploads_get_a_clear_message(home, canvas, name, content, message):
