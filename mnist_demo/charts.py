@@ -161,7 +161,7 @@ def png_data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def lab_grid(images: np.ndarray, labels: np.ndarray, scale: int = 6) -> np.ndarray:
+def lab_grid(images: np.ndarray, scale: int = 6) -> np.ndarray:
     """The lab's first script: the first four training images in a 2x2 grid."""
     tiles = [upscale(img, scale) for img in images[:4]]
     gap = np.full((28 * scale, 4), 255, np.uint8)

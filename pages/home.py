@@ -26,7 +26,7 @@ with ui.user_errors():
 st.header("1 · Load the data and look at a few images")
 left, right = st.columns([1, 2])
 with left:
-    st.image(charts.lab_grid(x_train, y_train), caption="The first four training images")
+    st.image(charts.lab_grid(x_train), caption="The first four training images")
 with right:
     st.write(f"Their labels: **{', '.join(str(v) for v in y_train[:4])}**")
     st.write("Versions, as the lab prints them:")
