@@ -1,0 +1,311 @@
+"""The CLI as a user meets it: `python -m mnist_demo ...` in a subprocess.
+
+Its contract: a user mistake (bad argument, missing or broken file, blank or non-image
+picture, unreadable registry) ends with exit code 2 and ONE `error: ...` line on stderr,
+never a traceback; argparse's own errors also exit 2. Every call gets a fresh, empty
+MNIST_DEMO_HOME so no test sees another's runs (or an active model someone set), and
+MNIST_DEMO_DATA stays the verified cache conftest points at. Each call imports
+TensorFlow (3-5 s), so the calls are few and each checks as much as it can.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_demo.data import CACHE_NAME, SHA256
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = "the shipped default model"  # how the CLI names the model with no run active
+
+# TensorFlow's C++ start-up logging reaches stderr however TF_CPP_MIN_LOG_LEVEL is set
+# (TF 2.21: "WARNING: All log messages before absl::InitializeLog() ..." plus glog-style
+# "I0000 00:00:... port.cc:153] oneDNN custom operations are on ..."). It is not the CLI's
+# own output, so the one-line rule is checked on what remains. Only these exact shapes
+# are dropped: an `error:` line or a traceback is never mistaken for them.
+_TF_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.]+:\d+\] )"
+)
+
+
+def run_cli(*args: object, home: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MNIST_DEMO_HOME=str(home))
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_demo", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def cli_stderr(result: subprocess.CompletedProcess) -> list[str]:
+    """The CLI's own stderr lines (TensorFlow's start-up chatter and blank lines dropped)."""
+    return [
+        line for line in result.stderr.splitlines() if line.strip() and not _TF_NOISE.match(line)
+    ]
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2, nothing on stdout, one `error:` line on stderr naming every needle."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = cli_stderr(result)
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("error: "), line
+    for needle in needles:
+        assert needle.lower() in line.lower(), (needle, line)
+    return line
+
+
+def assert_argparse_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """argparse prints usage then `prog sub: error: ...` and exits 2; still no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    last = cli_stderr(result)[-1]
+    assert last.startswith("python -m mnist_demo train: error: "), result.stderr
+    for needle in needles:
+        assert needle in last, (needle, last)
+
+
+def assert_clean_success(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def _dist_version(*names: str) -> str:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    raise AssertionError(f"none of {names} is installed")
+
+
+# --- versions, fetch-data ---------------------------------------------------------------
+
+
+def test_versions_are_the_running_interpreters(tmp_path):
+    result = run_cli("versions", home=tmp_path / "home")
+    assert_clean_success(result)
+    lines = result.stdout.splitlines()
+    assert f"Python: {platform.python_version()}" in lines
+    assert f"TensorFlow: {_dist_version('tensorflow-cpu', 'tensorflow')}" in lines
+    assert f"Keras: {_dist_version('keras')}" in lines
+
+
+def test_fetch_data_verifies_the_cache_without_rewriting_it(tmp_path):
+    cache = Path(os.environ["MNIST_DEMO_DATA"]) / CACHE_NAME
+    assert cache.is_file(), "conftest points MNIST_DEMO_DATA at the verified cache"
+    before = cache.stat().st_mtime_ns
+    result = run_cli("fetch-data", home=tmp_path / "home")
+    assert_clean_success(result)
+    assert str(cache) in result.stdout
+    assert "60000 training and 10000 test images" in result.stdout
+    assert "checksums verified" in result.stdout
+    assert cache.stat().st_mtime_ns == before, "a verified cache is read, not written again"
+
+
+# --- evaluate -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped_eval(tmp_path_factory) -> dict:
+    """`evaluate --json` once on the shipped model (an empty home has no active run)."""
+    result = run_cli("evaluate", "--json", home=tmp_path_factory.mktemp("home"))
+    assert_clean_success(result)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    return json.loads(lines[0])
+
+
+@pytest.mark.slow
+def test_evaluate_json_on_the_shipped_model(shipped_eval):
+    assert set(shipped_eval) == {"test_loss", "test_accuracy", "misclassified", "n"}
+    assert shipped_eval["n"] == 10000
+    assert shipped_eval["misclassified"] == 68
+    assert shipped_eval["test_accuracy"] >= 0.992
+    assert shipped_eval["test_accuracy"] == pytest.approx(1 - 68 / 10000)
+    assert 0 < shipped_eval["test_loss"] < 0.05
+
+
+@pytest.mark.slow
+def test_evaluate_plain_prints_the_same_numbers(tmp_path, shipped_eval):
+    result = run_cli("evaluate", home=tmp_path / "home")
+    assert_clean_success(result)
+    e = shipped_eval
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert f"model: {SHIPPED}" in lines
+    assert f"(a) test loss: {e['test_loss']:.4f}" in lines
+    assert f"test accuracy: {e['test_accuracy']:.4f}" in lines
+    share = 100 * e["misclassified"] / e["n"]
+    assert f"(b) misclassified: {e['misclassified']} of {e['n']} ({share:.2f} %)" in lines
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        pytest.param(lambda p: None, "does not exist", id="missing"),
+        pytest.param(lambda p: p.write_text("not a model\n"), "could not be loaded", id="text"),
+    ],
+)
+def test_evaluate_a_bad_model_file_is_one_line(tmp_path, make, needle):
+    model = tmp_path / "model.keras"
+    make(model)
+    result = run_cli("evaluate", "--model", model, home=tmp_path / "home")
+    assert_user_error(result, str(model), needle)
+    assert result.stdout == ""
+
+
+def test_evaluate_an_unknown_run(tmp_path):
+    result = run_cli("evaluate", "--run", 999, home=tmp_path / "home")
+    assert_user_error(result, "no run with id 999")
+
+
+# --- train, runs --------------------------------------------------------------------------
+
+
+def test_train_activate_export_then_runs(tmp_path):
+    home = tmp_path / "home"
+    out = tmp_path / "export" / "tiny.keras"  # a folder that does not exist yet
+    result = run_cli(
+        "train",
+        *("--train-size", 300, "--test-size", 100, "--epochs", 1, "--batch-size", 32),
+        *("--activate", "--output", out),
+        home=home,
+        timeout=300,
+    )
+    assert_clean_success(result)
+    assert "run 1 finished" in result.stdout
+    found = re.search(r"test accuracy (\d\.\d{4}), misclassified (\d+) of 100", result.stdout)
+    assert found, result.stdout
+    accuracy, misclassified = float(found[1]), int(found[2])
+    assert accuracy == pytest.approx(1 - misclassified / 100, abs=1e-4)
+    assert "run 1 is now the active model" in result.stdout
+
+    assert zipfile.is_zipfile(out), "the export is a .keras (zip) file"
+    assert "config.json" in zipfile.ZipFile(out).namelist()
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["config"]["train_size"] == 300
+    assert info["config"]["test_size"] == 100
+    assert info["config"]["epochs"] == 1
+    assert info["config"]["batch_size"] == 32
+    assert len(info["history"]["loss"]) == 1
+    assert len(info["history"]["val_accuracy"]) == 1
+    assert info["test_accuracy"] == pytest.approx(accuracy, abs=5e-5)
+    assert info["test_n"] == 100
+    assert {"python", "tensorflow", "keras"} <= set(info["versions"])
+    assert info["versions"]["keras"] == _dist_version("keras")
+    assert info["data_sha256"] == SHA256
+
+    listing = run_cli("runs", home=home)
+    assert_clean_success(listing)
+    rows = [line for line in listing.stdout.splitlines() if line.strip()]
+    assert len(rows) == 1, listing.stdout
+    row = rows[0]
+    assert row.startswith("*"), f"the --activate run is marked active: {row!r}"
+    assert re.match(r"\*\s+1\s+finished\s", row), row
+    assert "epochs 1/1" in row
+    assert f"acc {accuracy:.4f}" in row
+
+
+@pytest.mark.parametrize(
+    ("args", "argparse_error", "needles"),
+    [
+        pytest.param(["--epochs", "0"], True, ["--epochs", "must be 1 or more"], id="epochs-0"),
+        pytest.param(
+            ["--batch-size", "1000", "--train-size", "500"],
+            False,
+            ["batch size 1000", "500"],
+            id="batch-over-subset",
+        ),
+        pytest.param(["--preset", "nope"], True, ["--preset", "'nope'"], id="unknown-preset"),
+    ],
+)
+def test_train_refuses_bad_settings(tmp_path, args, argparse_error, needles):
+    home = tmp_path / "home"
+    result = run_cli("train", *args, home=home)
+    if argparse_error:
+        assert_argparse_error(result, *needles)
+    else:
+        assert_user_error(result, *needles)
+    assert not list(home.glob("runs/*")), "a refused configuration records no run"
+
+
+def test_runs_with_a_corrupt_registry_names_the_file(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    registry = home / "runs.sqlite"
+    garbage = bytes(range(256)) * 20
+    registry.write_bytes(garbage)
+    result = run_cli("runs", home=home)
+    assert_user_error(result, str(registry))
+    assert registry.read_bytes() == garbage, "the CLI never deletes or rewrites the user's file"
+
+
+# --- predict ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory, mnist) -> Path:
+    """Real MNIST test digits as a user would hand them over, and some that are not."""
+    folder = tmp_path_factory.mktemp("pictures")
+    _, (x_test, y_test) = mnist
+    assert (int(y_test[0]), int(y_test[1])) == (7, 2)
+    # x_test[0], a 7: MNIST's own light ink on black, scaled up to a 280x280 PNG.
+    Image.fromarray(x_test[0]).resize((280, 280), Image.Resampling.BILINEAR).save(
+        folder / "seven.png"
+    )
+    # x_test[1], a 2: dark ink on white paper, as a photo or scan would be, in JPEG.
+    big = Image.fromarray(x_test[1]).resize((280, 280), Image.Resampling.BILINEAR)
+    Image.fromarray(255 - np.asarray(big)).convert("RGB").save(folder / "two.jpg", quality=90)
+    Image.new("L", (280, 280), 255).save(folder / "blank.png")
+    (folder / "text.png").write_text("this is not a picture\n")
+    return folder
+
+
+@pytest.mark.parametrize(("name", "digit"), [("seven.png", 7), ("two.jpg", 2)])
+def test_predict_a_real_digit(tmp_path, pictures, name, digit):
+    result = run_cli("predict", pictures / name, home=tmp_path / "home")
+    assert_clean_success(result)
+    first, *rest = result.stdout.splitlines()
+    assert re.match(rf"{digit} \(\d+\.\d% confident, {SHIPPED}\)$", first), first
+    probs = {}
+    for line in rest:
+        found = re.match(r"\s+(\d): (\d\.\d{4})\b", line)
+        assert found, line
+        probs[int(found[1])] = float(found[2])
+    assert sorted(probs) == list(range(10))
+    assert math.isclose(sum(probs.values()), 1.0, abs_tol=2e-3)
+    assert max(probs, key=probs.get) == digit
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        ("blank.png", r"no ink|blank|empty"),
+        ("text.png", r"not an image"),
+        ("missing.png", r"is not a file|does not exist|not found"),
+    ],
+)
+def test_predict_refuses_what_is_not_a_digit(tmp_path, pictures, name, pattern):
+    path = pictures / name
+    result = run_cli("predict", path, home=tmp_path / "home")
+    line = assert_user_error(result, str(path))
+    assert re.search(pattern, line, re.IGNORECASE), line
+    assert result.stdout == ""
