@@ -11,15 +11,37 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 # TensorFlow's C++ start-up chatter is noise on a terminal a class is watching.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
 from mnist_demo.errors import DigitLabError
 
 EXIT_USER_ERROR = 2
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow logs a few lines from C++ before its log settings apply (so
+    TF_CPP_MIN_LOG_LEVEL can't stop them); they would bury a one-line error. Send file
+    descriptor 2 to a temporary file while it imports, and replay it if the import fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import keras  # noqa: F401  (the import is the point)
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class UserError(DigitLabError):
@@ -123,16 +145,21 @@ def cmd_train(args) -> None:
         test_size=args.test_size,
         seed=args.seed,
     ).validate()
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        _check_output(output)  # before minutes of training, not after
     data = _load_data()
     registry = RunRegistry()
     job = start_training(cfg, registry, data)
     print(f"run {job.run_id}: {cfg}")
     shown_epochs = 0
+    live = sys.stdout.isatty()  # a log file gets the per-epoch lines only
     try:
         while not job.wait(timeout=0.5):
             s = job.snapshot()
-            sys.stdout.write(_progress_line(s))
-            sys.stdout.flush()
+            if live:
+                sys.stdout.write(_progress_line(s))
+                sys.stdout.flush()
             while shown_epochs < len(s.history["loss"]):
                 h = s.history
                 i = shown_epochs
@@ -157,11 +184,23 @@ def cmd_train(args) -> None:
     if args.activate and run.has_model:
         registry.set_active(run.id)
         print(f"run {run.id} is now the active model")
-    if args.output:
-        _export(run, Path(args.output), data)
+    if output is not None:
+        _export(run, output)
 
 
-def _export(run, output: Path, data) -> None:
+def _check_output(output: Path) -> None:
+    if output.suffix != ".keras":
+        raise UserError(f"--output must end in .keras (got {output})")
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; give a file name ending in .keras")
+    existing = next((p for p in output.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"--output {output}: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise UserError(f"--output {output}: cannot write in {existing}")
+
+
+def _export(run, output: Path) -> None:
     """Copy a run's model to OUTPUT and write OUTPUT.json beside it (what the shipped
     default model carries: settings, history, test metrics, data hash, versions)."""
     import platform
@@ -240,13 +279,17 @@ def cmd_predict(args) -> None:
     digit = int(np.argmax(probs))
     print(f"{digit} ({probs[digit]:.1%} confident, {label})")
     for d, p in enumerate(probs):
-        print(f"  {d}: {p:.4f} {'#' * round(p * 40)}")
+        print(f"  {d}: {p:.4f} {'#' * round(p * 40)}".rstrip())
 
 
 def cmd_runs(args) -> None:
     from mnist_demo.runs import RunRegistry
 
-    registry = RunRegistry()
+    if args.recover:
+        registry, aside = RunRegistry.recover()
+        print(f"moved the unreadable registry to {aside}; rebuilt it from the run folders")
+    else:
+        registry = RunRegistry()
     registry.mark_interrupted()
     active = registry.active_run_id()
     runs = registry.list_runs()
@@ -278,9 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("versions", help="Python, TensorFlow and Keras versions").set_defaults(
         func=cmd_versions
     )
-    sub.add_parser("runs", help="list training runs (* marks the active model)").set_defaults(
-        func=cmd_runs
+    runs = sub.add_parser("runs", help="list training runs (* marks the active model)")
+    runs.add_argument(
+        "--recover",
+        action="store_true",
+        help="move an unreadable registry aside and rebuild it from the run folders",
     )
+    runs.set_defaults(func=cmd_runs)
 
     train = sub.add_parser("train", help="train a model and record the run")
     train.add_argument("--preset", choices=list(PRESETS), default="lab7")
@@ -311,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _import_tensorflow_quietly()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -278,7 +278,10 @@ def load_mnist(sources: Sequence[Source] | None = None, progress: Progress | Non
             continue
         if not source.is_cache:
             progress(f"  verified; caching to {cache}")
-            _atomic_write_npz(cache, arrays)
+            try:
+                _atomic_write_npz(cache, arrays)
+            except OSError as e:  # the data is good; only the next start will be slower
+                progress(f"  could not write the cache ({e}); set MNIST_DEMO_DATA to fix it")
         else:
             progress("  verified")
         return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])

@@ -120,7 +120,13 @@ class RunRegistry:
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else config.registry_path()
         self.runs_dir = self.path.parent / "runs"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RegistryError(
+                f"cannot use {self.path.parent} as the data home ({e}); "
+                "set MNIST_DEMO_HOME to a folder you can write to"
+            ) from e
         try:
             with closing(self._connect()) as con, con:
                 con.executescript(_SCHEMA)
@@ -128,8 +134,8 @@ class RunRegistry:
         except sqlite3.DatabaseError as e:
             raise RegistryCorruptError(
                 f"the run registry {self.path} is not a readable database ({e}). "
-                "Move it away (the app can do it: RunRegistry.recover) and restart; "
-                "run folders and model files are kept."
+                "Start the app or run `python -m mnist_demo runs --recover`: either moves it "
+                "aside and rebuilds the registry from the run folders, losing no run."
             ) from e
 
     @classmethod

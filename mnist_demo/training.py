@@ -80,8 +80,8 @@ class TrainConfig:
             )
         if not 0 < self.learning_rate <= 1:
             problems.append("learning rate must be in (0, 1]")
-        if self.seed < 0:
-            problems.append("seed must be 0 or more")
+        if not 0 <= self.seed < 2**32:
+            problems.append("seed must be between 0 and 4294967295")
         if problems:
             raise InvalidConfigError("; ".join(problems))
         return self
@@ -282,7 +282,12 @@ class TrainingJob:
             y = mnist_data.one_hot(y_train)
             self._val = (mnist_data.to_model_input(x_test), mnist_data.one_hot(y_test))
             self._batches_per_epoch = -(-len(x) // cfg.batch_size)
-            model = build_model(cfg.preset, learning_rate=cfg.learning_rate, seed=cfg.seed)
+            model = build_model(
+                cfg.preset,
+                learning_rate=cfg.learning_rate,
+                seed=cfg.seed,
+                total_steps=cfg.epochs * self._batches_per_epoch,  # for LR schedules
+            )
             model.fit(
                 x,
                 y,
