@@ -235,6 +235,8 @@ def test_train_activate_export_then_runs(tmp_path):
             id="batch-over-subset",
         ),
         pytest.param(["--preset", "nope"], True, ["--preset", "'nope'"], id="unknown-preset"),
+        pytest.param(["--seed", str(2**32)], False, ["seed must be between"], id="seed-too-large"),
+        pytest.param(["--output", "/tmp"], False, ["--output must end in .keras"], id="out-dir"),
     ],
 )
 def test_train_refuses_bad_settings(tmp_path, args, argparse_error, needles):
@@ -256,6 +258,7 @@ def test_runs_with_a_corrupt_registry_names_the_file(tmp_path):
     result = run_cli("runs", home=home)
     assert_user_error(result, str(registry))
     assert registry.read_bytes() == garbage, "the CLI never deletes or rewrites the user's file"
+    assert "runs --recover" in result.stderr
 
 
 # --- predict ------------------------------------------------------------------------------

@@ -129,6 +129,7 @@ def test_a_failure_is_recorded_with_its_message(registry, tiny_mnist):
         ({"train_size": 70000}, "training subset must be between"),
         ({"learning_rate": 0.0}, "learning rate"),
         ({"preset": "vgg"}, "preset must be one of"),
+        ({"seed": 2**32}, "seed must be between 0 and 4294967295"),
     ],
 )
 def test_invalid_settings_are_refused_with_a_reason(registry, tiny_mnist, changes, message):
