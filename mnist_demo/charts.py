@@ -45,13 +45,17 @@ def batch_chart(points: Sequence[dict[str, float]]) -> alt.Chart:
     )
 
 
-def epoch_chart(history: dict[str, list[float]], metric: str) -> alt.Chart:
-    """The lab's "Model - Accuracy" / "Model - Loss" plot: train vs test per epoch."""
-    train = history.get(metric, [])
-    test = history.get(f"val_{metric}", [])
-    rows = [{"epoch": i + 1, "set": "train", metric: v} for i, v in enumerate(train)]
-    rows += [{"epoch": i + 1, "set": "test", metric: v} for i, v in enumerate(test)]
-    df = pd.DataFrame(rows, columns=["epoch", "set", metric])
+def _series_chart(
+    series: dict[str, list[float]], metric: str, series_field: str, title: str, colors=None
+) -> alt.Chart:
+    """Per-epoch lines, one per named series (train/test, or one per run)."""
+    rows = [
+        {series_field: name, "epoch": i + 1, metric: v}
+        for name, values in series.items()
+        for i, v in enumerate(values)
+    ]
+    df = pd.DataFrame(rows, columns=[series_field, "epoch", metric])
+    scale = alt.Scale(domain=list(series), range=colors) if colors else alt.Undefined
     return (
         alt.Chart(df)
         .mark_line(point=True)
@@ -59,35 +63,26 @@ def epoch_chart(history: dict[str, list[float]], metric: str) -> alt.Chart:
             x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
             y=alt.Y(f"{metric}:Q", scale=alt.Scale(zero=False)),
             color=alt.Color(
-                "set:N",
-                scale=alt.Scale(domain=["train", "test"], range=[TRAIN_COLOR, TEST_COLOR]),
-                legend=alt.Legend(orient="right", title=None),
+                f"{series_field}:N", scale=scale, legend=alt.Legend(orient="right", title=None)
             ),
-            tooltip=["epoch", "set", alt.Tooltip(f"{metric}:Q", format=".4f")],
+            tooltip=[series_field, "epoch", alt.Tooltip(f"{metric}:Q", format=".4f")],
         )
-        .properties(height=240, title=f"Model - {metric.capitalize()}")
+        .properties(height=250, title=title)
+    )
+
+
+def epoch_chart(history: dict[str, list[float]], metric: str) -> alt.Chart:
+    """The lab's "Model - Accuracy" / "Model - Loss" plot: train vs test per epoch."""
+    series = {"train": history.get(metric, []), "test": history.get(f"val_{metric}", [])}
+    return _series_chart(
+        series, metric, "set", f"Model - {metric.capitalize()}", [TRAIN_COLOR, TEST_COLOR]
     )
 
 
 def runs_overlay_chart(histories: dict[str, dict[str, list[float]]], metric: str) -> alt.Chart:
     """Several runs' per-epoch curves on one chart, one colour per run."""
-    rows = [
-        {"run": name, "epoch": i + 1, metric: v}
-        for name, history in histories.items()
-        for i, v in enumerate(history.get(metric, []))
-    ]
-    df = pd.DataFrame(rows, columns=["run", "epoch", metric])
-    return (
-        alt.Chart(df)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
-            y=alt.Y(f"{metric}:Q", scale=alt.Scale(zero=False)),
-            color=alt.Color("run:N", legend=alt.Legend(orient="right", title=None)),
-            tooltip=["run", "epoch", alt.Tooltip(f"{metric}:Q", format=".4f")],
-        )
-        .properties(height=260, title=metric.replace("_", " "))
-    )
+    series = {name: history.get(metric, []) for name, history in histories.items()}
+    return _series_chart(series, metric, "run", metric.replace("_", " "))
 
 
 # --- predictions ------------------------------------------------------------------------
