@@ -16,8 +16,17 @@ st.title("Draw a digit")
 st.caption(f"Model: **{ref.name}**. Draw one digit, 0–9, as big as you like.")
 
 draw_col, answer_col = st.columns([1, 1], gap="large")
+
+
+def clear_canvas() -> None:
+    """A new key gives a fresh, empty canvas (its toolbar's bin only shows on hover)."""
+    st.session_state.canvas_version = st.session_state.get("canvas_version", 0) + 1
+
+
 with draw_col:
-    brush = st.slider("Brush size", min_value=8, max_value=40, value=20, step=2)
+    brush_col, clear_col = st.columns([3, 1], vertical_alignment="bottom")
+    brush = brush_col.slider("Brush size", min_value=8, max_value=40, value=20, step=2)
+    clear_col.button("Clear", icon=":material/delete:", on_click=clear_canvas)
     canvas = st_canvas(
         stroke_width=brush,
         stroke_color="#ffffff",
@@ -26,9 +35,9 @@ with draw_col:
         width=CANVAS_PX,
         drawing_mode="freedraw",
         return_image_data=True,
-        key="canvas",
+        key=f"canvas-{st.session_state.get('canvas_version', 0)}",
     )
-    st.caption("The toolbar above the canvas has undo, redo and clear (the bin).")
+    st.caption("Undo and redo are in the toolbar above the canvas.")
     upload = st.file_uploader(
         "…or upload a photo of one handwritten digit",
         type=["png", "jpg", "jpeg", "webp"],

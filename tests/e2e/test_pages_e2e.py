@@ -69,7 +69,7 @@ def test_digits_drawn_with_the_mouse_are_read(page):
         prediction_is(page, digit)
         expect(page.get_by_text("What the model saw")).to_be_visible()
         expect(page.get_by_text("Why " + digit)).to_be_visible()  # saliency follows along
-        page.get_by_role("button", name="Reset canvas & history").click()
+        page.get_by_role("button", name="Clear").click()
         expect(page.get_by_text("Draw a digit on the black square")).to_be_visible()
 
 
