@@ -10,6 +10,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_DIR = PACKAGE_DIR / "assets"
 DEFAULT_MODEL_PATH = ASSETS_DIR / "default_model.keras"
 DEFAULT_MODEL_INFO_PATH = ASSETS_DIR / "default_model.json"
+ROBUST_MODEL_PATH = ASSETS_DIR / "robust_model.keras"
 
 
 def home() -> Path:

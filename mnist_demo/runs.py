@@ -6,6 +6,7 @@ nothing and means a corrupt database can be rebuilt without losing a single run.
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import shutil
@@ -303,14 +304,21 @@ def _row_to_run(row: sqlite3.Row) -> Run:
 
 # --- models a page can use ------------------------------------------------------------
 
-SHIPPED_KEY = "shipped"
+SHIPPED_KEY = "shipped"  # Lab 7, the lab pages' default
+ROBUST_KEY = "robust"  # the augmented model, the Draw page's default
+
+# key -> (display name, model file); each file has its .json beside it
+SHIPPED = {
+    SHIPPED_KEY: ("Lab 7 (shipped)", config.DEFAULT_MODEL_PATH),
+    ROBUST_KEY: ("Robust (shipped)", config.ROBUST_MODEL_PATH),
+}
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model a page can show: the shipped default or a run's model file."""
+    """A model a page can show: a shipped one or a run's model file."""
 
-    key: str  # "shipped" or the run id as text
+    key: str  # a SHIPPED key or the run id as text
     name: str
     path: Path
     test_accuracy: float | None
@@ -323,22 +331,29 @@ class ModelRef:
         return f"{self.name} · {acc}"
 
 
-def shipped_model() -> ModelRef:
-    """The Lab 7 model trained by the project's CLI and shipped with the package."""
-    info = {}
-    if config.DEFAULT_MODEL_INFO_PATH.exists():
-        info = json.loads(config.DEFAULT_MODEL_INFO_PATH.read_text())
-    trained = info.get("trained_at")
-    return ModelRef(
-        key=SHIPPED_KEY,
-        name="Lab 7 (shipped)",
-        path=config.DEFAULT_MODEL_PATH,
-        test_accuracy=info.get("test_accuracy"),
-        misclassified=info.get("misclassified"),
-        trained_at=time.mktime(time.strptime(trained, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
-        if trained
-        else None,
-    )
+def shipped_models() -> list[ModelRef]:
+    """The models trained by the project's CLI and shipped with the package (those whose
+    files are present), with the metrics recorded in their .json."""
+    refs = []
+    for key, (name, path) in SHIPPED.items():
+        if not path.exists():
+            continue
+        info_path = path.with_suffix(".json")
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        trained = info.get("trained_at")
+        refs.append(
+            ModelRef(
+                key=key,
+                name=name,
+                path=path,
+                test_accuracy=info.get("test_accuracy"),
+                misclassified=info.get("misclassified"),
+                trained_at=calendar.timegm(time.strptime(trained, "%Y-%m-%dT%H:%M:%SZ"))
+                if trained
+                else None,
+            )
+        )
+    return refs
 
 
 def run_model(run: Run) -> ModelRef:
@@ -354,14 +369,17 @@ def run_model(run: Run) -> ModelRef:
 
 
 def available_models(registry: RunRegistry) -> list[ModelRef]:
-    """The shipped model first, then every run whose model file exists, newest first."""
-    return [shipped_model()] + [
+    """The shipped models first, then every run whose model file exists, newest first."""
+    return shipped_models() + [
         run_model(run) for run in registry.list_runs() if run.status != "running" and run.has_model
     ]
 
 
-def default_model_key(registry: RunRegistry) -> str:
-    """The registry's active run when it still has a model, else the shipped model."""
+def default_model_key(registry: RunRegistry, for_drawings: bool = False) -> str:
+    """For drawings, the shipped robust model (it reads drawings best). For the lab
+    pages, the registry's active run when it still has a model, else shipped Lab 7."""
+    if for_drawings and config.ROBUST_MODEL_PATH.exists():
+        return ROBUST_KEY
     active = registry.active_run_id()
     if active is not None:
         try:

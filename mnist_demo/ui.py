@@ -126,13 +126,15 @@ def predictor(ref: ModelRef):
 
 # --- the shell ------------------------------------------------------------------------
 
-MODEL_KEY = "model_key"
+MODEL_KEY = "model_key"  # the lab pages' model, per browser session
+DRAW_MODEL_KEY = "draw_model_key"  # the Draw page's model
 ENTRY_KEY = "entry_ran"
 DEEP_LINK_KEY = "deep_link"
 
 
-def page_setup(page_file: str) -> ModelRef:
-    """Every page starts here: page config, the shared sidebar, and the model it chose.
+def page_setup(page_file: str, for_drawings: bool = False) -> ModelRef:
+    """Every page starts here: page config, the shared sidebar, and the model it chose
+    (Draw has its own choice: drawings are read best by another model than the lab's).
 
     Streamlit treats a `pages/` folder as its older multipage mode until the entry
     script has called st.navigation once in the process: a deep link (say /draw) to a
@@ -146,7 +148,7 @@ def page_setup(page_file: str) -> ModelRef:
         st.session_state[DEEP_LINK_KEY] = Path(page_file).resolve().relative_to(app_root).as_posix()
         st.switch_page("streamlit_app.py")
     st.set_page_config(page_title="Digit Lab", page_icon="✍️", layout="wide")
-    return sidebar()
+    return sidebar(for_drawings)
 
 
 def entry_ran() -> None:
@@ -160,31 +162,40 @@ def entry_ran() -> None:
 # --- the sidebar ----------------------------------------------------------------------
 
 
-def sidebar() -> ModelRef:
-    """The model every page shows, chosen per browser session. A new session starts on
-    the server's active model (set from the Train page), else the shipped one."""
+def sidebar(for_drawings: bool = False) -> ModelRef:
+    """The model this page shows, chosen per browser session, and which model the other
+    pages use. A new session starts on the defaults of `default_model_key`."""
     reg = registry()
     models = {m.key: m for m in available_models(reg)}
-    if st.session_state.get(MODEL_KEY) not in models:
-        st.session_state[MODEL_KEY] = default_model_key(reg)
+    keys = {False: MODEL_KEY, True: DRAW_MODEL_KEY}
+    for drawings, key in keys.items():
+        if st.session_state.get(key) not in models:
+            st.session_state[key] = default_model_key(reg, for_drawings=drawings)
+    this, other = keys[for_drawings], keys[not for_drawings]
     with st.sidebar:
         notice = registry_notice()
         if notice:
             st.warning(notice)
         st.selectbox(
-            "Model",
+            "Model for drawings" if for_drawings else "Model for the lab pages",
             list(models),
-            key=MODEL_KEY,
+            key=this,
             format_func=lambda key: models[key].label,
-            help="Which trained model the pages use. Train a new one on the Train page.",
+            help="Which trained model this page uses. Train new ones on the Train page.",
         )
-        ref = models[st.session_state[MODEL_KEY]]
+        ref = models[st.session_state[this]]
         details = []
         if ref.test_accuracy is not None:
             details.append(f"test accuracy **{ref.test_accuracy:.2%}**")
         if ref.trained_at:
             details.append(f"trained {ago(ref.trained_at)}")
         st.caption(" · ".join(details) or "not evaluated yet")
+        other_name = models[st.session_state[other]].name
+        st.caption(
+            f"Home, Test set and Misclassified use **{other_name}**."
+            if for_drawings
+            else f"Draw uses **{other_name}**."
+        )
         _training_badge()
     return ref
 

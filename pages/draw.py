@@ -11,7 +11,7 @@ from mnist_demo.preprocess import BlankImageError, ImageFileError, load_image, t
 NOT_SURE_BELOW = 0.6  # below this top probability the answer is shown as a guess
 CANVAS_PX = 280  # 10x MNIST: big enough for a finger, small enough for a phone
 
-ref = ui.page_setup(__file__)
+ref = ui.page_setup(__file__, for_drawings=True)
 st.title("Draw a digit")
 st.caption(f"Model: **{ref.name}**. Draw one digit, 0–9, as big as you like.")
 

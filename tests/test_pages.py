@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from mnist_demo import config
 from mnist_demo.drawn_digits import draw_canvas
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -136,3 +137,19 @@ def test_an_uploaded_photo_of_dark_ink_on_paper_is_read(home, canvas, mnist):
     at.file_uploader[0].set_value(("photo.jpg", png(paper, "JPEG"), "image/jpeg")).run()
     prediction = next(m for m in at.metric if m.label == "Prediction")
     assert prediction.value == str(y_test[1])
+
+
+@pytest.mark.skipif(
+    not config.ROBUST_MODEL_PATH.exists(),
+    reason="the robust model is not shipped",
+)
+def test_draw_defaults_to_the_robust_model_and_the_sidebar_says_who_uses_what(home, canvas):
+    canvas.image = None
+    draw = open_page("pages/draw.py")
+    assert draw.sidebar.selectbox[0].label == "Model for drawings"
+    assert draw.sidebar.selectbox[0].value == "robust"
+    assert any("use **Lab 7 (shipped)**" in c.value for c in draw.sidebar.caption)
+    assert "Robust (shipped)" in draw.caption[0].value  # the page names its model
+    lab = open_page("pages/misclassified.py")
+    assert lab.sidebar.selectbox[0].value == "shipped"
+    assert any("Draw uses **Robust (shipped)**" in c.value for c in lab.sidebar.caption)
