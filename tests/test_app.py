@@ -107,3 +107,20 @@ def test_invalid_settings_are_refused_in_the_form(app, epochs, batch, images, me
     at.run()
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert training.current_job() is None or not training.current_job().is_running
+
+
+def test_a_failed_run_shows_its_error_and_the_page_keeps_working(app, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("failed to allocate 12.5 GiB for the model")
+
+    monkeypatch.setattr(training, "build_model", out_of_memory)
+    at = page(app, "pages/train.py")
+    {w.label: w for w in at.number_input}["Epochs"].set_value(1)
+    at.select_slider[0].set_value(500)
+    at.button[0].click()
+    at.run()
+    wait_for_training_end(at)
+    assert not at.exception
+    assert any("failed: MemoryError: failed to allocate" in e.value for e in at.error)
+    assert at.dataframe[0].value.iloc[0]["status"] == "failed"
+    assert at.button[0].label == "Start training" and not at.button[0].disabled
