@@ -2,15 +2,22 @@
 
 Lab 7's text says the second convolution is 5x5, its code says (2, 2). Preset `lab7`
 follows the code (the numbers the workbook reports came from it), `lab7-5x5` the text.
+
+Preset `robust` is the answer to "drawings are not MNIST": the same 28x28 input and 10
+softmax outputs, but it sees a slightly different digit every step (turned, shifted,
+zoomed, thicker or thinner strokes: augmentation layers that only act in training),
+normalises its activations (batch norm) and walks its learning rate up and down once
+over the run (warm-up, then cosine decay).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from mnist_demo.errors import DigitLabError
 
@@ -22,16 +29,186 @@ LAB_BATCH_SIZE = 128
 LAB_LEARNING_RATE = 1e-3  # Keras's Adam default, which the lab uses
 
 
+# --- the robust preset's recipe ----------------------------------------------------------
+ROTATION_DEGREES = 10  # a drawing tilts by up to this much either way
+SHIFT_FRACTION = 0.1  # ...moves up to 10 % of the image (about 3 pixels)
+ZOOM_FRACTION = 0.1  # ...and is up to 10 % larger or smaller
+STROKE_PROBABILITY = 0.5  # half the images get a thicker or a thinner pen
+MAX_THINNING = 0.5  # erosion blends at most half way (see RandomStrokeWidth)
+WARMUP_FRACTION = 0.05  # of all steps, learning rate rising from a tenth to its peak
+FINAL_LR_FRACTION = 0.01  # where the cosine ends, relative to the peak
+# Without a step count (build_model called outside a TrainingJob) the schedule assumes
+# this run: 15 epochs of 60,000 images in batches of 128; a longer run stays at the floor.
+DEFAULT_SCHEDULE_STEPS = 15 * -(-60000 // LAB_BATCH_SIZE)
+
+
+@keras.saving.register_keras_serializable(package="mnist_demo")
+class RandomStrokeWidth(layers.Layer):
+    """Thicker or thinner pen, in training only.
+
+    Grey-scale dilation is a 3x3 max-pool with stride 1 (every pixel takes its brightest
+    neighbour: strokes grow a pixel each side); erosion is the same on the negative
+    image, -maxpool(-x) (strokes shrink). With `probability` an image is blended
+    towards one of the two, by a random amount. Erosion goes at most half way: a full
+    one keeps only a median 13 % of an MNIST digit's ink (its strokes are 2-3 pixels
+    wide), which is a faded digit, not a thin pen.
+    """
+
+    def __init__(self, probability: float = STROKE_PROBABILITY, seed: int | None = None, **kw):
+        super().__init__(**kw)
+        self.probability = probability
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        thicker = ops.max_pool(inputs, pool_size=3, strides=1, padding="same")
+        thinner = -ops.max_pool(-inputs, pool_size=3, strides=1, padding="same")
+        per_image = (ops.shape(inputs)[0], 1, 1, 1)
+        dice = keras.random.uniform(per_image, seed=self.seed_generator)
+        amount = keras.random.uniform(per_image, minval=0.3, seed=self.seed_generator)
+        half = self.probability / 2
+        thicken = dice < half
+        target = ops.where(thicken, thicker, ops.where(dice < 2 * half, thinner, inputs))
+        amount = ops.where(thicken, amount, amount * MAX_THINNING)
+        return inputs + amount * (target - inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "probability": self.probability, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="mnist_demo")
+class DrawingAugmentation(layers.Layer):
+    """What a student's drawing does that an MNIST digit does not: a thicker or thinner
+    pen, a tilt, a shift, a size. Empty borders fill with 0 (background), never Keras's
+    default reflection, which would paint extra ink.
+
+    One layer rather than a Sequential of Keras's random layers because those default
+    to training=True: a bare `model(x)` (no `training=`) would then show the model a
+    randomly turned digit. Here the default is inference; only `fit` (or an explicit
+    training=True) augments.
+    """
+
+    def __init__(
+        self,
+        rotation_degrees: float = ROTATION_DEGREES,
+        shift: float = SHIFT_FRACTION,
+        zoom: float = ZOOM_FRACTION,
+        stroke_probability: float = STROKE_PROBABILITY,
+        seed: int | None = None,
+        **kw,
+    ):
+        super().__init__(**kw)
+        self.rotation_degrees, self.shift, self.zoom = rotation_degrees, shift, zoom
+        self.stroke_probability, self.seed = stroke_probability, seed
+        seeds = [None] * 4 if seed is None else [seed + i for i in range(4)]
+        edge = {"fill_mode": "constant", "fill_value": 0.0}
+        self.steps = [
+            RandomStrokeWidth(stroke_probability, seed=seeds[0], name="stroke_width"),
+            layers.RandomRotation(rotation_degrees / 360, seed=seeds[1], name="rotate", **edge),
+            layers.RandomTranslation(shift, shift, seed=seeds[2], name="shift", **edge),
+            layers.RandomZoom(zoom, seed=seeds[3], name="zoom", **edge),
+        ]
+
+    def build(self, input_shape):
+        for step in self.steps:  # shape-preserving, so every one sees the input shape
+            step.build(input_shape)
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        x = inputs
+        for step in self.steps:
+            x = step(x, training=True)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "rotation_degrees": self.rotation_degrees,
+            "shift": self.shift,
+            "zoom": self.zoom,
+            "stroke_probability": self.stroke_probability,
+            "seed": self.seed,
+        }
+
+
+def _conv(filters: int, name: str) -> list[keras.layers.Layer]:
+    """3x3 conv with its ReLU inside (so feature maps show what the next layer sees,
+    as in Lab 7), then batch norm."""
+    return [
+        layers.Conv2D(filters, 3, padding="same", activation="relu", name=name),
+        layers.BatchNormalization(name=f"{name}_bn"),
+    ]
+
+
+def robust_layers(preset: Preset, seed: int | None = None) -> list[keras.layers.Layer]:
+    """Two 3x3 convs per block (a 5x5 view for fewer weights), 32 -> 64 -> 128 filters,
+    about 0.29 M parameters (a tenth of Lab 7's, nearly all of those in its dense layer)."""
+    return [
+        DrawingAugmentation(seed=seed, name="augment"),
+        *_conv(32, "conv1"),
+        *_conv(32, "conv2"),
+        layers.MaxPooling2D(2, name="pool1"),
+        layers.Dropout(0.1, name="dropout1"),
+        *_conv(64, "conv3"),
+        *_conv(64, "conv4"),
+        layers.MaxPooling2D(2, name="pool2"),
+        layers.Dropout(0.2, name="dropout2"),
+        *_conv(128, "conv5"),
+        layers.MaxPooling2D(2, name="pool3"),
+        layers.Flatten(name="flatten"),
+        layers.Dense(128, activation="relu", name="dense1"),
+        layers.BatchNormalization(name="dense1_bn"),
+        layers.Dropout(0.4, name="dropout3"),
+        layers.Dense(NUM_CLASSES, activation="softmax", name="output"),
+    ]
+
+
+def warmup_cosine(
+    peak: float, total_steps: int | None
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """One cycle over the whole run: rise from peak/10 to `peak` in the first 5 % of the
+    steps (big early steps on random weights undo batch norm's start), then a cosine
+    down to 1 % of it, so the last epochs polish instead of bouncing around."""
+    total = max(int(total_steps or DEFAULT_SCHEDULE_STEPS), 2)
+    warmup = max(1, round(WARMUP_FRACTION * total))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak / 10,
+        decay_steps=max(total - warmup, 1),
+        alpha=FINAL_LR_FRACTION,  # Keras measures it from warmup_target, the peak
+        warmup_target=peak,
+        warmup_steps=warmup,
+    )
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
     description: str
     second_kernel: tuple[int, int]
+    # (preset, seed) -> layers after the input; None: Lab 7's own list in build_model
+    layers: Callable[[Preset, int | None], list[keras.layers.Layer]] | None = None
+    schedule: bool = False  # warm-up + cosine decay instead of Lab 7's constant rate
 
 
 PRESETS: dict[str, Preset] = {
     "lab7": Preset("lab7", "Lab 7 as coded: second conv 2x2", (2, 2)),
     "lab7-5x5": Preset("lab7-5x5", "Lab 7 as written: second conv 5x5", (5, 5)),
+    "robust": Preset(
+        "robust",
+        "for drawings: augmentation, batch norm, 3x3 convs, LR schedule",
+        (3, 3),
+        layers=robust_layers,
+        schedule=True,
+    ),
 }
 
 
@@ -57,11 +234,26 @@ def build_model(
     learning_rate: float = LAB_LEARNING_RATE,
     seed: int | None = LAB_SEED,
     compile: bool = True,
+    total_steps: int | None = None,
 ) -> keras.Model:
-    """The workbook's Sequential CNN. Seeding here makes the initial weights repeatable."""
+    """The workbook's Sequential CNN (or a preset's own layers). Seeding here makes the
+    initial weights repeatable. `total_steps` (epochs x batches per epoch) lets a
+    learning-rate schedule span exactly the run; presets without one ignore it."""
     p = get_preset(preset)
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    if p.layers is not None:
+        model = keras.Sequential(
+            [keras.Input(shape=INPUT_SHAPE), *p.layers(p, seed)], name=p.name.replace("-", "_")
+        )
+        if compile:
+            rate = warmup_cosine(learning_rate, total_steps) if p.schedule else learning_rate
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate=rate),
+                loss="categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+        return model
     model = keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE),

@@ -1,0 +1,135 @@
+"""Does the `robust` preset beat Lab 7 where it matters, on digits that are not MNIST?
+Prints one table; asserts nothing.
+
+    python benchmarks/robust_vs_lab7.py [--n 2000] [--seed 0] [--models A.keras B.keras]
+
+Columns, for each shipped model:
+  MNIST test      accuracy on the 10,000 MNIST test images (what Lab 7 reports)
+  drawn to_mnist  MNIST test digits re-drawn as canvases, through `to_mnist`
+                  (mnist_demo/drawn_digits.py; n digits, seed), originals and naive too
+  sklearn digits  scikit-learn's 1,797 8x8 digits (other writers, not MNIST), upscaled
+                  to a 96x96 photo of dark ink on paper and passed through `to_mnist`;
+                  skipped with a note when scikit-learn is not installed
+  params, file size and the training time from the model's .json (`training_seconds`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mnist_demo.config import ASSETS_DIR
+from mnist_demo.data import load_mnist
+from mnist_demo.drawn_digits import drawn_accuracy
+from mnist_demo.evaluation import evaluate, predict_proba
+from mnist_demo.model import ModelFileError, load_model
+from mnist_demo.preprocess import BlankImageError, to_mnist
+
+MODELS = [ASSETS_DIR / "default_model.keras", ASSETS_DIR / "robust_model.keras"]
+SKLEARN_MAX = 16  # load_digits grey levels are 0..16, ink bright
+PHOTO_SIDE = 80  # the 8x8 digit upscaled to this many pixels...
+PHOTO_MARGIN = 8  # ...on paper with this margin, so the ink never touches the edge
+
+
+def sklearn_digits_as_mnist() -> tuple[np.ndarray, np.ndarray] | None:
+    """(N, 28, 28) float to_mnist inputs and labels, or None without scikit-learn."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        return None
+    digits = load_digits()
+    images, labels = [], []
+    for image, label in zip(digits.images, digits.target, strict=True):
+        paper = 255 - image * (255 / SKLEARN_MAX)  # dark ink on white paper, like a photo
+        photo = Image.fromarray(paper.astype(np.float32)).resize(
+            (PHOTO_SIDE, PHOTO_SIDE), Image.Resampling.BICUBIC
+        )
+        photo = np.pad(
+            np.clip(np.asarray(photo), 0, 255), PHOTO_MARGIN, constant_values=255
+        ).astype(np.uint8)
+        try:
+            images.append(to_mnist(photo))
+        except BlankImageError:  # counts as a mistake
+            images.append(np.zeros((28, 28), np.float32))
+        labels.append(int(label))
+    return np.stack(images), np.asarray(labels)
+
+
+def model_info(path: Path) -> dict:
+    info_path = path.with_suffix(".json")
+    return json.loads(info_path.read_text()) if info_path.exists() else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="drawn digits (default 2000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", type=Path, nargs="+", default=MODELS)
+    args = parser.parse_args()
+
+    _, (x_test, y_test) = load_mnist()
+    sk = sklearn_digits_as_mnist()
+    if sk is None:
+        print("note: scikit-learn is not installed; skipping the sklearn digits column")
+
+    rows = []
+    for path in args.models:
+        try:
+            model = load_model(path)
+        except ModelFileError as e:
+            print(f"skipping {path.name}: {e}")
+            continue
+        start = time.perf_counter()
+        mnist_acc = evaluate(model, x_test, y_test).accuracy
+        drawn = drawn_accuracy(model, n=args.n, seed=args.seed)
+        sk_acc = None
+        if sk is not None:
+            sk_acc = float((predict_proba(model, sk[0]).argmax(axis=1) == sk[1]).mean())
+        info = model_info(path)
+        rows.append(
+            {
+                "model": path.name,
+                "preset": info.get("config", {}).get("preset", "?"),
+                "params": model.count_params(),
+                "size_mb": path.stat().st_size / 1e6,
+                "train_s": info.get("training_seconds"),
+                "mnist": mnist_acc,
+                "original": drawn["original_accuracy"],
+                "to_mnist": drawn["to_mnist_accuracy"],
+                "naive": drawn["naive_accuracy"],
+                "sklearn": sk_acc,
+                "bench_s": time.perf_counter() - start,
+            }
+        )
+
+    def pct(v: float | None) -> str:
+        return "skipped" if v is None else f"{100 * v:.2f} %"
+
+    sk_note = f"; sklearn digits: n={len(sk[1])} (8x8, 0-16)" if sk is not None else ""
+    print(f"\ndrawn digits: n={args.n} seed={args.seed}{sk_note}")
+    header = (
+        f"{'model':22s} {'preset':7s} {'params':>9s} {'file':>8s} {'train':>8s} "
+        f"{'MNIST test':>10s} {'drawn orig':>10s} {'to_mnist':>9s} {'naive':>9s} "
+        f"{'sklearn':>9s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        train = f"{r['train_s']:.0f} s" if r["train_s"] is not None else "?"
+        print(
+            f"{r['model']:22s} {r['preset']:7s} {r['params']:9,d} {r['size_mb']:6.1f}MB "
+            f"{train:>8s} {pct(r['mnist']):>10s} {pct(r['original']):>10s} "
+            f"{pct(r['to_mnist']):>9s} {pct(r['naive']):>9s} {pct(r['sklearn']):>9s}"
+        )
+
+
+if __name__ == "__main__":
+    main()
