@@ -89,7 +89,15 @@ others = [m for m in available_models(ui.registry()) if m.key != ref.key]
 if not others:
     st.caption("Train a model on the Train page to compare it with this one.")
     st.stop()
-other = st.selectbox("Second model", others, format_func=lambda m: m.label)
+other = st.selectbox(
+    "Second model",
+    others,
+    index=None,
+    placeholder="Choose a model to compare",
+    format_func=lambda m: m.label,
+)
+if other is None:
+    st.stop()  # scoring a second model costs seconds: only on request
 with ui.user_errors():
     second = ui.evaluation(other)
 diff = compare(result, second)

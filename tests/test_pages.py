@@ -153,3 +153,16 @@ def test_draw_defaults_to_the_robust_model_and_the_sidebar_says_who_uses_what(ho
     lab = open_page("pages/misclassified.py")
     assert lab.sidebar.selectbox[0].value == "shipped"
     assert any("Draw uses **Robust (shipped)**" in c.value for c in lab.sidebar.caption)
+
+
+@pytest.mark.skipif(not config.ROBUST_MODEL_PATH.exists(), reason="needs a second model")
+def test_comparing_two_models_counts_fixed_and_introduced_errors(home):
+    at = open_page("pages/misclassified.py")
+    assert not [m for m in at.metric if m.label == "Errors it fixes"]  # only on request
+    [second] = [s for s in at.selectbox if s.label == "Second model"]
+    second.select_index(0).run()  # the robust model
+    counts = {m.label: int(m.value) for m in at.metric}
+    both = counts["Errors both make"]
+    assert counts["Errors it fixes"] + both == 68  # every Lab 7 error is fixed or shared
+    robust_errors = both + counts["Errors it introduces"]
+    assert robust_errors == round((1 - 0.9959) * 10000)  # the robust model's 41

@@ -1,0 +1,226 @@
+"""What does the app's training engine cost over a plain `model.fit`?
+
+The same data (a seeded 10,000-image training subset, validation on a seeded
+2,000-image test subset: `training.select_subset`, exactly what the job picks), the same
+model (`build_model("lab7", seed=7)`) and settings (2 epochs, batch 128), trained two
+ways, interleaved (plain, job, plain, job, ...):
+
+- plain: `model.fit(x, y, validation_data=(x_val, y_val))` in this thread;
+- job:   `training.start_training(TrainConfig(...), RunRegistry(tmp), data)` then
+         `job.wait()`: fit in a background thread, a callback per batch, and per epoch a
+         validation (`model.evaluate`), a checkpoint (`save_model`) and a registry write;
+         after the last epoch the checkpoint is reloaded and scored once more.
+
+Both times include the same preparation (subset, scaling, one-hot, building the model).
+The job is timed twice: up to its last epoch's checkpoint (the training itself, the
+figure the target applies to) and up to `wait()` returning (end to end, with the
+final reload and scoring). To show where the difference goes, the job's epoch-end and
+batch-end methods are wrapped with a clock in this process (nothing else changes).
+A short untimed warm-up fit comes first, so the first timed run does not pay
+TensorFlow's one-off start-up.
+
+Prints figures, asserts nothing. Target: job samples/s >= 0.95 x plain.
+
+    .venv/bin/python benchmarks/training_overhead.py [--quick] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import common
+from common import fmt, stats, verdict
+
+TARGET_RATIO = 0.95
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs of each (default 3)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--train-size", type=int, default=10000)
+    parser.add_argument("--test-size", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 run each, 2,000/500 images, 1 epoch"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.epochs, args.train_size, args.test_size = 1, 1, 2000, 500
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    import keras
+
+    from mnist_demo.data import load_mnist, one_hot, to_model_input
+    from mnist_demo.model import build_model, save_model
+    from mnist_demo.runs import RunRegistry
+    from mnist_demo.training import TrainConfig, TrainingJob, select_subset, start_training
+
+    data = load_mnist()
+    (x_train_all, y_train_all), (x_test_all, y_test_all) = data
+    cfg = TrainConfig(
+        preset="lab7",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        seed=args.seed,
+    )
+
+    # Instrumentation, in this process only: how long the job spends in its per-epoch
+    # work (validation, checkpoint, registry) and in its per-batch callback.
+    spent: dict[str, list[float]] = {"epoch_end": [], "batch_end": [], "epoch_done_at": []}
+    epoch_end, batch_end = TrainingJob._on_epoch_end, TrainingJob._on_batch_end
+
+    def timed_epoch_end(self, epoch, logs, model):
+        t = time.perf_counter()
+        epoch_end(self, epoch, logs, model)
+        spent["epoch_end"].append(time.perf_counter() - t)
+        spent["epoch_done_at"].append(time.perf_counter())
+
+    def timed_batch_end(self, batch, logs):
+        t = time.perf_counter()
+        out = batch_end(self, batch, logs)
+        spent["batch_end"].append(time.perf_counter() - t)
+        return out
+
+    TrainingJob._on_epoch_end = timed_epoch_end
+    TrainingJob._on_batch_end = timed_batch_end
+
+    def plain_run() -> tuple[float, float]:
+        start = time.perf_counter()
+        x, y = select_subset(x_train_all, y_train_all, cfg.train_size, cfg.seed)
+        xv, yv = select_subset(x_test_all, y_test_all, cfg.test_size, cfg.seed)
+        x, y = to_model_input(x), one_hot(y)
+        val = (to_model_input(xv), one_hot(yv))
+        model = build_model("lab7", seed=cfg.seed)
+        hist = model.fit(
+            x,
+            y,
+            batch_size=cfg.batch_size,
+            epochs=cfg.epochs,
+            validation_data=val,
+            shuffle=True,
+            verbose=0,
+        )
+        return time.perf_counter() - start, float(hist.history["val_accuracy"][-1])
+
+    def job_run(tmp: Path, i: int) -> tuple[float, float, float]:
+        registry = RunRegistry(tmp / f"home-{i}" / "runs.sqlite")
+        for v in spent.values():
+            v.clear()
+        start = time.perf_counter()
+        job = start_training(cfg, registry, data)
+        job.wait()
+        end = time.perf_counter()
+        snap = job.snapshot()
+        if snap.status != "finished":
+            print(f"  job run {i}: status {snap.status}, error {snap.error}")
+        last_epoch = spent["epoch_done_at"][-1] if spent["epoch_done_at"] else end
+        job_extras.append(sum(spent["epoch_end"]))
+        job_batch_cb.append(sum(spent["batch_end"]))
+        val_acc = snap.history["val_accuracy"][-1] if snap.history["val_accuracy"] else float("nan")
+        return last_epoch - start, end - start, float(val_acc)
+
+    samples = cfg.epochs * cfg.train_size
+    print(__doc__.splitlines()[0])
+    print(f"machine: {common.machine_note()}")
+    print(
+        f"data: {cfg.train_size:,} training images (seed {cfg.seed}), validation on "
+        f"{cfg.test_size:,} test images; lab7, {cfg.epochs} epochs, batch {cfg.batch_size}; "
+        f"{args.runs} run(s) each, interleaved"
+    )
+
+    # Warm-up: TensorFlow's thread pools, oneDNN kernels, Keras's first trace.
+    x, y = select_subset(x_train_all, y_train_all, 512, 0)
+    warm = build_model("lab7", seed=cfg.seed)
+    t = time.perf_counter()
+    warm.fit(
+        to_model_input(x),
+        one_hot(y),
+        batch_size=128,
+        epochs=1,
+        validation_data=(to_model_input(x[:256]), one_hot(y[:256])),
+        verbose=0,
+    )
+    print(f"warm-up fit (512 images, untimed): {time.perf_counter() - t:.1f} s\n")
+    del warm
+    keras.backend.clear_session()
+
+    plain_s, job_train_s, job_total_s = [], [], []
+    plain_acc, job_acc = [], []
+    job_extras, job_batch_cb = [], []  # seconds per run
+    with tempfile.TemporaryDirectory(prefix="digit-lab-overhead-") as tmp:
+        for i in range(args.runs):
+            s, acc = plain_run()
+            plain_s.append(s)
+            plain_acc.append(acc)
+            print(f"  run {i + 1} plain: {s:6.2f} s  {samples / s:7.0f} samples/s  val {acc:.4f}")
+            s_train, s_total, acc = job_run(Path(tmp), i)
+            job_train_s.append(s_train)
+            job_total_s.append(s_total)
+            job_acc.append(acc)
+            print(
+                f"  run {i + 1} job:   {s_train:6.2f} s  {samples / s_train:7.0f} samples/s  "
+                f"val {acc:.4f}   (end to end {s_total:.2f} s)"
+            )
+
+        # Where the job's extra time goes: its per-epoch extras, timed alone.
+        xv, yv = select_subset(x_test_all, y_test_all, cfg.test_size, cfg.seed)
+        xv, yv = to_model_input(xv), one_hot(yv)
+        model = build_model("lab7", seed=cfg.seed)
+        model.evaluate(xv, yv, batch_size=1000, verbose=0)  # trace once
+        eval_s, save_s = [], []
+        for k in range(3):
+            t = time.perf_counter()
+            model.evaluate(xv, yv, batch_size=1000, verbose=0, return_dict=True)
+            eval_s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            save_model(model, Path(tmp) / f"ckpt-{k}.keras")
+            save_s.append(time.perf_counter() - t)
+
+    plain_rate = [samples / s for s in plain_s]
+    job_rate = [samples / s for s in job_train_s]
+    job_total_rate = [samples / s for s in job_total_s]
+    ratio = stats(job_rate)[0] / stats(plain_rate)[0]
+    ratio_total = stats(job_total_rate)[0] / stats(plain_rate)[0]
+    pair_ratios = [j / p for j, p in zip(job_rate, plain_rate, strict=True)]
+
+    print()
+    print(f"training samples per second ({samples:,} samples per run)")
+    print(f"  plain model.fit(validation_data=...)      {fmt(plain_rate, digits=0)}")
+    print(f"  TrainingJob, to last epoch's checkpoint    {fmt(job_rate, digits=0)}")
+    print(f"  TrainingJob, end to end (wait() returns)   {fmt(job_total_rate, digits=0)}")
+    print(f"  seconds per run: plain {fmt(plain_s, 's')}")
+    print(f"                   job   {fmt(job_train_s, 's')}; end to end {fmt(job_total_s, 's')}")
+    print(f"  final validation accuracy: plain {fmt(plain_acc, digits=4)}")
+    print(f"                             job   {fmt(job_acc, digits=4)}")
+    print(
+        f"inside the job, per run: epoch ends (validation + checkpoint + registry) "
+        f"{fmt(job_extras, 's')}; per-batch callback {fmt(job_batch_cb, 's', 3)}"
+    )
+    print(
+        f"the job's per-epoch extras timed alone: model.evaluate on {cfg.test_size:,} "
+        f"(batch 1000) {fmt(eval_s, 's')}; save_model {fmt(save_s, 's')}"
+    )
+    print()
+    print(
+        f"ratio job/plain (samples/s, medians): {ratio:.3f} to the last checkpoint, "
+        f"{ratio_total:.3f} end to end; per interleaved pair: "
+        + ", ".join(f"{r:.3f}" for r in pair_ratios)
+    )
+    print(
+        f"target job/plain >= {TARGET_RATIO}: {ratio:.3f}, {verdict(ratio >= TARGET_RATIO)} "
+        f"(end to end {ratio_total:.3f}, {verdict(ratio_total >= TARGET_RATIO)})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Run the real app for the browser tests and the benchmarks: `streamlit run` on a free
+loopback port with its own MNIST_DEMO_HOME (sharing the verified MNIST cache), and
+Debian's Chromium through Playwright (Playwright's own browser download can't be relied
+on). Like `streamlit.testing`, this is tooling, not part of the app."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from mnist_demo import config
+
+ROOT = config.PACKAGE_DIR.parent
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+SERVER_START_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppServer:
+    """`streamlit run streamlit_app.py` on a free loopback port with a temporary
+    MNIST_DEMO_HOME (the MNIST cache is shared, so nothing is fetched)."""
+
+    def __init__(self, home: Path, port: int | None = None, cpus: set[int] | None = None):
+        self.home = Path(home)
+        self.cpus = cpus  # CPU affinity of the server (and its threads), None: any
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.home / f"server-{self.port}.log"
+        self.started_at = 0.0  # time.monotonic() just before Popen
+
+    def start(self, wait_healthy: bool = True) -> AppServer:
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "MNIST_DEMO_HOME": str(self.home),
+            "MNIST_DEMO_DATA": str(config.data_dir()),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        cmd = [
+            sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+            "--server.port", str(self.port), "--server.address", "127.0.0.1",
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        ]  # fmt: skip
+        log = self.log_path.open("w")
+        self.started_at = time.monotonic()
+        pin = (lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin
+        )
+        log.close()
+        if wait_healthy:
+            self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = SERVER_START_TIMEOUT_S) -> float:
+        """Seconds from process start until /_stcore/health answers 200."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the app exited: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return time.monotonic() - self.started_at
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"the app did not start in {timeout:.0f} s: {self.log_tail()}")
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text()[-chars:]
+        except OSError:
+            return "(no log)"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies as in a crash, with no chance to clean up."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def launch_chromium(playwright):
+    """Debian's Chromium through Playwright (sync or async API object's `.chromium`)."""
+    if not Path(CHROMIUM).exists():
+        raise SystemExit(f"Chromium not found at {CHROMIUM}: install it (apt-get install chromium)")
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
