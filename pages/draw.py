@@ -87,6 +87,24 @@ with answer_col:
     )
 
 st.header("Inside the network")
+# On request: feature maps and saliency cost the server more than the answer itself,
+# which matters when thirty students draw at once (benchmarks/classroom.py).
+SHOW_INSIDE = "show_inside"  # kept outside the widget: a blank canvas stops the page
+# before the toggle is drawn, and Streamlit forgets the state of undrawn widgets
+
+
+def remember_inside() -> None:
+    st.session_state[SHOW_INSIDE] = st.session_state.inside_toggle
+
+
+if not st.toggle(
+    "Show what the network sees",
+    value=st.session_state.get(SHOW_INSIDE, False),
+    key="inside_toggle",
+    on_change=remember_inside,
+):
+    st.caption("Turn on to see each filter's response and which pixels drove the answer.")
+    st.stop()
 st.caption(
     "Each small square is one filter's response to your digit: bright where the filter "
     "found its pattern. The saliency map marks the pixels whose removal would most "
@@ -95,14 +113,12 @@ st.caption(
 maps = predictor.feature_maps(seen)
 heat = predictor.saliency(seen, target=digit)
 first, second, why = st.columns([1.4, 1, 0.8])
-first.image(
-    charts.upscale(feature_grid(maps["conv1"], cols=8), 2),
-    caption="conv1: 32 filters, 28×28 each",
-)
-second.image(
-    charts.upscale(feature_grid(maps["conv2"], cols=8), 3),
-    caption="conv2: 64 filters, 14×14 each",
-)
+for column, (name, fmap) in zip((first, second), list(maps.items())[:2], strict=False):
+    height, width, filters = fmap.shape
+    column.image(
+        charts.upscale(feature_grid(fmap, cols=8), 2 if width > 20 else 3),
+        caption=f"{name}: {filters} filters, {height}×{width} each",
+    )
 why.image(
     charts.saliency_overlay(seen, heat, scale=8),
     caption=f"Why {digit}: the red pixels mattered most",

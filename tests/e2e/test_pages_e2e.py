@@ -64,10 +64,14 @@ def test_digits_drawn_with_the_mouse_are_read(page):
     page.goto(f"{page.base_url}/draw")
     expect(page.locator("canvas.upper-canvas")).to_be_visible(timeout=90_000)
     expect(page.get_by_text("Draw a digit on the black square")).to_be_visible()
+    first = True
     for points, digit in ((VERTICAL, "1"), (LOOP, "0"), (SEVEN, "7")):
         stroke(page, points)
         prediction_is(page, digit)
         expect(page.get_by_text("What the model saw")).to_be_visible()
+        if first:  # feature maps and saliency are on request; they then stay on
+            page.get_by_text("Show what the network sees").click()
+            first = False
         expect(page.get_by_text("Why " + digit)).to_be_visible()  # saliency follows along
         page.get_by_role("button", name="Clear").click()
         expect(page.get_by_text("Draw a digit on the black square")).to_be_visible()
