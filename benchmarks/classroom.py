@@ -136,7 +136,10 @@ DRAW_READY_JS = """() => {
   return !!c && c.getBoundingClientRect().width > 0 &&
     document.body.textContent.includes("Draw a digit on the black square");
 }"""
-PAGE_DONE_JS = """() => document.body.textContent.includes("the red pixels mattered most")"""
+# The page is done when the answer's picture is shown and the (off by default) "inside
+# the network" section has drawn its toggle.
+PAGE_DONE_JS = """() => document.body.textContent.includes("What the model saw") &&
+  document.body.textContent.includes("Show what the network sees")"""
 TEST_SET_JS = """() => document.body.textContent.includes("test images match")"""
 
 
@@ -230,7 +233,7 @@ async def student(browser, url: str, i: int, go: asyncio.Event, ready: list) -> 
         out["answer"] = seen["value"]
         out["server_s"] = wire.server_s
         await cdp.send("Network.disable")
-        # The rest of the page (feature maps, saliency) follows; let it finish.
+        # The rest of the page (the 28x28 seen, the inside-the-network toggle) follows.
         await wait_js(page, PAGE_DONE_JS, ANSWER_TIMEOUT_MS)
     except TimeoutError as e:  # asyncio.wait_for; Playwright's own is named TimeoutError too
         out["error"] = f"drawing: Timeout: {e or 'no Prediction in time'}"
@@ -454,7 +457,7 @@ def report(args, results, watched, sampler, rss, cpu, walls) -> None:
     print(
         f"  as the test driver saw it (incl. its own round trips): p50 "
         f"{percentile(driver, 50):.3f} s, p95 {percentile(driver, 95):.3f} s; whole class "
-        f"done (saliency shown on every page) {class_s:.1f} s after the start signal"
+        f"done (every page fully drawn) {class_s:.1f} s after the start signal"
     )
     print(
         f"  of which the server (drawing frame sent -> Prediction frame received, browser's "
