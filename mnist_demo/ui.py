@@ -59,6 +59,14 @@ def dataset() -> Arrays:
     return _dataset(str(config.data_dir()))
 
 
+@st.cache_data(show_spinner=False)
+def model_summary(preset: str) -> list[dict[str, object]]:
+    """The summary table of a preset's architecture: built once, not on every rerun."""
+    from mnist_demo.model import build_model, summary_rows
+
+    return summary_rows(build_model(preset, seed=None, compile=False))
+
+
 @st.cache_resource(show_spinner=False)
 def _registry(path: str) -> tuple[RunRegistry, str | None]:
     """Open the registry once per server. A corrupt file is moved aside and rebuilt from

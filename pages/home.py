@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from mnist_demo import charts, ui
 from mnist_demo.data import one_hot, to_model_input
-from mnist_demo.model import build_model, summary_rows
 
 ref = ui.page_setup(__file__)
 
@@ -60,7 +59,7 @@ encoded.insert(0, "label", labels)
 st.dataframe(encoded, hide_index=True)
 
 st.header("3 · The model")
-rows = summary_rows(build_model("lab7", seed=None, compile=False))
+rows = ui.model_summary("lab7")
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 st.write(f"Total parameters: **{sum(r['parameters'] for r in rows):,}**")
 st.caption(
