@@ -76,11 +76,8 @@ class Evaluation:
 
     def misclassified_indices(self, most_confident_first: bool = True) -> np.ndarray:
         """Indices of the errors; by default the model's most confident mistakes first."""
-        wrong = np.flatnonzero(~self.correct)
-        if most_confident_first:
-            # stable sort keeps index order among equal confidences
-            wrong = wrong[np.argsort(-self.confidence[wrong], kind="stable")]
-        return wrong
+        order = "wrong_confidence" if most_confident_first else "index"
+        return select(self, outcome="wrong", order=order)
 
     @cached_property
     def confusion(self) -> np.ndarray:

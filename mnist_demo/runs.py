@@ -7,6 +7,7 @@ nothing and means a corrupt database can be rebuilt without losing a single run.
 from __future__ import annotations
 
 import calendar
+import functools
 import json
 import os
 import shutil
@@ -331,6 +332,19 @@ class ModelRef:
         return f"{self.name} · {acc}"
 
 
+def _shipped_info(info_path: Path) -> dict:
+    """A shipped model's .json, read once per file version (the sidebar asks on every
+    rerun of every page)."""
+    if not info_path.exists():
+        return {}
+    return _read_json(info_path, info_path.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_json(path: Path, mtime: float) -> dict:
+    return json.loads(path.read_text())
+
+
 def shipped_models() -> list[ModelRef]:
     """The models trained by the project's CLI and shipped with the package (those whose
     files are present), with the metrics recorded in their .json."""
@@ -338,8 +352,7 @@ def shipped_models() -> list[ModelRef]:
     for key, (name, path) in SHIPPED.items():
         if not path.exists():
             continue
-        info_path = path.with_suffix(".json")
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        info = _shipped_info(path.with_suffix(".json"))
         trained = info.get("trained_at")
         refs.append(
             ModelRef(

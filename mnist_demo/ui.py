@@ -106,10 +106,6 @@ def _model(path: str, mtime: float):
     return load_model(Path(path))
 
 
-def model(ref: ModelRef):
-    return _model(str(ref.path), _mtime(ref.path))
-
-
 @st.cache_resource(max_entries=4, show_spinner="Scoring the 10,000 test images…")
 def _evaluation(path: str, mtime: float, data_dir: str) -> Evaluation:
     _, (x_test, y_test) = dataset()
