@@ -1,4 +1,5 @@
-"""Figures: Altair charts for the pages, and digit pictures built with numpy/Pillow.
+"""Figures: Altair charts for the pages, HTML probability bars, and digit pictures
+built with numpy/Pillow.
 
 Charts are plain functions of data, so a test can check what a chart encodes without a
 browser. Images are encoded once per grid (not one Matplotlib figure per digit).
@@ -88,23 +89,35 @@ def runs_overlay_chart(histories: dict[str, dict[str, list[float]]], metric: str
 # --- predictions ------------------------------------------------------------------------
 
 
-def probability_chart(probabilities: np.ndarray) -> alt.Chart:
-    """Bars over the ten digits; the predicted one stands out."""
+def probability_bars(probabilities: Sequence[float]) -> str:
+    """The ten probabilities as HTML bars for `st.html`, the predicted digit in colour.
+
+    Plain HTML rather than a Vega chart: it is redrawn on every stroke by every student
+    in the class, and a Vega chart costs the server ~10 ms (Altair) and each browser its
+    ~20 lazily loaded chart modules (benchmarks/classroom.py).
+    """
     probs = np.asarray(probabilities, dtype=float)
+    if probs.shape != (10,):
+        raise ValueError(f"expected ten probabilities, got shape {probs.shape}")
     top = int(probs.argmax())
-    df = pd.DataFrame(
-        {"digit": [str(d) for d in range(10)], "probability": probs, "top": np.arange(10) == top}
-    )
-    return (
-        alt.Chart(df)
-        .mark_bar()
-        .encode(
-            x=alt.X("digit:N", sort=None, axis=alt.Axis(labelAngle=0)),
-            y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-            color=alt.condition(alt.datum.top, alt.value(TRAIN_COLOR), alt.value("#adb5bd")),
-            tooltip=["digit", alt.Tooltip("probability:Q", format=".2%")],
+    rows = []
+    for digit, p in enumerate(probs):
+        width = f"{100 * min(max(p, 0.0), 1.0):.1f}%"
+        colour, weight = (TRAIN_COLOR, 700) if digit == top else ("#adb5bd", 400)
+        rows.append(
+            f'<div role="listitem" class="digit-lab-bar" data-digit="{digit}" '
+            f'data-top="{str(digit == top).lower()}" '
+            f'style="display:flex;align-items:center;gap:0.5rem;height:1.25rem;font-weight:{weight}">'
+            f'<span style="width:1ch">{digit}</span>'
+            f'<span style="flex:1;height:0.8rem;background:#f1f3f9;border-radius:2px">'
+            f'<span style="display:block;height:100%;width:{width};background:{colour};'
+            f'border-radius:2px"></span></span>'
+            f'<span style="width:4.5em;text-align:right;font-variant-numeric:tabular-nums">'
+            f"{p:.1%}</span></div>"
         )
-        .properties(height=200)
+    return (
+        '<div role="list" aria-label="Probability of each digit" '
+        'style="font-size:0.875rem;line-height:1.25rem">' + "".join(rows) + "</div>"
     )
 
 

@@ -300,6 +300,6 @@ def digit_detail(index: int, result: Evaluation, images) -> None:
             delta_color="normal" if right else "inverse",
             delta_arrow="off",
         )
-        st.altair_chart(charts.probability_chart(result.probabilities[index]), width="stretch")
+        st.html(charts.probability_bars(result.probabilities[index]))
         top = top_k(result.probabilities[index])
         st.write("Top 3: " + ", ".join(f"**{d}** {p:.2%}" for d, p in top))

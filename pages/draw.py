@@ -7,6 +7,7 @@ from streamlit_drawable_canvas import st_canvas
 from mnist_demo import charts, ui
 from mnist_demo.inference import feature_grid
 from mnist_demo.preprocess import BlankImageError, ImageFileError, load_image, to_mnist
+from mnist_demo.runs import ModelRef
 
 NOT_SURE_BELOW = 0.6  # below this top probability the answer is shown as a guess
 CANVAS_PX = 280  # 10x MNIST: big enough for a finger, small enough for a phone
@@ -15,112 +16,122 @@ ref = ui.page_setup(__file__, for_drawings=True)
 st.title("Draw a digit")
 st.caption(f"Model: **{ref.name}**. Draw one digit, 0–9, as big as you like.")
 
-draw_col, answer_col = st.columns([1, 1], gap="large")
-
 
 def clear_canvas() -> None:
     """A new key gives a fresh, empty canvas (its toolbar's bin only shows on hover)."""
     st.session_state.canvas_version = st.session_state.get("canvas_version", 0) + 1
 
 
-with draw_col:
-    brush_col, clear_col = st.columns([3, 1], vertical_alignment="bottom")
-    brush = brush_col.slider("Brush size", min_value=8, max_value=40, value=20, step=2)
-    clear_col.button("Clear", icon=":material/delete:", on_click=clear_canvas)
-    canvas = st_canvas(
-        stroke_width=brush,
-        stroke_color="#ffffff",
-        background_color="#000000",
-        height=CANVAS_PX,
-        width=CANVAS_PX,
-        drawing_mode="freedraw",
-        return_image_data=True,
-        key=f"canvas-{st.session_state.get('canvas_version', 0)}",
-    )
-    st.caption("Undo and redo are in the toolbar above the canvas.")
-    upload = st.file_uploader(
-        "…or upload a photo of one handwritten digit",
-        type=["png", "jpg", "jpeg", "webp"],
-        help="Dark ink on light paper or light on dark; crop close to the digit.",
-    )
-
-source = "photo" if upload is not None else "drawing"
-with answer_col:
-    try:
-        image = load_image(upload.getvalue()) if upload is not None else canvas.image_data
-        if image is None:
-            raise BlankImageError("nothing drawn yet")
-        seen = to_mnist(image)
-    except BlankImageError:
-        if upload is not None:
-            st.error(
-                "No digit found in this photo: it looks like one flat colour. Try a photo "
-                "with the digit large and in focus.",
-                icon="⚠️",
-            )
-        else:
-            st.info("Draw a digit on the black square, and the model will read it.", icon="✍️")
-        st.stop()
-    except ImageFileError as e:
-        st.error(str(e), icon="⚠️")
-        st.stop()
-
-    with ui.user_errors():
-        predictor = ui.predictor(ref)
-    probabilities = predictor.predict(seen)
-    digit = int(probabilities.argmax())
-    confidence = float(probabilities[digit])
-    sure = confidence >= NOT_SURE_BELOW
-    st.metric(
-        "Prediction",
-        str(digit) if sure else f"{digit}?",
-        delta=f"{confidence:.0%} confident" if sure else f"not sure ({confidence:.0%})",
-        delta_color="normal" if sure else "off",
-        delta_arrow="off",
-        help="The digit with the highest probability, and that probability.",
-    )
-    st.altair_chart(charts.probability_chart(probabilities), width="stretch")
-    st.image(
-        charts.upscale(seen, 8),
-        caption=f"What the model saw: your {source} as a 28×28 MNIST image",
-        width=224,
-    )
-
-st.header("Inside the network")
-# On request: feature maps and saliency cost the server more than the answer itself,
-# which matters when thirty students draw at once (benchmarks/classroom.py).
-SHOW_INSIDE = "show_inside"  # kept outside the widget: a blank canvas stops the page
-# before the toggle is drawn, and Streamlit forgets the state of undrawn widgets
+SHOW_INSIDE = "show_inside"  # kept outside the widget: a blank canvas returns before the
+# toggle is drawn, and Streamlit forgets the state of undrawn widgets
 
 
 def remember_inside() -> None:
     st.session_state[SHOW_INSIDE] = st.session_state.inside_toggle
 
 
-if not st.toggle(
-    "Show what the network sees",
-    value=st.session_state.get(SHOW_INSIDE, False),
-    key="inside_toggle",
-    on_change=remember_inside,
-):
-    st.caption("Turn on to see each filter's response and which pixels drove the answer.")
-    st.stop()
-st.caption(
-    "Each small square is one filter's response to your digit: bright where the filter "
-    "found its pattern. The saliency map marks the pixels whose removal would most "
-    "weaken the answer."
-)
-maps = predictor.feature_maps(seen)
-heat = predictor.saliency(seen, target=digit)
-first, second, why = st.columns([1.4, 1, 0.8])
-for column, (name, fmap) in zip((first, second), list(maps.items())[:2], strict=False):
-    height, width, filters = fmap.shape
-    column.image(
-        charts.upscale(feature_grid(fmap, cols=8), 2 if width > 20 else 3),
-        caption=f"{name}: {filters} filters, {height}×{width} each",
+# A fragment: a stroke reruns only the canvas and the answer, not the sidebar and the
+# rest of the page. Thirty students draw at once (benchmarks/classroom.py).
+@st.fragment
+def draw_and_answer(ref: ModelRef) -> None:
+    draw_col, answer_col = st.columns([1, 1], gap="large")
+    with draw_col:
+        brush_col, clear_col = st.columns([3, 1], vertical_alignment="bottom")
+        brush = brush_col.slider("Brush size", min_value=8, max_value=40, value=20, step=2)
+        clear_col.button("Clear", icon=":material/delete:", on_click=clear_canvas)
+        canvas = st_canvas(
+            stroke_width=brush,
+            stroke_color="#ffffff",
+            background_color="#000000",
+            height=CANVAS_PX,
+            width=CANVAS_PX,
+            drawing_mode="freedraw",
+            return_image_data=True,
+            key=f"canvas-{st.session_state.get('canvas_version', 0)}",
+        )
+        st.caption("Undo and redo are in the toolbar above the canvas.")
+        upload = st.file_uploader(
+            "…or upload a photo of one handwritten digit",
+            type=["png", "jpg", "jpeg", "webp"],
+            help="Dark ink on light paper or light on dark; crop close to the digit.",
+        )
+
+    source = "photo" if upload is not None else "drawing"
+    with answer_col:
+        try:
+            image = load_image(upload.getvalue()) if upload is not None else canvas.image_data
+            if image is None:
+                raise BlankImageError("nothing drawn yet")
+            seen = to_mnist(image)
+        except BlankImageError:
+            if upload is not None:
+                st.error(
+                    "No digit found in this photo: it looks like one flat colour. Try a "
+                    "photo with the digit large and in focus.",
+                    icon="⚠️",
+                )
+            else:
+                st.info("Draw a digit on the black square, and the model will read it.", icon="✍️")
+            return
+        except ImageFileError as e:
+            st.error(str(e), icon="⚠️")
+            return
+
+        with ui.user_errors():
+            predictor = ui.predictor(ref)
+        probabilities = predictor.predict(seen)
+        digit = int(probabilities.argmax())
+        confidence = float(probabilities[digit])
+        sure = confidence >= NOT_SURE_BELOW
+        st.metric(
+            "Prediction",
+            str(digit) if sure else f"{digit}?",
+            delta=f"{confidence:.0%} confident" if sure else f"not sure ({confidence:.0%})",
+            delta_color="normal" if sure else "off",
+            delta_arrow="off",
+            help="The digit with the highest probability, and that probability.",
+        )
+        st.html(charts.probability_bars(probabilities))
+        st.image(
+            charts.upscale(seen, 8),
+            caption=f"What the model saw: your {source} as a 28×28 MNIST image",
+            width=224,
+            output_format="PNG",  # sharp pixels; JPEG would blur the 28x28 grid
+        )
+    inside_the_network(predictor, seen, digit)
+
+
+def inside_the_network(predictor, seen, digit: int) -> None:
+    """On request: feature maps and saliency cost the server more than the answer
+    itself, which matters when thirty students draw at once."""
+    st.header("Inside the network")
+    if not st.toggle(
+        "Show what the network sees",
+        value=st.session_state.get(SHOW_INSIDE, False),
+        key="inside_toggle",
+        on_change=remember_inside,
+    ):
+        st.caption("Turn on to see each filter's response and which pixels drove the answer.")
+        return
+    st.caption(
+        "Each small square is one filter's response to your digit: bright where the filter "
+        "found its pattern. The saliency map marks the pixels whose removal would most "
+        "weaken the answer."
     )
-why.image(
-    charts.saliency_overlay(seen, heat, scale=8),
-    caption=f"Why {digit}: the red pixels mattered most",
-    width=224,
-)
+    maps = predictor.feature_maps(seen)
+    heat = predictor.saliency(seen, target=digit)
+    first, second, why = st.columns([1.4, 1, 0.8])
+    for column, (name, fmap) in zip((first, second), list(maps.items())[:2], strict=False):
+        height, width, filters = fmap.shape
+        column.image(
+            charts.upscale(feature_grid(fmap, cols=8), 2 if width > 20 else 3),
+            caption=f"{name}: {filters} filters, {height}×{width} each",
+        )
+    why.image(
+        charts.saliency_overlay(seen, heat, scale=8),
+        caption=f"Why {digit}: the red pixels mattered most",
+        width=224,
+    )
+
+
+draw_and_answer(ref)

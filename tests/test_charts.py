@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 import altair as alt
 import numpy as np
@@ -153,25 +154,37 @@ def test_runs_overlay_chart_one_series_per_run():
 # --- predictions ----------------------------------------------------------------------
 
 
-def test_probability_chart_marks_the_top_digit():
+BAR = re.compile(
+    r'data-digit="(\d)" data-top="(true|false)".*?width:([\d.]+)%;.*?>([\d.]+)%</span></div>'
+)
+
+
+def bars_of(html: str) -> list[tuple[int, bool, float, float]]:
+    """(digit, is top, bar width %, printed %) for each bar."""
+    return [(int(d), top == "true", float(w), float(p)) for d, top, w, p in BAR.findall(html)]
+
+
+def test_probability_bars_one_per_digit_sized_by_probability():
     p = np.array([0.01, 0.02, 0.05, 0.6, 0.02, 0.1, 0.05, 0.1, 0.03, 0.02], np.float32)
-    chart = charts.probability_chart(p)
-    rows = rows_of(chart)
-    assert [r["digit"] for r in rows] == [str(d) for d in range(10)]
-    assert [r["probability"] for r in rows] == pytest.approx(p.tolist())
-    assert [r["top"] for r in rows] == [d == 3 for d in range(10)]
-    enc = spec(chart)["encoding"]
-    assert enc["x"]["field"] == "digit"
-    assert enc["y"]["field"] == "probability"
-    assert enc["y"]["scale"]["domain"] == [0, 1]
-    assert "top" in enc["color"]["condition"]["test"]
+    bars = bars_of(charts.probability_bars(p))
+    assert [b[0] for b in bars] == list(range(10))
+    assert [b[2] for b in bars] == pytest.approx(100 * p, abs=0.05)
+    assert [b[3] for b in bars] == pytest.approx(100 * p, abs=0.05)
+    assert [b[1] for b in bars] == [d == 3 for d in range(10)]
 
 
-def test_probability_chart_top_moves_with_the_argmax():
+def test_probability_bars_top_moves_with_the_argmax_and_stands_out():
     p = np.full(10, 0.05)
     p[9] = 0.55
-    rows = rows_of(charts.probability_chart(list(p)))
-    assert [r["digit"] for r in rows if r["top"]] == ["9"]
+    html = charts.probability_bars(list(p))
+    assert [b[0] for b in bars_of(html) if b[1]] == [9]
+    rows = html.split('role="listitem"')[1:]
+    assert charts.TRAIN_COLOR in rows[9] and charts.TRAIN_COLOR not in "".join(rows[:9])
+
+
+def test_probability_bars_refuse_anything_but_ten_values():
+    with pytest.raises(ValueError, match="ten probabilities"):
+        charts.probability_bars(np.full(9, 0.1))
 
 
 def test_confusion_chart_cells_counts_and_shade():

@@ -54,6 +54,8 @@ def test_go_to_an_index_opens_its_detail(home):
     at.number_input(key="go_to").set_value(2130).run()
     prediction = next(m for m in at.metric if m.label == "Prediction")
     assert prediction.value == "9" and "wrong: the label is 4" in prediction.delta
+    (bars,) = [h.proto.body for h in at.get("html")]
+    assert 'data-digit="9" data-top="true"' in bars
     assert any("Top 3: **9**" in m.value for m in at.markdown)
 
 
@@ -104,6 +106,8 @@ def test_a_drawn_digit_is_read(home, canvas, mnist):
     prediction = next(m for m in at.metric if m.label == "Prediction")
     assert prediction.value == str(y_test[0]) == "7"
     assert "confident" in prediction.delta
+    (bars,) = [h.proto.body for h in at.get("html")]  # the probability bars
+    assert 'data-digit="7" data-top="true"' in bars and bars.count('data-top="true"') == 1
 
 
 def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
