@@ -13,7 +13,9 @@ shows a value, and what it reads (a vertical stroke should be "1"). Errors: exce
 server's memory: VmRSS of the streamlit process and its children, before the students
 come, the peak while they work (sampled every 0.2 s in a thread), and after they leave.
 
-The browsers run on the same 2 cores as the server, so latencies include their load.
+The browsers run on the same 2 cores as the server, so latencies include their load:
+rendering takes ~0.5 CPU-seconds per drawing per browser, the server ~0.03. For the
+server's own capacity, with the browsers out of its way, see classroom_server.py.
 Prints figures, asserts nothing. Targets: no errors, p95 latency <= 1 s, RSS <= 2 GB.
 
     .venv/bin/python benchmarks/classroom.py [--quick] [--students 30] [--watchers 3]
@@ -365,7 +367,8 @@ def print_cpu(cpu: list[tuple[float, float]], loaded_s: float, class_s: float, n
     share = (s2 - s1) / max((s2 - s1) + (b2 - b1), 1e-9)
     print(
         f"  the server had {share:.0%} of the CPU used while the class drew: the browsers "
-        "share its cores here, so the latencies above are an upper bound for the server"
+        "share its cores here, so the latencies above are an upper bound for the server "
+        "(benchmarks/classroom_server.py measures the server with the machine to itself)"
     )
 
 

@@ -1,0 +1,283 @@
+"""The server alone: 30 students' drawings reach it at the same moment.
+
+`classroom.py` runs 33 real Chromium contexts on the server's own 2 cores: the browsers
+take over 90 % of the CPU, so its latencies say more about this machine than about
+the server a class would use (there, every student's laptop renders its own page).
+This benchmark takes the browsers out of the server's way. One real Chromium records
+what the page sends when a student opens /draw and draws a vertical stroke on the real
+canvas (the Streamlit WebSocket frames: the page load, then the rerun that carries the
+canvas's PNG), and the files it fetched after mouse-up (the page modules it loads on
+first use, the answer's image). Then N light WebSocket clients (one asyncio loop, no
+rendering) each open their own session with the load frame and, all at once, send the
+drawing frame, then fetch the same modules and their own answer image over HTTP.
+
+Per student: the time from sending the drawing until the server's message holding the
+"Prediction" metric arrives (p50 / p95 / max), until the fragment's run has finished
+and the files are fetched, and the answer. Errors: exceptions, timeouts, an exception
+element from the server, a wrong answer. The server's RSS and CPU, and this client's own
+CPU (to show it stays small next to the server's).
+
+Prints figures, asserts nothing. Target (issue 6): no errors, p95 <= 1 s, RSS <= 2 GB.
+
+    .venv/bin/python benchmarks/classroom_server.py [--students 30] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import statistics
+import time
+import urllib.request
+from urllib.parse import urlsplit
+
+import common
+from common import fmt, percentile, verdict
+
+from mnist_demo.testing import launch_chromium
+
+TARGET_P95_S = 1.0
+TARGET_RSS_BYTES = 2 * 2**30
+TIMEOUT_S = 120
+
+
+class Recording:
+    """What a real browser sent: the WebSocket handshake's cookie and subprotocol, the
+    page-load frame, the drawing frame, and the static files fetched after mouse-up."""
+
+    def __init__(self, cookie, protocols, load: bytes, drawing: bytes, static: list[str]):
+        self.cookie, self.protocols, self.load, self.drawing = cookie, protocols, load, drawing
+        self.static = static  # paths, e.g. /static/js/Metric.….js
+
+
+async def record(url: str) -> Recording:
+    """Open /draw in Chromium, draw a '1' with the mouse, keep the frames it sent."""
+    import classroom  # the same page, stroke and readiness checks as the browser class
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await launch_chromium(p)
+        try:
+            context = await browser.new_context(viewport=classroom.VIEWPORT)
+            page = await context.new_page()
+            cdp = await context.new_cdp_session(page)
+            handshakes, frames = [], []
+            cdp.on("Network.webSocketWillSendHandshakeRequest", lambda e: handshakes.append(e))
+            cdp.on("Network.webSocketFrameSent", lambda e: frames.append(e["response"]))
+            await cdp.send("Network.enable")
+            await page.goto(url + "/draw")
+            await classroom.wait_js(page, classroom.DRAW_READY_JS, TIMEOUT_S * 1000)
+            fetched = []
+            page.on("request", lambda r: fetched.append(urlsplit(r.url).path))
+            await classroom.draw_vertical(page, 0)
+            await classroom.prediction_value(page).wait_for(timeout=TIMEOUT_S * 1000)
+            await classroom.wait_js(page, classroom.PAGE_DONE_JS, TIMEOUT_S * 1000)
+        finally:
+            await browser.close()
+    binary = [base64.b64decode(f["payloadData"]) for f in frames if f["opcode"] == 2]
+    drawing = [b for b in binary if b"data:image/png" in b]
+    if not binary or not drawing:
+        raise SystemExit(f"could not record the page's frames ({len(binary)} sent)")
+    headers = handshakes[0]["request"]["headers"]
+    protocols = [p.strip() for p in headers["Sec-WebSocket-Protocol"].split(",")]
+    static = [path for path in fetched if path.startswith("/static/")]
+    return Recording(headers["Cookie"], protocols, binary[0], drawing[-1], static)
+
+
+def _elements(data: bytes):
+    """The elements a server message adds to the page (none for other messages)."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    msg = ForwardMsg()
+    msg.ParseFromString(data)
+    return msg, (msg.delta.new_element if msg.WhichOneof("type") == "delta" else None)
+
+
+async def _until(ws, done, deadline: float):
+    """Read server messages until `done(msg, element)` returns a value; return it."""
+    while True:
+        data = await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.01))
+        msg, element = _elements(data)
+        if element is not None and element.WhichOneof("type") == "exception":
+            raise RuntimeError(f"server exception: {element.exception.message}")
+        value = done(msg, element)
+        if value is not None:
+            return value
+
+
+def _prediction(msg, element):
+    is_metric = element is not None and element.WhichOneof("type") == "metric"
+    return element.metric.body if is_metric and element.metric.label == "Prediction" else None
+
+
+def _image_urls(msg, element) -> list[str]:
+    if element is not None and element.WhichOneof("type") == "imgs":
+        return [img.url for img in element.imgs.imgs]
+    return []
+
+
+def _fetch(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        return len(response.read())
+
+
+def _finished(msg, element):
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    if msg.WhichOneof("type") == "script_finished":
+        status = msg.script_finished
+        if status != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+            return status
+    return None
+
+
+async def student(url: str, rec: Recording, go: asyncio.Event, ready: list) -> dict:
+    import websockets
+
+    out: dict = {"answer_s": None, "done_s": None, "answer": None, "error": None}
+    ws_url = url.replace("http://", "ws://") + "/_stcore/stream"
+    try:
+        async with websockets.connect(
+            ws_url,
+            subprotocols=rec.protocols,
+            additional_headers={"Cookie": rec.cookie, "Origin": url},
+            max_size=None,
+            compression=None,
+        ) as ws:
+            await ws.send(rec.load)
+            await _until(ws, _finished, time.monotonic() + TIMEOUT_S)
+            ready.append(1)
+            await go.wait()
+            sent = time.monotonic()
+            await ws.send(rec.drawing)
+            images: list[str] = []
+
+            def answer(msg, element):
+                images.extend(_image_urls(msg, element))
+                return _prediction(msg, element)
+
+            def finished(msg, element):
+                images.extend(_image_urls(msg, element))
+                return _finished(msg, element)
+
+            out["answer"] = await _until(ws, answer, sent + TIMEOUT_S)
+            out["answer_s"] = time.monotonic() - sent
+            await _until(ws, finished, sent + TIMEOUT_S)
+            # What the browser fetches next: modules it had not needed yet, the image.
+            paths = rec.static + images
+            await asyncio.gather(*(asyncio.to_thread(_fetch, url + p) for p in paths))
+            out["done_s"] = time.monotonic() - sent
+    except TimeoutError:
+        out["error"] = "timeout"
+    except Exception as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        if out["error"]:
+            ready.append(1)  # never leave the others waiting for this one
+    return out
+
+
+async def one_class(url: str, rec: Recording, n: int, server_pid: int) -> tuple[list, dict]:
+    go, ready = asyncio.Event(), []
+    tasks = [asyncio.create_task(student(url, rec, go, ready)) for _ in range(n)]
+    while len(ready) < n:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)  # let the server settle after the page loads
+    cpu0 = common.tree_cpu_seconds(server_pid), common.cpu_seconds(os.getpid())
+    peak = 0
+    go.set()
+    pending = set(tasks)
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+        peak = max(peak, common.tree_rss_bytes(server_pid))
+    cpu1 = common.tree_cpu_seconds(server_pid), common.cpu_seconds(os.getpid())
+    usage = {
+        "server_cpu": cpu1[0] - cpu0[0],
+        "client_cpu": cpu1[1] - cpu0[1],
+        "rss_peak": peak,
+    }
+    return [t.result() for t in tasks], usage
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with common.app_server("digit-lab-class-server-") as server:
+        rec = await record(server.url)
+        print(
+            f"recorded in Chromium: page load {len(rec.load)} B, drawing {len(rec.drawing)} B "
+            f"(the canvas's PNG and strokes), then {len(rec.static)} static files"
+        )
+        rss_before = common.tree_rss_bytes(server.pid)
+        rounds = []
+        for r in range(args.rounds):
+            results, usage = await one_class(server.url, rec, args.students, server.pid)
+            rounds.append((results, usage))
+            answers = [x["answer_s"] for x in results if x["answer_s"] is not None]
+            print(
+                f"round {r + 1}: p50 {percentile(answers, 50):.3f} s, p95 "
+                f"{percentile(answers, 95):.3f} s, max {max(answers, default=float('nan')):.3f} s;"
+                f" server CPU {usage['server_cpu']:.2f} s, this client {usage['client_cpu']:.2f} s"
+            )
+        log_tail = server.log_tail(4000)
+    report(args, rounds, rss_before)
+    if "Traceback" in log_tail:
+        print(f"\nthe server log has a traceback; its tail:\n{log_tail}")
+
+
+def report(args, rounds, rss_before: int) -> None:
+    mb = 2**20
+    results = [x for res, _ in rounds for x in res]
+    answer = [x["answer_s"] for x in results if x["answer_s"] is not None]
+    done = [x["done_s"] for x in results if x["done_s"] is not None]
+    p95s = [percentile([x["answer_s"] for x in res if x["answer_s"]], 95) for res, _ in rounds]
+    errors = [x["error"] for x in results if x["error"]]
+    wrong = [x["answer"] for x in results if x["answer"] is not None and x["answer"] != "1"]
+    server_cpu = [u["server_cpu"] / args.students for _, u in rounds]
+    client_cpu = [u["client_cpu"] for _, u in rounds]
+    peak = max(u["rss_peak"] for _, u in rounds)
+    print()
+    print(
+        f"{args.students} drawings sent at the same moment, {args.rounds} rounds "
+        "(the server has the machine; no browser renders)"
+    )
+    print(
+        f"drawing sent -> Prediction received: p50 {percentile(answer, 50):.3f} s, p95 "
+        f"{percentile(answer, 95):.3f} s, max {max(answer, default=float('nan')):.3f} s "
+        f"(n={len(answer)}); p95 per round {fmt(p95s, 's', 3)}"
+    )
+    print(
+        f"drawing sent -> the fragment's run finished and the files fetched: p50 "
+        f"{percentile(done, 50):.3f} s, p95 {percentile(done, 95):.3f} s"
+    )
+    print(
+        f"server CPU per drawing: {fmt(server_cpu, 's', 3)}; this client's CPU per round: "
+        f"{fmt(client_cpu, 's')}"
+    )
+    print(f"answers: {len(answer) - len(wrong)} of {len(answer)} read as 1; errors: {len(errors)}")
+    for e in sorted(set(errors)):
+        print(f"  {e}")
+    print(f"server RSS: before {rss_before / mb:.0f} MB, peak {peak / mb:.0f} MB")
+    print()
+    n_err = len(errors) + len(wrong)
+    print(f"target no errors: {n_err}, {verdict(n_err == 0)}")
+    p95 = statistics.median(p95s) if p95s else float("inf")
+    print(
+        f"target p95 <= {TARGET_P95_S:.0f} s (median over rounds): {p95:.3f} s, "
+        f"{verdict(p95 <= TARGET_P95_S)}"
+    )
+    print(f"target RSS <= 2 GB: peak {peak / mb:.0f} MB, {verdict(peak <= TARGET_RSS_BYTES)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3, help="classes in a row, same server")
+    args = parser.parse_args()
+    print(__doc__.splitlines()[0])
+    print(f"machine: {common.machine_note()}")
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
