@@ -26,148 +26,75 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import statistics
 import time
-import urllib.request
-from urllib.parse import urlsplit
 
 import common
+import wire
 from common import fmt, percentile, verdict
-
-from mnist_demo.testing import launch_chromium
 
 TARGET_P95_S = 1.0
 TARGET_RSS_BYTES = 2 * 2**30
-TIMEOUT_S = 120
 
 
-class Recording:
-    """What a real browser sent: the WebSocket handshake's cookie and subprotocol, the
-    page-load frame, the drawing frame, and the static files fetched after mouse-up."""
+async def record_drawing(url: str) -> wire.Recording:
+    """A real Chromium opens /draw and draws a '1' with the mouse on the real canvas."""
+    import classroom  # the same stroke and readiness checks as the browser class
 
-    def __init__(self, cookie, protocols, load: bytes, drawing: bytes, static: list[str]):
-        self.cookie, self.protocols, self.load, self.drawing = cookie, protocols, load, drawing
-        self.static = static  # paths, e.g. /static/js/Metric.….js
+    async def ready(page):
+        await classroom.wait_js(page, classroom.DRAW_READY_JS, wire.TIMEOUT_S * 1000)
 
+    async def draw(page):
+        await classroom.draw_vertical(page, 0)
+        await classroom.prediction_value(page).wait_for(timeout=wire.TIMEOUT_S * 1000)
+        await classroom.wait_js(page, classroom.PAGE_DONE_JS, wire.TIMEOUT_S * 1000)
 
-async def record(url: str) -> Recording:
-    """Open /draw in Chromium, draw a '1' with the mouse, keep the frames it sent."""
-    import classroom  # the same page, stroke and readiness checks as the browser class
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await launch_chromium(p)
-        try:
-            context = await browser.new_context(viewport=classroom.VIEWPORT)
-            page = await context.new_page()
-            cdp = await context.new_cdp_session(page)
-            handshakes, frames = [], []
-            cdp.on("Network.webSocketWillSendHandshakeRequest", lambda e: handshakes.append(e))
-            cdp.on("Network.webSocketFrameSent", lambda e: frames.append(e["response"]))
-            await cdp.send("Network.enable")
-            await page.goto(url + "/draw")
-            await classroom.wait_js(page, classroom.DRAW_READY_JS, TIMEOUT_S * 1000)
-            fetched = []
-            page.on("request", lambda r: fetched.append(urlsplit(r.url).path))
-            await classroom.draw_vertical(page, 0)
-            await classroom.prediction_value(page).wait_for(timeout=TIMEOUT_S * 1000)
-            await classroom.wait_js(page, classroom.PAGE_DONE_JS, TIMEOUT_S * 1000)
-        finally:
-            await browser.close()
-    binary = [base64.b64decode(f["payloadData"]) for f in frames if f["opcode"] == 2]
-    drawing = [b for b in binary if b"data:image/png" in b]
-    if not binary or not drawing:
-        raise SystemExit(f"could not record the page's frames ({len(binary)} sent)")
-    headers = handshakes[0]["request"]["headers"]
-    protocols = [p.strip() for p in headers["Sec-WebSocket-Protocol"].split(",")]
-    static = [path for path in fetched if path.startswith("/static/")]
-    return Recording(headers["Cookie"], protocols, binary[0], drawing[-1], static)
+    rec = await wire.record(url, "/draw", ready, draw)
+    if not any(b"data:image/png" in frame for frame in rec.frames):
+        raise SystemExit("the recording holds no drawing")
+    return rec
 
 
-def _elements(data: bytes):
-    """The elements a server message adds to the page (none for other messages)."""
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
-    msg = ForwardMsg()
-    msg.ParseFromString(data)
-    return msg, (msg.delta.new_element if msg.WhichOneof("type") == "delta" else None)
+def drawing_frame(rec: wire.Recording) -> bytes:
+    return [frame for frame in rec.frames if b"data:image/png" in frame][-1]
 
 
-async def _until(ws, done, deadline: float):
-    """Read server messages until `done(msg, element)` returns a value; return it."""
-    while True:
-        data = await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.01))
-        msg, element = _elements(data)
-        if element is not None and element.WhichOneof("type") == "exception":
-            raise RuntimeError(f"server exception: {element.exception.message}")
-        value = done(msg, element)
-        if value is not None:
-            return value
-
-
-def _prediction(msg, element):
-    is_metric = element is not None and element.WhichOneof("type") == "metric"
-    return element.metric.body if is_metric and element.metric.label == "Prediction" else None
-
-
-def _image_urls(msg, element) -> list[str]:
-    if element is not None and element.WhichOneof("type") == "imgs":
-        return [img.url for img in element.imgs.imgs]
-    return []
-
-
-def _fetch(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-        return len(response.read())
-
-
-def _finished(msg, element):
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
-    if msg.WhichOneof("type") == "script_finished":
-        status = msg.script_finished
-        if status != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
-            return status
+def prediction(msg, element):
+    if wire.element_type(element) == "metric" and element.metric.label == "Prediction":
+        return element.metric.body
     return None
 
 
-async def student(url: str, rec: Recording, go: asyncio.Event, ready: list) -> dict:
-    import websockets
+def image_urls(element) -> list[str]:
+    return [img.url for img in element.imgs.imgs] if wire.element_type(element) == "imgs" else []
 
+
+async def student(url: str, rec: wire.Recording, go: asyncio.Event, ready: list) -> dict:
     out: dict = {"answer_s": None, "done_s": None, "answer": None, "error": None}
-    ws_url = url.replace("http://", "ws://") + "/_stcore/stream"
     try:
-        async with websockets.connect(
-            ws_url,
-            subprotocols=rec.protocols,
-            additional_headers={"Cookie": rec.cookie, "Origin": url},
-            max_size=None,
-            compression=None,
-        ) as ws:
-            await ws.send(rec.load)
-            await _until(ws, _finished, time.monotonic() + TIMEOUT_S)
+        async with wire.Client(url, rec) as client:
+            await client.load()
             ready.append(1)
             await go.wait()
             sent = time.monotonic()
-            await ws.send(rec.drawing)
+            await client.ws.send(drawing_frame(rec))
             images: list[str] = []
 
             def answer(msg, element):
-                images.extend(_image_urls(msg, element))
-                return _prediction(msg, element)
+                images.extend(image_urls(element))
+                return prediction(msg, element)
 
-            def finished(msg, element):
-                images.extend(_image_urls(msg, element))
-                return _finished(msg, element)
+            def done(msg, element):
+                images.extend(image_urls(element))
+                return wire.finished(msg, element)
 
-            out["answer"] = await _until(ws, answer, sent + TIMEOUT_S)
+            out["answer"] = await client.until(answer, wire.TIMEOUT_S)
             out["answer_s"] = time.monotonic() - sent
-            await _until(ws, finished, sent + TIMEOUT_S)
+            await client.until(done, wire.TIMEOUT_S)
             # What the browser fetches next: modules it had not needed yet, the image.
-            paths = rec.static + images
-            await asyncio.gather(*(asyncio.to_thread(_fetch, url + p) for p in paths))
+            paths = rec.static() + images
+            await asyncio.gather(*(asyncio.to_thread(wire.fetch, url + p) for p in paths))
             out["done_s"] = time.monotonic() - sent
     except TimeoutError:
         out["error"] = "timeout"
@@ -179,7 +106,7 @@ async def student(url: str, rec: Recording, go: asyncio.Event, ready: list) -> d
     return out
 
 
-async def one_class(url: str, rec: Recording, n: int, server_pid: int) -> tuple[list, dict]:
+async def one_class(url: str, rec: wire.Recording, n: int, server_pid: int) -> tuple[list, dict]:
     go, ready = asyncio.Event(), []
     tasks = [asyncio.create_task(student(url, rec, go, ready)) for _ in range(n)]
     while len(ready) < n:
@@ -203,10 +130,10 @@ async def one_class(url: str, rec: Recording, n: int, server_pid: int) -> tuple[
 
 async def main_async(args: argparse.Namespace) -> None:
     with common.app_server("digit-lab-class-server-") as server:
-        rec = await record(server.url)
+        rec = await record_drawing(server.url)
         print(
-            f"recorded in Chromium: page load {len(rec.load)} B, drawing {len(rec.drawing)} B "
-            f"(the canvas's PNG and strokes), then {len(rec.static)} static files"
+            f"recorded in Chromium: the drawing, {len(drawing_frame(rec))} B (the canvas's PNG "
+            f"and strokes), then {len(rec.static())} static files"
         )
         rss_before = common.tree_rss_bytes(server.pid)
         rounds = []

@@ -1,5 +1,5 @@
-"""Figures: Altair charts for the pages, HTML probability bars, and digit pictures
-built with numpy/Pillow.
+"""Figures: Vega-Lite and Altair charts for the pages, HTML probability bars, and digit
+pictures built with numpy/Pillow.
 
 Charts are plain functions of data, so a test can check what a chart encodes without a
 browser. Images are encoded once per grid (not one Matplotlib figure per digit).
@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import altair as alt
 import numpy as np
@@ -23,56 +24,87 @@ TEST_COLOR = "#f08c00"
 
 
 # --- training curves --------------------------------------------------------------------
+# Plain Vega-Lite, not Altair: every browser on the Train page redraws these once a
+# second, and Streamlit converts an Altair chart under one process-wide lock, validating
+# it against the schema. With 30 browsers watching, that conversion was the server's
+# bottleneck and halved the training speed (benchmarks/classroom_train.py).
 
 
-def batch_chart(points: Sequence[dict[str, float]]) -> alt.Chart:
+@dataclass(frozen=True)
+class VegaLite:
+    """A Vega-Lite spec and the data it draws, for `st.vega_lite_chart(data, spec)`."""
+
+    data: pd.DataFrame
+    spec: dict
+
+
+def _legend_right() -> dict:
+    return {"orient": "right", "title": None}
+
+
+def batch_chart(points: Sequence[dict[str, float]]) -> VegaLite:
     """Per-batch loss and accuracy (running means over the epoch, as Keras reports them)
     against fractional epochs, so the x axis means the same in every run."""
-    df = pd.DataFrame(points, columns=["epoch", "loss", "accuracy"])
-    long = df.melt("epoch", var_name="metric", value_name="value")
-    return (
-        alt.Chart(long)
-        .mark_line(strokeWidth=1.5)
-        .encode(
-            x=alt.X("epoch:Q", title="epoch", scale=alt.Scale(zero=True)),
-            y=alt.Y("value:Q", title=None),
-            color=alt.Color(
-                "metric:N",
-                scale=alt.Scale(domain=["loss", "accuracy"], range=[TEST_COLOR, TRAIN_COLOR]),
-                legend=alt.Legend(orient="right", title=None),
-            ),
-        )
-        .properties(height=260, title="Every batch")
-    )
+    data = pd.DataFrame(points, columns=["epoch", "loss", "accuracy"])
+    spec = {
+        "title": "Every batch",
+        "height": 260,
+        "mark": {"type": "line", "strokeWidth": 1.5},
+        # One row per batch on the wire; the chart folds it into one line per metric.
+        "transform": [{"fold": ["loss", "accuracy"], "as": ["metric", "value"]}],
+        "encoding": {
+            "x": {"field": "epoch", "type": "quantitative", "scale": {"zero": True}},
+            "y": {"field": "value", "type": "quantitative", "title": None},
+            "color": {
+                "field": "metric",
+                "type": "nominal",
+                "scale": {"domain": ["loss", "accuracy"], "range": [TEST_COLOR, TRAIN_COLOR]},
+                "legend": _legend_right(),
+            },
+        },
+    }
+    return VegaLite(data, spec)
 
 
 def _series_chart(
     series: dict[str, list[float]], metric: str, series_field: str, title: str, colors=None
-) -> alt.Chart:
+) -> VegaLite:
     """Per-epoch lines, one per named series (train/test, or one per run)."""
     rows = [
         {series_field: name, "epoch": i + 1, metric: v}
         for name, values in series.items()
         for i, v in enumerate(values)
     ]
-    df = pd.DataFrame(rows, columns=[series_field, "epoch", metric])
-    scale = alt.Scale(domain=list(series), range=colors) if colors else alt.Undefined
-    return (
-        alt.Chart(df)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
-            y=alt.Y(f"{metric}:Q", scale=alt.Scale(zero=False)),
-            color=alt.Color(
-                f"{series_field}:N", scale=scale, legend=alt.Legend(orient="right", title=None)
-            ),
-            tooltip=[series_field, "epoch", alt.Tooltip(f"{metric}:Q", format=".4f")],
-        )
-        .properties(height=250, title=title)
-    )
+    data = pd.DataFrame(rows, columns=[series_field, "epoch", metric])
+    scale = {"domain": list(series), "range": colors} if colors else {}
+    spec = {
+        "title": title,
+        "height": 250,
+        "mark": {"type": "line", "point": True},
+        "encoding": {
+            "x": {
+                "field": "epoch",
+                "type": "quantitative",
+                "axis": {"tickMinStep": 1, "format": "d"},
+            },
+            "y": {"field": metric, "type": "quantitative", "scale": {"zero": False}},
+            "color": {
+                "field": series_field,
+                "type": "nominal",
+                "scale": scale,
+                "legend": _legend_right(),
+            },
+            "tooltip": [
+                {"field": series_field, "type": "nominal"},
+                {"field": "epoch", "type": "quantitative"},
+                {"field": metric, "type": "quantitative", "format": ".4f"},
+            ],
+        },
+    }
+    return VegaLite(data, spec)
 
 
-def epoch_chart(history: dict[str, list[float]], metric: str) -> alt.Chart:
+def epoch_chart(history: dict[str, list[float]], metric: str) -> VegaLite:
     """The lab's "Model - Accuracy" / "Model - Loss" plot: train vs test per epoch."""
     series = {"train": history.get(metric, []), "test": history.get(f"val_{metric}", [])}
     return _series_chart(
@@ -80,7 +112,7 @@ def epoch_chart(history: dict[str, list[float]], metric: str) -> alt.Chart:
     )
 
 
-def runs_overlay_chart(histories: dict[str, dict[str, list[float]]], metric: str) -> alt.Chart:
+def runs_overlay_chart(histories: dict[str, dict[str, list[float]]], metric: str) -> VegaLite:
     """Several runs' per-epoch curves on one chart, one colour per run."""
     series = {name: history.get(metric, []) for name, history in histories.items()}
     return _series_chart(series, metric, "run", metric.replace("_", " "))

@@ -209,8 +209,9 @@ def _training_badge() -> None:
 
     job = current_job(registry())
     if job is not None and job.is_running:
+        # No epoch count here: the sidebar is drawn when a page loads, not on every poll.
         s = job.snapshot()
-        st.info(f"Training run {s.run_id}: epoch {s.epoch}/{s.config.epochs}", icon="⏳")
+        st.info(f"Run {s.run_id} is training: watch it on the Train page.", icon="⏳")
 
 
 def ago(timestamp: float) -> str:

@@ -54,8 +54,8 @@ if running:
     s = job.snapshot()
     st.info(
         f"Run {s.run_id} ({s.config.preset}, {s.config.epochs} epochs on "
-        f"{s.config.train_size:,} images) is training, started {ui.duration(s.elapsed_s)} "
-        "ago. One run at a time: stop it below or wait for it to finish.",
+        f"{s.config.train_size:,} images) is training. One run at a time: stop it below or "
+        "wait for it to finish.",
         icon="⏳",
     )
 
@@ -114,8 +114,9 @@ def show_result(run: Run) -> None:
 
 def epoch_charts(history: dict) -> None:
     left, right = st.columns(2)
-    left.altair_chart(charts.epoch_chart(history, "accuracy"), width="stretch")
-    right.altair_chart(charts.epoch_chart(history, "loss"), width="stretch")
+    for column, metric in ((left, "accuracy"), (right, "loss")):
+        chart = charts.epoch_chart(history, metric)
+        column.vega_lite_chart(chart.data, chart.spec, width="stretch")
 
 
 @st.fragment(run_every=ui.POLL_RUNNING_S if running else ui.POLL_IDLE_S)
@@ -156,7 +157,8 @@ def live_run(was_running: bool) -> None:
         b.metric("Batch accuracy", f"{last['accuracy']:.2%}")
         if s.history["val_accuracy"]:
             c.metric("Test accuracy (last epoch)", f"{s.history['val_accuracy'][-1]:.2%}")
-        st.altair_chart(charts.batch_chart(s.batch_metrics), width="stretch")
+        chart = charts.batch_chart(s.batch_metrics)
+        st.vega_lite_chart(chart.data, chart.spec, width="stretch")
     elif s.running:
         st.caption("Preparing the data and building the model…")
     if s.history["loss"]:
@@ -218,10 +220,8 @@ metric = st.radio(
     horizontal=True,
     format_func=lambda m: m.replace("val_", "test ").replace("_", " "),
 )
-st.altair_chart(
-    charts.runs_overlay_chart({f"run {r.id}": r.history for r in selected}, metric),
-    width="stretch",
-)
+overlay = charts.runs_overlay_chart({f"run {r.id}": r.history for r in selected}, metric)
+st.vega_lite_chart(overlay.data, overlay.spec, width="stretch")
 left, right = st.columns(2)
 if len(selected) == 1 and selected[0].has_model:
     left.button(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 
 import altair as alt
@@ -18,11 +19,13 @@ from mnist_demo import charts
 
 
 def spec(chart) -> dict:
-    return chart.to_dict()
+    return chart.spec if isinstance(chart, charts.VegaLite) else chart.to_dict()
 
 
 def rows_of(chart) -> list[dict]:
-    """The one inline dataset of a chart, as records."""
+    """The one dataset of a chart, as records."""
+    if isinstance(chart, charts.VegaLite):
+        return chart.data.to_dict("records")
     d = spec(chart)
     datasets = d.get("datasets", {})
     assert len(datasets) == 1, f"expected one dataset, got {list(datasets)}"
@@ -77,35 +80,40 @@ def digits() -> np.ndarray:
 # --- training curves ------------------------------------------------------------------
 
 
-def test_batch_chart_data_is_one_series_per_metric():
+def valid_vega_lite(chart: charts.VegaLite) -> None:
+    """The live charts skip Altair at run time; here Altair checks them against the
+    Vega-Lite schema (raises on an unknown property or a wrong type)."""
+    values = json.loads(chart.data.to_json(orient="records"))
+    alt.Chart.from_dict({**chart.spec, "data": {"values": values}}, validate=True)
+
+
+def test_batch_chart_sends_one_row_per_batch_and_folds_it_into_two_lines():
     points = [
         {"epoch": 0.25, "loss": 2.0, "accuracy": 0.3},
         {"epoch": 0.5, "loss": 1.5, "accuracy": 0.5, "batch": 7},  # extra keys are ignored
         {"epoch": 0.75, "loss": 1.0, "accuracy": 0.7},
     ]
     chart = charts.batch_chart(points)
-    assert isinstance(chart, alt.Chart)
-    rows = rows_of(chart)
-    assert len(rows) == 6
-    assert all(set(r) == {"epoch", "metric", "value"} for r in rows)
-    series = {
-        m: [(r["epoch"], r["value"]) for r in rows if r["metric"] == m]
-        for m in ("loss", "accuracy")
-    }
-    assert series["loss"] == [(0.25, 2.0), (0.5, 1.5), (0.75, 1.0)]
-    assert series["accuracy"] == [(0.25, 0.3), (0.5, 0.5), (0.75, 0.7)]
-    enc = spec(chart)["encoding"]
+    assert rows_of(chart) == [
+        {"epoch": 0.25, "loss": 2.0, "accuracy": 0.3},
+        {"epoch": 0.5, "loss": 1.5, "accuracy": 0.5},
+        {"epoch": 0.75, "loss": 1.0, "accuracy": 0.7},
+    ]
+    d = spec(chart)
+    assert d["transform"] == [{"fold": ["loss", "accuracy"], "as": ["metric", "value"]}]
+    enc = d["encoding"]
     assert enc["x"]["field"] == "epoch"
     assert enc["y"]["field"] == "value"
     assert enc["color"]["field"] == "metric"
     assert enc["color"]["scale"]["domain"] == ["loss", "accuracy"]
+    valid_vega_lite(chart)
 
 
 def test_batch_chart_with_no_points_is_empty_not_an_error():
     chart = charts.batch_chart([])
     assert spec(chart)["encoding"]["x"]["field"] == "epoch"
-    datasets = spec(chart).get("datasets", {})
-    assert all(len(v) == 0 for v in datasets.values())
+    assert rows_of(chart) == []
+    valid_vega_lite(chart)
 
 
 @pytest.mark.parametrize("metric", ["loss", "accuracy"])
@@ -128,6 +136,8 @@ def test_epoch_chart_has_train_and_test_series(metric):
     assert d["encoding"]["x"]["field"] == "epoch"
     assert d["encoding"]["color"]["field"] == "set"
     assert d["title"] == f"Model - {metric.capitalize()}"
+    assert d["encoding"]["color"]["scale"]["domain"] == ["train", "test"]
+    valid_vega_lite(chart)
 
 
 def test_epoch_chart_without_test_history_has_only_train():
@@ -149,6 +159,7 @@ def test_runs_overlay_chart_one_series_per_run():
         ("run B", 1, 0.8),
     ]
     assert spec(chart)["encoding"]["color"]["field"] == "run"
+    valid_vega_lite(chart)
 
 
 # --- predictions ----------------------------------------------------------------------
