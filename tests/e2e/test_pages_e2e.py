@@ -34,7 +34,13 @@ def test_a_confusion_cell_filters_the_gallery_to_that_pair(page):
 
 
 def stroke(page, points):
-    box = page.locator("canvas.upper-canvas").bounding_box()
+    canvas = page.locator("canvas.upper-canvas")
+    # Mouse coordinates are the viewport's, and the canvas moves: after Clear the page
+    # loses the network views below it and scrolls back (measured: y 76 -> 307 px). A
+    # stroke placed by a stale box misses the canvas. hover() scrolls the canvas into
+    # view and waits until its box is stable.
+    canvas.hover()
+    box = canvas.bounding_box()
     x0, y0 = box["x"], box["y"]
     page.mouse.move(x0 + points[0][0], y0 + points[0][1])
     page.mouse.down()
