@@ -73,7 +73,8 @@ class Observations:
     sizes per phase."""
 
     def __init__(self):
-        self.progress: list[tuple[float, int, int, int]] = []
+        self.progress: dict[int, list[tuple[float, int, int, int]]] = {}  # per watcher
+        self.watcher_ids = itertools.count()
         self.round_trips: dict[str, list[float]] = {}
         self.poll_bytes: dict[str, list[int]] = {}
         self.errors: list[str] = []
@@ -83,17 +84,21 @@ class Observations:
     def batches_per_s(self, t0: float, t1: float) -> float:
         """Batches per second between t0 and t1, over stretches inside one epoch's
         training (not its last batch: the test-set validation runs after it)."""
-        seen = sorted(p for p in self.progress if t0 <= p[0] <= t1)
+        # Pairs of one watcher's own successive polls: in order by construction (pairs
+        # across watchers can cross in flight and count batches twice).
         batches = seconds = 0.0
-        for (ta, ea, ba, per_epoch), (tb, eb, bb, _) in itertools.pairwise(seen):
-            if ea == eb and ba <= bb and ba < per_epoch:
-                batches += bb - ba
-                seconds += tb - ta
+        for seen in self.progress.values():
+            inside = [p for p in seen if t0 <= p[0] <= t1]
+            for (ta, ea, ba, per_epoch), (tb, eb, bb, _) in itertools.pairwise(inside):
+                if ea == eb and ba <= bb and ba < per_epoch:
+                    batches += bb - ba
+                    seconds += tb - ta
         return batches / seconds if seconds else float("nan")
 
 
 async def watcher(url, rec, poll: bytes, obs: Observations, go: asyncio.Event, ready: list):
     """Opens the page, waits for `go`, then polls until `obs.until`."""
+    me = next(obs.watcher_ids)
     try:
         async with wire.Client(url, rec) as client:
             await client.load()
@@ -108,7 +113,8 @@ async def watcher(url, rec, poll: bytes, obs: Observations, go: asyncio.Event, r
                         hit = PROGRESS.search(element.progress.text)
                         if hit:
                             epoch, batch, per_epoch = int(hit[1]), int(hit[2]), int(hit[3])
-                            obs.progress.append((time.monotonic(), epoch, batch, per_epoch))
+                            seen = obs.progress.setdefault(me, [])
+                            seen.append((time.monotonic(), epoch, batch, per_epoch))
                     return wire.finished(msg, element)
 
                 await client.ws.send(poll)
@@ -147,18 +153,21 @@ async def main_async(args: argparse.Namespace) -> None:
         rec, poll = await record_training(server.url)
         print(f"recorded in Chromium: the Train form's Start, then its poll ({len(poll)} B)")
         await asyncio.sleep(3.0)  # the first batches (graph building) are slower
-        for k in range(args.rounds):
-            for name, n in (("alone", 1), ("class", args.watchers)):
-                t0, t1, cpu, mine = await phase(
-                    server.url, rec, poll, obs, name, n, args.phase_s, server.pid
-                )
-                phases.append((name, t0, t1, cpu))
-                rate = obs.batches_per_s(t0, t1)
-                print(
-                    f"round {k + 1}, {name:5} ({n:2} watching): {rate:5.1f} batches/s, "
-                    f"server CPU {cpu / (t1 - t0):.2f} cores, these clients "
-                    f"{mine / (t1 - t0):.2f} cores"
-                )
+        schedule = [("alone", 1), ("class", args.watchers)] * args.rounds
+        for i, (name, n) in enumerate(schedule):
+            t0, t1, cpu, mine = await phase(
+                server.url, rec, poll, obs, name, n, args.phase_s, server.pid
+            )
+            rate = obs.batches_per_s(t0, t1)
+            if rate != rate:  # NaN: no progress seen, the run has ended
+                print(f"round {i // 2 + 1}, {name}: the run had ended; stopping here")
+                break
+            phases.append((name, t0, t1, cpu))
+            print(
+                f"round {i // 2 + 1}, {name:5} ({n:2} watching): {rate:5.1f} batches/s, "
+                f"server CPU {cpu / (t1 - t0):.2f} cores, these clients "
+                f"{mine / (t1 - t0):.2f} cores"
+            )
     report(args, obs, phases)
 
 

@@ -26,8 +26,9 @@ TEST_COLOR = "#f08c00"
 # --- training curves --------------------------------------------------------------------
 # Plain Vega-Lite, not Altair: every browser on the Train page redraws these once a
 # second, and Streamlit converts an Altair chart under one process-wide lock, validating
-# it against the schema. With 30 browsers watching, that conversion was the server's
-# bottleneck and halved the training speed (benchmarks/classroom_train.py).
+# it against the schema. With 30 browsers watching, each poll queued behind that lock
+# for 1.2 s, longer than the poll period (benchmarks/classroom_train.py). The tests
+# still validate these specs against the schema, with Altair.
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,9 @@ from mnist_demo.model import (
 )
 from mnist_demo.runs import Run, RunRegistry
 
-MAX_CHART_POINTS = 500  # per-batch points handed to a chart: a few per pixel column of
-# the chart already; each more point is sent to every watching browser every second
+MAX_CHART_POINTS = 500  # per-batch points handed to a chart: about one per 1.5 pixel
+# columns of a full-width chart, and every point is sent to every watching browser
+# every second
 MAX_EPOCHS = 100
 TRAIN_SIZE = 60000
 TEST_SIZE = 10000

@@ -34,6 +34,8 @@ def remember_inside() -> None:
 # rest of the page. Thirty students draw at once (benchmarks/classroom.py).
 @st.fragment
 def draw_and_answer(ref: ModelRef) -> None:
+    if not ref.path.exists():  # deleted on the Train page since this page was drawn
+        st.rerun(scope="app")  # the sidebar then falls back to an existing model
     draw_col, answer_col = st.columns([1, 1], gap="large")
     with draw_col:
         brush_col, clear_col = st.columns([3, 1], vertical_alignment="bottom")

@@ -1,6 +1,7 @@
 """The pages, run by Streamlit's AppTest (no browser): what they show and how they
 refuse bad input. Training here is tiny: 500 real images, one epoch."""
 
+import json
 import time
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def test_a_tiny_run_started_from_the_train_page_lands_in_the_history(app):
     assert run["epochs"] == "1/1" and 0.2 < run["test accuracy"] <= 1  # well above chance (0.1)
     labels = {m.label for m in at.metric}
     assert {"Test accuracy", "Misclassified"} <= labels
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    assert {"Model - Accuracy", "Model - Loss"} <= {spec.get("title") for spec in specs}
     # make it the active model: the sidebar switches to it
     [activate] = [b for b in at.button if b.label == "Make this the active model"]
     activate.click()
