@@ -19,7 +19,7 @@ CPU (to show it stays small next to the server's).
 
 Prints figures, asserts nothing. Target (issue 6): no errors, p95 <= 1 s, RSS <= 2 GB.
 
-    .venv/bin/python benchmarks/classroom_server.py [--students 30] [--rounds 3]
+    .venv/bin/python benchmarks/classroom_server.py [--students 30] [--rounds 3] [--no-files]
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ def image_urls(element) -> list[str]:
     return [img.url for img in element.imgs.imgs] if wire.element_type(element) == "imgs" else []
 
 
-async def student(url: str, rec: wire.Recording, go: asyncio.Event, ready: list) -> dict:
+async def student(
+    url: str, rec: wire.Recording, go: asyncio.Event, ready: list, files: bool = True
+) -> dict:
     out: dict = {"answer_s": None, "done_s": None, "answer": None, "error": None}
     try:
         async with wire.Client(url, rec) as client:
@@ -95,7 +97,7 @@ async def student(url: str, rec: wire.Recording, go: asyncio.Event, ready: list)
             out["answer_s"] = time.monotonic() - sent
             await client.until(done, wire.TIMEOUT_S)
             # What the browser fetches next: modules it had not needed yet, the image.
-            paths = rec.static() + images
+            paths = rec.static() + images if files else []
             await asyncio.gather(*(asyncio.to_thread(wire.fetch, url + p) for p in paths))
             out["done_s"] = time.monotonic() - sent
     except TimeoutError:
@@ -108,13 +110,15 @@ async def student(url: str, rec: wire.Recording, go: asyncio.Event, ready: list)
     return out
 
 
-async def one_class(url: str, rec: wire.Recording, n: int, server_pid: int) -> tuple[list, dict]:
+async def one_class(
+    url: str, rec: wire.Recording, n: int, server_pid: int, files: bool
+) -> tuple[list, dict]:
     # Fetch files as n browsers would, each with up to 6 connections to one host: the
     # default pool (cores + 4 threads) would queue them here, in the client.
     pool = ThreadPoolExecutor(max_workers=n * CONNECTIONS_PER_BROWSER)
     asyncio.get_running_loop().set_default_executor(pool)
     go, ready = asyncio.Event(), []
-    tasks = [asyncio.create_task(student(url, rec, go, ready)) for _ in range(n)]
+    tasks = [asyncio.create_task(student(url, rec, go, ready, files)) for _ in range(n)]
     while len(ready) < n:
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.5)  # let the server settle after the page loads
@@ -144,7 +148,9 @@ async def main_async(args: argparse.Namespace) -> None:
         rss_before = common.tree_rss_bytes(server.pid)
         rounds = []
         for r in range(args.rounds):
-            results, usage = await one_class(server.url, rec, args.students, server.pid)
+            results, usage = await one_class(
+                server.url, rec, args.students, server.pid, files=not args.no_files
+            )
             rounds.append((results, usage))
             answers = [x["answer_s"] for x in results if x["answer_s"] is not None]
             print(
@@ -206,6 +212,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3, help="classes in a row, same server")
+    parser.add_argument(
+        "--no-files",
+        action="store_true",
+        help="skip the HTTP fetches after the answer: the answer's own cost alone",
+    )
     args = parser.parse_args()
     print(__doc__.splitlines()[0])
     print(f"machine: {common.machine_note()}")
