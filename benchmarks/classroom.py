@@ -521,8 +521,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.students, args.watchers = 4, 1
-    print(__doc__.splitlines()[0])
-    print(f"machine: {common.machine_note()}")
+    common.header(__doc__)
     asyncio.run(classroom(args))
 
 

@@ -218,8 +218,7 @@ def main() -> None:
         help="skip the HTTP fetches after the answer: the answer's own cost alone",
     )
     args = parser.parse_args()
-    print(__doc__.splitlines()[0])
-    print(f"machine: {common.machine_note()}")
+    common.header(__doc__)
     asyncio.run(main_async(args))
 
 

@@ -206,8 +206,7 @@ def main() -> None:
     parser.add_argument("--phase-s", type=float, default=20.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=3, help="alone/class pairs")
     args = parser.parse_args()
-    print(__doc__.splitlines()[0])
-    print(f"machine: {common.machine_note()}")
+    common.header(__doc__)
     asyncio.run(main_async(args))
 
 

@@ -55,6 +55,13 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def header(doc: str) -> None:
+    """What every benchmark prints first: its title (the docstring's first line) and
+    the machine it runs on."""
+    print(doc.splitlines()[0])
+    print(f"machine: {machine_note()}")
+
+
 def machine_note() -> str:
     load = os.getloadavg()
     return (

@@ -110,8 +110,7 @@ def main() -> None:
     if args.quick:
         args.cold_runs, args.warm_runs = 1, 2
 
-    print(__doc__.splitlines()[0])
-    print(f"machine: {common.machine_note()}")
+    common.header(__doc__)
 
     cold: dict[str, list[dict]] = {"evaluate": [], "predict": []}
     for i in range(args.cold_runs):  # interleaved, so both kinds see the same load

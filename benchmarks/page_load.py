@@ -115,8 +115,7 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    print(__doc__.splitlines()[0])
-    print(f"machine: {common.machine_note()}")
+    common.header(__doc__)
     with sync_playwright() as p:
         browser = launch_chromium(p)
         try:

@@ -130,8 +130,7 @@ def main() -> None:
         return last_epoch - start, end - start, float(val_acc)
 
     samples = cfg.epochs * cfg.train_size
-    print(__doc__.splitlines()[0])
-    print(f"machine: {common.machine_note()}")
+    common.header(__doc__)
     print(
         f"data: {cfg.train_size:,} training images (seed {cfg.seed}), validation on "
         f"{cfg.test_size:,} test images; lab7, {cfg.epochs} epochs, batch {cfg.batch_size}; "

@@ -239,8 +239,7 @@ def main() -> None:
     if "baseline" not in args.variants:
         args.variants = ["baseline", *args.variants]
 
-    print(__doc__.splitlines()[0])
-    print(f"machine: {common.machine_note()}")
+    common.header(__doc__)
     print(
         f"lab7, {args.train_size:,} training images, batch {args.batch_size}, "
         f"{args.epochs} epoch(s) per run, {args.repeats} round(s), one subprocess per run"

@@ -283,6 +283,11 @@ def digit_gallery(
     st.altair_chart(chart, on_select=picked, key=chart_key, width="content")
 
 
+def vega_lite(chart, where=None) -> None:
+    """Draw a `charts.VegaLite` full width, in `where` (a column) or the page."""
+    (where or st).vega_lite_chart(chart.data, chart.spec, width="stretch")
+
+
 def digit_detail(index: int, result: Evaluation, images) -> None:
     """One test image large, with the model's probabilities and top three: the lab's
     question (d) for any n."""

@@ -115,8 +115,7 @@ def show_result(run: Run) -> None:
 def epoch_charts(history: dict) -> None:
     left, right = st.columns(2)
     for column, metric in ((left, "accuracy"), (right, "loss")):
-        chart = charts.epoch_chart(history, metric)
-        column.vega_lite_chart(chart.data, chart.spec, width="stretch")
+        ui.vega_lite(charts.epoch_chart(history, metric), column)
 
 
 @st.fragment(run_every=ui.POLL_RUNNING_S if running else ui.POLL_IDLE_S)
@@ -157,8 +156,7 @@ def live_run(was_running: bool) -> None:
         b.metric("Batch accuracy", f"{last['accuracy']:.2%}")
         if s.history["val_accuracy"]:
             c.metric("Test accuracy (last epoch)", f"{s.history['val_accuracy'][-1]:.2%}")
-        chart = charts.batch_chart(s.batch_metrics)
-        st.vega_lite_chart(chart.data, chart.spec, width="stretch")
+        ui.vega_lite(charts.batch_chart(s.batch_metrics))
     elif s.running:
         st.caption("Preparing the data and building the model…")
     if s.history["loss"]:
@@ -220,8 +218,7 @@ metric = st.radio(
     horizontal=True,
     format_func=lambda m: m.replace("val_", "test ").replace("_", " "),
 )
-overlay = charts.runs_overlay_chart({f"run {r.id}": r.history for r in selected}, metric)
-st.vega_lite_chart(overlay.data, overlay.spec, width="stretch")
+ui.vega_lite(charts.runs_overlay_chart({f"run {r.id}": r.history for r in selected}, metric))
 left, right = st.columns(2)
 if len(selected) == 1 and selected[0].has_model:
     left.button(
