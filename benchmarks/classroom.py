@@ -40,7 +40,7 @@ from pathlib import Path
 import common
 from common import app_server, fmt, percentile, verdict
 
-from mnist_demo.testing import launch_chromium
+from tools.app_server import launch_chromium
 
 TARGET_P95_S = 1.0
 TARGET_RSS_BYTES = 2 * 2**30

@@ -127,7 +127,7 @@ def tree_cpu_seconds(pid: int, exclude: int | None = None) -> float:
 # --- the app --------------------------------------------------------------------------
 
 
-from mnist_demo.testing import (  # noqa: E402  (after the sys.path line above)
+from tools.app_server import (  # noqa: E402  (after the sys.path line above)
     AppServer,
 )
 

@@ -67,10 +67,10 @@ def drawings(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray, str]:
     """Canvases and their labels: the project's drawn set if there is one, else ours."""
     _, (x_test, y_test) = load_mnist()
     try:
-        from mnist_demo.drawn_digits import make_drawn_set
+        from tools.drawn_digits import make_drawn_set
 
         canvases, labels, _ = make_drawn_set(x_test, y_test, n, seed=seed)
-        source = "mnist_demo.drawn_digits.make_drawn_set (MNIST test digits re-stroked)"
+        source = "tools.drawn_digits.make_drawn_set (MNIST test digits re-stroked)"
         return list(canvases), np.asarray(labels), source
     except Exception as e:  # missing or changed module: the benchmark still runs
         print(f"(drawn_digits.make_drawn_set not used: {type(e).__name__}: {e})")

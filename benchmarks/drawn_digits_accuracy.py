@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnist_demo.config import DEFAULT_MODEL_PATH
 from mnist_demo.data import load_mnist
-from mnist_demo.drawn_digits import drawn_accuracy, iter_drawn
-from mnist_demo.model import ModelFileError, load_model
+from mnist_demo.errors import ModelFileError
+from mnist_demo.model import load_model
 from mnist_demo.preprocess import to_mnist
+from tools.drawn_digits import drawn_accuracy, iter_drawn
 
 TIMED_CANVASES = 300
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import common
 from common import fmt, stats, verdict
 
-from mnist_demo.testing import AppServer, launch_chromium
+from tools.app_server import AppServer, launch_chromium
 
 TARGET_COLD_S = 8.0
 TARGET_SWITCH_S = 1.5

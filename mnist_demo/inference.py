@@ -24,9 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-IMAGE_SIZE = 28
-INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
-NUM_CLASSES = 10
+from mnist_demo.data import IMAGE_SIZE, INPUT_SHAPE, NUM_CLASSES, PixelValueError, to_unit_pixels
+from mnist_demo.errors import ModelShapeError
 
 # Occlusion: a 4x4 patch every 2 pixels gives 13 x 13 = 169 occluded copies, all sent
 # through the network in one batch. Black, because MNIST's background is black: the
@@ -45,44 +44,21 @@ TINY = 1e-30  # floor for probabilities before a log: float32 softmax can underf
 GRID_GAP = 255  # the 1-pixel lines between channels in feature_grid: white
 
 
-class ModelShapeError(ValueError):
-    """The model does not take one 28x28x1 image, does not answer 10 classes, or has
-    no convolution layers whose feature maps could be shown."""
-
-
 # --- input checking ------------------------------------------------------------------
 
 
 def as_image(image28: np.ndarray) -> np.ndarray:
-    """A user's 28x28 image as float32 in [0, 1]: uint8 (or any integer type) is read
-    as 0-255, floats must already be in [0, 1]. Anything else is a ValueError that says
-    what was expected, because a silently rescaled image gives a confident wrong answer."""
+    """One user's 28x28 image, (28, 28) or (28, 28, 1), as float32 (28, 28) in [0, 1];
+    the pixels are checked and scaled by `data.to_unit_pixels`."""
     x = np.asarray(image28)
     if x.ndim == 3 and x.shape[-1] == 1:
         x = x[..., 0]
     if x.shape != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(
+        raise PixelValueError(
             f"expected one {IMAGE_SIZE}x{IMAGE_SIZE} grey image (shape (28, 28) or "
             f"(28, 28, 1)), got shape {np.shape(image28)}"
         )
-    if x.dtype == np.bool_:
-        return x.astype(np.float32)
-    if np.issubdtype(x.dtype, np.integer):
-        if x.dtype != np.uint8 and (x.min() < 0 or x.max() > 255):
-            raise ValueError(f"integer images must hold 0-255, got values {x.min()}..{x.max()}")
-        return x.astype(np.float32) / 255.0
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"expected a numeric image, got dtype {x.dtype}")
-    x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("the image contains NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(
-            f"float images must be in [0, 1], got values {lo:.3g}..{hi:.3g} "
-            "(pass uint8 for 0-255 images, or divide by 255)"
-        )
-    return np.clip(x, 0.0, 1.0)
+    return to_unit_pixels(x)
 
 
 def _check_model(model: keras.Model) -> None:

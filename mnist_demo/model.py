@@ -1,4 +1,4 @@
-"""The Lab 7 CNN, read top to bottom.
+"""The Lab 7 CNN, read top to bottom, and the other presets' networks.
 
 Lab 7's text says the second convolution is 5x5, its code says (2, 2). Preset `lab7`
 follows the code (the numbers the workbook reports came from it), `lab7-5x5` the text.
@@ -8,6 +8,9 @@ softmax outputs, but it sees a slightly different digit every step (turned, shif
 zoomed, thicker or thinner strokes: augmentation layers that only act in training),
 normalises its activations (batch norm) and walks its learning rate up and down once
 over the run (warm-up, then cosine decay).
+
+Saved models are inference models: the training-only augmentation layer is left out,
+so `keras.models.load_model(path)` works anywhere Keras does, without this package.
 """
 
 from __future__ import annotations
@@ -15,19 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 from keras import layers, ops
 
-from mnist_demo.errors import DigitLabError
-
-INPUT_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
-LAB_SEED = 7
-LAB_EPOCHS = 12
-LAB_BATCH_SIZE = 128
-LAB_LEARNING_RATE = 1e-3  # Keras's Adam default, which the lab uses
-
+from mnist_demo.data import INPUT_SHAPE, NUM_CLASSES, TRAIN_SIZE
+from mnist_demo.errors import DigitLabError, ModelFileError
+from mnist_demo.recipe import DEFAULT_PRESET, LAB_BATCH_SIZE, LAB_LEARNING_RATE, LAB_SEED, PRESETS
 
 # --- the robust preset's recipe ----------------------------------------------------------
 ROTATION_DEGREES = 10  # a drawing tilts by up to this much either way
@@ -39,7 +37,7 @@ WARMUP_FRACTION = 0.05  # of all steps, learning rate rising from a tenth to its
 FINAL_LR_FRACTION = 0.01  # where the cosine ends, relative to the peak
 # Without a step count (build_model called outside a TrainingJob) the schedule assumes
 # this run: 15 epochs of 60,000 images in batches of 128; a longer run stays at the floor.
-DEFAULT_SCHEDULE_STEPS = 15 * -(-60000 // LAB_BATCH_SIZE)
+DEFAULT_SCHEDULE_STEPS = 15 * -(-TRAIN_SIZE // LAB_BATCH_SIZE)
 
 
 @keras.saving.register_keras_serializable(package="mnist_demo")
@@ -149,7 +147,23 @@ def _conv(filters: int, name: str) -> list[keras.layers.Layer]:
     ]
 
 
-def robust_layers(preset: Preset, seed: int | None = None) -> list[keras.layers.Layer]:
+def lab7_layers(second_kernel: tuple[int, int]) -> list[keras.layers.Layer]:
+    """The workbook's CNN: Conv2D 32 5x5 -> pool -> Conv2D 64 -> pool -> dropout 0.25
+    -> flatten -> dense 1000 -> dropout 0.5 -> 10 softmax."""
+    return [
+        layers.Conv2D(32, (5, 5), padding="same", activation="relu", name="conv1"),
+        layers.MaxPooling2D(pool_size=(2, 2), name="pool1"),
+        layers.Conv2D(64, second_kernel, padding="same", activation="relu", name="conv2"),
+        layers.MaxPooling2D(pool_size=(2, 2), name="pool2"),
+        layers.Dropout(0.25, name="dropout1"),
+        layers.Flatten(name="flatten"),
+        layers.Dense(1000, activation="relu", name="dense1"),
+        layers.Dropout(0.5, name="dropout2"),
+        layers.Dense(NUM_CLASSES, activation="softmax", name="output"),
+    ]
+
+
+def robust_layers(seed: int | None = None) -> list[keras.layers.Layer]:
     """Two 3x3 convs per block (a 5x5 view for fewer weights), 32 -> 64 -> 128 filters,
     about 0.29 M parameters (a tenth of Lab 7's, nearly all of those in its dense layer)."""
     return [
@@ -190,106 +204,96 @@ def warmup_cosine(
 
 
 @dataclass(frozen=True)
-class Preset:
-    name: str
-    description: str
-    second_kernel: tuple[int, int]
-    # (preset, seed) -> layers after the input; None: Lab 7's own list in build_model
-    layers: Callable[[Preset, int | None], list[keras.layers.Layer]] | None = None
+class Architecture:
+    """How a preset (named and described in recipe.PRESETS) is built."""
+
+    layers: Callable[[int | None], list[keras.layers.Layer]]  # seed -> layers after the input
     schedule: bool = False  # warm-up + cosine decay instead of Lab 7's constant rate
 
 
-PRESETS: dict[str, Preset] = {
-    "lab7": Preset("lab7", "Lab 7 as coded: second conv 2x2", (2, 2)),
-    "lab7-5x5": Preset("lab7-5x5", "Lab 7 as written: second conv 5x5", (5, 5)),
-    "robust": Preset(
-        "robust",
-        "for drawings: augmentation, batch norm, 3x3 convs, LR schedule",
-        (3, 3),
-        layers=robust_layers,
-        schedule=True,
-    ),
+ARCHITECTURES: dict[str, Architecture] = {
+    "lab7": Architecture(lambda seed: lab7_layers((2, 2))),
+    "lab7-5x5": Architecture(lambda seed: lab7_layers((5, 5))),
+    "robust": Architecture(robust_layers, schedule=True),
 }
+# Layers that only act in training; saved models leave them out (see inference_model).
+TRAINING_ONLY = (DrawingAugmentation,)
 
 
 class UnknownPresetError(DigitLabError, ValueError):
     pass
 
 
-class ModelFileError(DigitLabError):
-    """A model file is missing or not a loadable Keras model."""
-
-
-def get_preset(name: str) -> Preset:
+def architecture(preset: str) -> Architecture:
     try:
-        return PRESETS[name]
+        return ARCHITECTURES[preset]
     except KeyError:
         raise UnknownPresetError(
-            f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}"
+            f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
         ) from None
 
 
 def build_model(
-    preset: str = "lab7",
+    preset: str = DEFAULT_PRESET,
     learning_rate: float = LAB_LEARNING_RATE,
     seed: int | None = LAB_SEED,
     compile: bool = True,
     total_steps: int | None = None,
 ) -> keras.Model:
-    """The workbook's Sequential CNN (or a preset's own layers). Seeding here makes the
-    initial weights repeatable. `total_steps` (epochs x batches per epoch) lets a
-    learning-rate schedule span exactly the run; presets without one ignore it."""
-    p = get_preset(preset)
+    """The workbook's Sequential CNN (or another preset's network), compiled as the lab
+    does: Adam, categorical cross-entropy, accuracy. Seeding here makes the initial
+    weights repeatable. `total_steps` (epochs x batches per epoch) lets a learning-rate
+    schedule span exactly the run; presets without one ignore it."""
+    arch = architecture(preset)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    if p.layers is not None:
-        model = keras.Sequential(
-            [keras.Input(shape=INPUT_SHAPE), *p.layers(p, seed)], name=p.name.replace("-", "_")
-        )
-        if compile:
-            rate = warmup_cosine(learning_rate, total_steps) if p.schedule else learning_rate
-            model.compile(
-                optimizer=keras.optimizers.Adam(learning_rate=rate),
-                loss="categorical_crossentropy",
-                metrics=["accuracy"],
-            )
-        return model
     model = keras.Sequential(
-        [
-            keras.Input(shape=INPUT_SHAPE),
-            layers.Conv2D(32, (5, 5), padding="same", activation="relu", name="conv1"),
-            layers.MaxPooling2D(pool_size=(2, 2), name="pool1"),
-            layers.Conv2D(64, p.second_kernel, padding="same", activation="relu", name="conv2"),
-            layers.MaxPooling2D(pool_size=(2, 2), name="pool2"),
-            layers.Dropout(0.25, name="dropout1"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(1000, activation="relu", name="dense1"),
-            layers.Dropout(0.5, name="dropout2"),
-            layers.Dense(NUM_CLASSES, activation="softmax", name="output"),
-        ],
-        name=p.name.replace("-", "_"),
+        [keras.Input(shape=INPUT_SHAPE), *arch.layers(seed)], name=preset.replace("-", "_")
     )
     if compile:
+        rate = warmup_cosine(learning_rate, total_steps) if arch.schedule else learning_rate
         # Keras 3 compile() must get keywords: positional arguments land elsewhere.
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            optimizer=keras.optimizers.Adam(learning_rate=rate),
             loss="categorical_crossentropy",
             metrics=["accuracy"],
         )
     return model
 
 
+def inference_model(model: keras.Model) -> keras.Model:
+    """An uncompiled twin of `model` with the same weights and without training-only
+    layers: what a notebook, TF Serving or TF.js can load with plain Keras.
+
+    Dropping the augmentation changes no answer: it passes images through unchanged
+    outside training. (from_config rather than clone_model: in Keras 3.15 a clone
+    shares the optimizer.)"""
+    if isinstance(model, keras.Sequential):
+        kept = [layer for layer in model.layers if not isinstance(layer, TRAINING_ONLY)]
+        twin = keras.Sequential(
+            [
+                keras.Input(shape=model.input_shape[1:]),
+                *(layer.__class__.from_config(layer.get_config()) for layer in kept),
+            ],
+            name=model.name,
+        )
+        for source, target in zip(kept, twin.layers, strict=True):
+            target.set_weights(source.get_weights())
+        return twin
+    twin = model.__class__.from_config(model.get_config())
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def save_model(model: keras.Model, path: Path) -> None:
-    """Save weights and architecture without the optimizer state (13 MB instead of 38)
-    to a temporary name, then rename, so a reader never sees a half-written file."""
+    """Save the inference model (`inference_model`: no optimizer state, 13 MB instead of
+    38 for Lab 7, no training-only layers) to a temporary name, then rename, so a reader
+    never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # from_config gives an uncompiled twin (clone_model in Keras 3.15 shares the optimizer).
-    bare = model.__class__.from_config(model.get_config())
-    bare.set_weights(model.get_weights())
     tmp = path.with_name(path.name + ".tmp.keras")
     try:
-        bare.save(tmp)
+        inference_model(model).save(tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -306,7 +310,7 @@ def load_model(path: Path) -> keras.Model:
         raise ModelFileError(f"model file {path} could not be loaded: {e}") from e
 
 
-def summary_rows(model: keras.Model) -> list[dict[str, object]]:
+def summary_rows(model: keras.Model) -> list[dict[str, Any]]:
     """The model summary as rows (layer, type, output shape, parameters) for a table."""
     return [
         {

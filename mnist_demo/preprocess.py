@@ -31,9 +31,10 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from mnist_demo.data import IMAGE_SIZE, to_unit_pixels
 from mnist_demo.errors import DigitLabError
 
-MNIST_SIZE = 28
+CANVAS_SIZE = 280  # the Draw page's canvas, px: 10x MNIST, big enough for a finger
 DIGIT_BOX = 20  # MNIST's size-normalisation box
 MNIST_STROKE = 2.0  # median stroke width of MNIST digits at 28x28 (2 * ink / total variation)
 STROKE_TOLERANCE = 1.35  # leave strokes alone within this factor of MNIST_STROKE
@@ -159,7 +160,7 @@ def _as_pixels(image: np.ndarray | Image.Image) -> np.ndarray:
             raise BlankImageError("The image is empty: draw or upload a digit.")
         if max(array.shape[:2]) > WORK_MAX_SIDE:
             array = np.asarray(_reduced(Image.fromarray(_to_uint8(array))))
-    pixels = _to_unit_float(array)
+    pixels = to_unit_pixels(array)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.shape[2] in (2, 4):
@@ -171,19 +172,10 @@ def _as_pixels(image: np.ndarray | Image.Image) -> np.ndarray:
     return pixels
 
 
-def _to_unit_float(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) * np.float32(1 / 255)
-    values = array.astype(np.float32)
-    if values.size and values.max() > 1.0:  # a float image on the 0..255 scale
-        values *= np.float32(1 / 255)
-    return np.clip(values, 0.0, 1.0)
-
-
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
-    return (_to_unit_float(array) * 255 + 0.5).astype(np.uint8)
+    return (to_unit_pixels(array) * 255 + 0.5).astype(np.uint8)
 
 
 def _reduced(image: Image.Image) -> Image.Image:
@@ -406,10 +398,10 @@ def _place_by_centre_of_mass(digit: np.ndarray) -> np.ndarray:
     mass = digit.sum()
     cy = float((digit.sum(axis=1) * np.arange(h)).sum() / mass)
     cx = float((digit.sum(axis=0) * np.arange(w)).sum() / mass)
-    top, left = round(MNIST_SIZE / 2 - cy), round(MNIST_SIZE / 2 - cx)
-    out = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
+    top, left = round(IMAGE_SIZE / 2 - cy), round(IMAGE_SIZE / 2 - cx)
+    out = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + h, MNIST_SIZE), min(left + w, MNIST_SIZE)
+    y1, x1 = min(top + h, IMAGE_SIZE), min(left + w, IMAGE_SIZE)
     out[y0:y1, x0:x1] = digit[y0 - top : y1 - top, x0 - left : x1 - left]
     return out
 

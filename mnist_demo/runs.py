@@ -18,8 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mnist_demo import config
-from mnist_demo.errors import DigitLabError
-from mnist_demo.model import ModelFileError
+from mnist_demo.errors import DigitLabError, ModelFileError
 
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
 
@@ -388,16 +387,20 @@ def available_models(registry: RunRegistry) -> list[ModelRef]:
     ]
 
 
-def default_model_key(registry: RunRegistry, for_drawings: bool = False) -> str:
-    """For drawings, the shipped robust model (it reads drawings best). For the lab
-    pages, the registry's active run when it still has a model, else shipped Lab 7."""
-    if for_drawings and config.ROBUST_MODEL_PATH.exists():
-        return ROBUST_KEY
+def default_model(registry: RunRegistry, for_drawings: bool = False) -> ModelRef:
+    """The model a new browser session (or the CLI, with no --model or --run) starts on.
+
+    For drawings, the shipped robust model (it reads drawings best). For the lab pages
+    and the CLI, the registry's active run when it still has a model, else shipped Lab 7.
+    """
+    shipped = {ref.key: ref for ref in shipped_models()}
+    if for_drawings and ROBUST_KEY in shipped:
+        return shipped[ROBUST_KEY]
     active = registry.active_run_id()
     if active is not None:
         try:
             registry.model_path(active)
-            return str(active)
+            return run_model(registry.get(active))
         except (RegistryError, ModelFileError):
             pass
-    return SHIPPED_KEY
+    return shipped[SHIPPED_KEY]

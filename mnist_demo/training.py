@@ -21,17 +21,17 @@ import keras
 import numpy as np
 
 from mnist_demo import data as mnist_data
+from mnist_demo.data import TEST_SIZE, TRAIN_SIZE
 from mnist_demo.errors import DigitLabError
 from mnist_demo.evaluation import evaluate
-from mnist_demo.model import (
+from mnist_demo.model import build_model, load_model, save_model
+from mnist_demo.recipe import (
+    DEFAULT_PRESET,
     LAB_BATCH_SIZE,
     LAB_EPOCHS,
     LAB_LEARNING_RATE,
     LAB_SEED,
     PRESETS,
-    build_model,
-    load_model,
-    save_model,
 )
 from mnist_demo.runs import Run, RunRegistry
 
@@ -39,8 +39,6 @@ MAX_CHART_POINTS = 500  # per-batch points handed to a chart: about one per 1.5 
 # columns of a full-width chart, and every point is sent to every watching browser
 # every second
 MAX_EPOCHS = 100
-TRAIN_SIZE = 60000
-TEST_SIZE = 10000
 
 
 class InvalidConfigError(DigitLabError, ValueError):
@@ -55,7 +53,7 @@ class TrainingAlreadyRunningError(DigitLabError, RuntimeError):
 class TrainConfig:
     """The lab's recipe by default: lab7, 12 epochs, batch 128, Adam 1e-3, seed 7."""
 
-    preset: str = "lab7"
+    preset: str = DEFAULT_PRESET
     epochs: int = LAB_EPOCHS
     batch_size: int = LAB_BATCH_SIZE
     learning_rate: float = LAB_LEARNING_RATE

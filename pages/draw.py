@@ -6,11 +6,16 @@ from streamlit_drawable_canvas import st_canvas
 
 from mnist_demo import charts, ui
 from mnist_demo.inference import feature_grid
-from mnist_demo.preprocess import BlankImageError, ImageFileError, load_image, to_mnist
+from mnist_demo.preprocess import (
+    CANVAS_SIZE,
+    BlankImageError,
+    ImageFileError,
+    load_image,
+    to_mnist,
+)
 from mnist_demo.runs import ModelRef
 
 NOT_SURE_BELOW = 0.6  # below this top probability the answer is shown as a guess
-CANVAS_PX = 280  # 10x MNIST: big enough for a finger, small enough for a phone
 
 ref = ui.page_setup(__file__, for_drawings=True)
 st.title("Draw a digit")
@@ -45,8 +50,8 @@ def draw_and_answer(ref: ModelRef) -> None:
             stroke_width=brush,
             stroke_color="#ffffff",
             background_color="#000000",
-            height=CANVAS_PX,
-            width=CANVAS_PX,
+            height=CANVAS_SIZE,
+            width=CANVAS_SIZE,
             drawing_mode="freedraw",
             return_image_data=True,
             key=f"canvas-{st.session_state.get('canvas_version', 0)}",

@@ -5,12 +5,15 @@ import pandas as pd
 import streamlit as st
 
 from mnist_demo import charts, ui
+from mnist_demo.data import TRAIN_SIZE
 from mnist_demo.errors import DigitLabError
-from mnist_demo.model import PRESETS
+from mnist_demo.recipe import LAB_BATCH_SIZE, LAB_EPOCHS, LAB_LEARNING_RATE, LAB_SEED, PRESETS
 from mnist_demo.runs import Run
-from mnist_demo.training import TrainConfig, current_job, start_training
+from mnist_demo.training import MAX_EPOCHS, TrainConfig, current_job, start_training
 
-SUBSET_SIZES = [500, 1000, 5000, 10000, 30000, 60000]
+SUBSET_SIZES = [500, 1000, 5000, 10000, 30000, TRAIN_SIZE]
+POLL_RUNNING_S = 1.0  # live charts while a run trains
+POLL_IDLE_S = 3.0  # notice a run started from another browser
 
 ui.page_setup(__file__)
 st.title("Train the CNN")
@@ -24,16 +27,16 @@ running = job is not None and job.is_running
 with st.form("settings", border=True):
     st.write("**Settings** — the defaults are the lab's recipe (about 3–4 minutes on 2 cores).")
     c1, c2, c3 = st.columns(3)
-    preset = c1.selectbox(
-        "Preset", list(PRESETS), format_func=lambda p: f"{p} — {PRESETS[p].description}"
+    preset = c1.selectbox("Preset", list(PRESETS), format_func=lambda p: f"{p} — {PRESETS[p]}")
+    epochs = c2.number_input("Epochs", min_value=0, max_value=MAX_EPOCHS, value=LAB_EPOCHS, step=1)
+    batch_size = c3.number_input(
+        "Batch size", min_value=0, max_value=TRAIN_SIZE, value=LAB_BATCH_SIZE, step=32
     )
-    epochs = c2.number_input("Epochs", min_value=0, max_value=100, value=12, step=1)
-    batch_size = c3.number_input("Batch size", min_value=0, max_value=60000, value=128, step=32)
     c4, c5, c6 = st.columns(3)
     train_size = c4.select_slider(
         "Training images",
         options=SUBSET_SIZES,
-        value=60000,
+        value=TRAIN_SIZE,
         format_func=lambda n: f"{n:,}",
         help="A subset trains faster: 10,000 images take about a sixth of the time.",
     )
@@ -41,11 +44,11 @@ with st.form("settings", border=True):
         "Learning rate (Adam)",
         min_value=0.0,
         max_value=1.0,
-        value=0.001,
+        value=LAB_LEARNING_RATE,
         step=0.0005,
         format="%.4f",
     )
-    seed = c6.number_input("Seed", min_value=0, value=7, step=1)
+    seed = c6.number_input("Seed", min_value=0, value=LAB_SEED, step=1)
     start = st.form_submit_button(
         "Start training", type="primary", disabled=running, icon=":material/play_arrow:"
     )
@@ -118,7 +121,7 @@ def epoch_charts(history: dict) -> None:
         ui.vega_lite(charts.epoch_chart(history, metric), column)
 
 
-@st.fragment(run_every=ui.POLL_RUNNING_S if running else ui.POLL_IDLE_S)
+@st.fragment(run_every=POLL_RUNNING_S if running else POLL_IDLE_S)
 def live_run(was_running: bool) -> None:
     job = current_job(registry)
     now_running = job is not None and job.is_running

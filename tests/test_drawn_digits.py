@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from mnist_demo.config import DEFAULT_MODEL_PATH
-from mnist_demo.drawn_digits import (
+from mnist_demo.preprocess import ink_map, to_mnist
+from tools.drawn_digits import (
     drawn_accuracy,
     make_drawn_set,
     naive_resize,
     pen_path,
     skeleton,
 )
-from mnist_demo.preprocess import ink_map, to_mnist
 
 N_SMALL = 48
 

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from mnist_demo.data import one_hot, to_model_input
-from mnist_demo.inference import ModelShapeError, Predictor, as_image, feature_grid
+from mnist_demo.errors import ModelShapeError
+from mnist_demo.inference import Predictor, as_image, feature_grid
 from mnist_demo.model import build_model, load_model
 
 TRAIN_IMAGES = 2048  # one short epoch: ~85 % accuracy, enough for saliency to mean something

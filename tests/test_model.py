@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
+from mnist_demo.errors import ModelFileError
 from mnist_demo.model import (
-    ModelFileError,
     UnknownPresetError,
     build_model,
     load_model,

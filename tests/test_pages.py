@@ -13,7 +13,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from mnist_demo import config
-from mnist_demo.drawn_digits import draw_canvas
+from tools.drawn_digits import draw_canvas
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from mnist_demo.model import ModelFileError
+from mnist_demo.errors import ModelFileError
 from mnist_demo.runs import RegistryCorruptError, RegistryError, RunNotFoundError, RunRegistry
 
 CONFIG = {"preset": "lab7", "epochs": 2}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from mnist_demo.testing import CHROMIUM, CHROMIUM_ARGS, AppServer
+from tools.app_server import AppServer, launch_chromium
 
 # expect() waits 5 s by default; the first answer of a cold server loads and traces a
 # model, which takes longer than that on a busy 2-core CI machine.
@@ -39,10 +39,8 @@ def app_server(app_home):
 def browser():
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: run `make test` (it installs it)")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch_chromium(p)
         yield b
         b.close()
 

@@ -5,7 +5,7 @@ import re
 
 from playwright.sync_api import expect
 
-from mnist_demo.testing import AppServer
+from tools.app_server import AppServer
 
 PROGRESS = re.compile(r"Epoch (\d+)/(\d+) · batch (\d+)/(\d+)")
 

@@ -1,7 +1,7 @@
 """Run the real app for the browser tests and the benchmarks: `streamlit run` on a free
 loopback port with its own MNIST_DEMO_HOME (sharing the verified MNIST cache), and
 Debian's Chromium through Playwright (Playwright's own browser download can't be relied
-on). Like `streamlit.testing`, this is tooling, not part of the app."""
+on). Shared by the e2e tests and the benchmarks; the app never imports it."""
 
 from __future__ import annotations
 
@@ -114,5 +114,7 @@ class AppServer:
 def launch_chromium(playwright):
     """Debian's Chromium through Playwright (sync or async API object's `.chromium`)."""
     if not Path(CHROMIUM).exists():
-        raise SystemExit(f"Chromium not found at {CHROMIUM}: install it (apt-get install chromium)")
+        raise RuntimeError(
+            f"Chromium not found at {CHROMIUM}: run `make test` (it installs Debian's chromium)"
+        )
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -1,0 +1,117 @@
+"""Heavy objects, made once per server and shared by every browser session: MNIST,
+the run registry, models, their test-set evaluations and their predictors.
+
+Caches are keyed on paths (and a model file's mtime), not on nothing: a test or a
+second server in the same process with another MNIST_DEMO_HOME gets its own objects,
+and a retrained model file is never served stale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import streamlit as st
+
+from mnist_demo import config
+from mnist_demo.data import Arrays, load_mnist
+from mnist_demo.errors import ModelFileError
+from mnist_demo.evaluation import Evaluation, evaluate
+from mnist_demo.inference import Predictor
+from mnist_demo.model import build_model, load_model, summary_rows
+from mnist_demo.runs import ModelRef, RegistryCorruptError, RunRegistry
+
+
+def _keep_keras_state_between_reruns() -> None:
+    """Streamlit calls `keras.backend.clear_session()` after every script run (and so
+    after every fragment poll), meant for apps that build a model per run. Here models
+    are long-lived, shared, and trained in a background thread: each call clears
+    TensorFlow's kernel cache and forces a full garbage collection. Measured on the
+    Train page: a run watched by one browser trained 10x slower. Make it a no-op in the
+    app's process; nothing in Digit Lab relies on it."""
+    keras.backend.clear_session = lambda *args, **kwargs: None
+
+
+_keep_keras_state_between_reruns()
+
+
+# --- cached resources -----------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner="Loading MNIST…")
+def _dataset(data_dir: str) -> Arrays:
+    return load_mnist()
+
+
+def dataset() -> Arrays:
+    """Verified MNIST, loaded once per server."""
+    return _dataset(str(config.data_dir()))
+
+
+@st.cache_data(show_spinner=False)
+def model_summary(preset: str) -> list[dict[str, Any]]:
+    """The summary table of a preset's architecture: built once, not on every rerun."""
+    return summary_rows(build_model(preset, seed=None, compile=False))
+
+
+@st.cache_resource(show_spinner=False)
+def _registry(path: str) -> tuple[RunRegistry, str | None]:
+    """Open the registry once per server. A corrupt file is moved aside and rebuilt from
+    the runs' own files; runs left 'running' by a dead server become 'interrupted'."""
+    notice = None
+    try:
+        registry = RunRegistry(Path(path))
+    except RegistryCorruptError as e:
+        registry, aside = RunRegistry.recover(Path(path))
+        notice = (
+            f"The run registry was unreadable ({e.__cause__}). It was moved to {aside} "
+            f"and rebuilt from the run folders ({len(registry.list_runs())} runs recovered)."
+        )
+    registry.mark_interrupted()
+    return registry, notice
+
+
+def registry() -> RunRegistry:
+    """The server's run registry (opened, and if need be recovered, once)."""
+    return _registry(str(config.registry_path()))[0]
+
+
+def registry_notice() -> str | None:
+    """What recovery did to an unreadable registry at start-up, for the sidebar."""
+    return _registry(str(config.registry_path()))[1]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        raise ModelFileError(
+            f"the model file {path} is missing; pick another model in the sidebar"
+        ) from None
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def _model(path: str, mtime: float) -> keras.Model:
+    return load_model(Path(path))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Scoring the 10,000 test images…")
+def _evaluation(path: str, mtime: float, data_dir: str) -> Evaluation:
+    _, (x_test, y_test) = dataset()
+    return evaluate(_model(path, mtime), x_test, y_test)
+
+
+def evaluation(ref: ModelRef) -> Evaluation:
+    """The model's answers on the whole test set: computed once per model and server."""
+    return _evaluation(str(ref.path), _mtime(ref.path), str(config.data_dir()))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Warming up the model…")
+def _predictor(path: str, mtime: float) -> Predictor:
+    return Predictor(_model(path, mtime))
+
+
+def predictor(ref: ModelRef) -> Predictor:
+    """The model ready for single drawings, traced once per model and server."""
+    return _predictor(str(ref.path), _mtime(ref.path))

@@ -1,0 +1,117 @@
+"""Small pieces pages share: user-fixable errors as `st.error`, times as text, charts,
+and the gallery and detail view of test-set digits (Test set and Misclassified)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from mnist_demo import charts
+from mnist_demo.errors import DigitLabError
+from mnist_demo.evaluation import Evaluation, top_k
+
+# --- errors ---------------------------------------------------------------------------
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show a problem the user can fix as `st.error` and stop the page there; the
+    server and the other sessions carry on. Bugs still raise."""
+    try:
+        yield
+    except DigitLabError as e:
+        st.error(str(e), icon="⚠️")
+        st.stop()
+
+
+# --- time as text ---------------------------------------------------------------------
+
+
+def ago(timestamp: float) -> str:
+    """'3 minutes ago': how long since a Unix time, in the largest whole unit."""
+    seconds = max(0, time.time() - timestamp)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "just now"
+
+
+def duration(seconds: float | None) -> str:
+    """'2 min 05 s', or '–' for a run still going."""
+    if seconds is None:
+        return "–"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+# --- charts and digits -----------------------------------------------------------------
+
+GALLERY_PAGE_SIZE = 50
+
+
+def digit_gallery(
+    indices: np.ndarray,
+    result: Evaluation,
+    images: np.ndarray,
+    key: str,
+    on_pick: Callable[[int], None],
+    columns: int = 10,
+) -> None:
+    """A paged, clickable grid of test images captioned 'true → predicted · confidence'.
+    A click calls `on_pick(test_index)` once (a callback, so a selection that persists
+    in the chart does not override a later choice made elsewhere)."""
+    pages = max(1, -(-len(indices) // GALLERY_PAGE_SIZE))
+    page = 1
+    if pages > 1:
+        page = st.columns([1, 4])[0].number_input(
+            f"Page (of {pages})", min_value=1, max_value=pages, value=1, key=f"{key}-page"
+        )
+    shown = indices[(page - 1) * GALLERY_PAGE_SIZE : page * GALLERY_PAGE_SIZE]
+    if len(shown) == 0:
+        st.info("No test image matches.")
+        return
+    captions = [
+        f"{result.labels[i]} → {result.predictions[i]} · {result.confidence[i]:.0%}" for i in shown
+    ]
+    chart = charts.digit_gallery_chart(
+        images[shown], shown, captions, ~result.correct[shown], columns=columns
+    )
+    chart_key = f"{key}-chart-{page}"
+
+    def picked() -> None:
+        points = st.session_state[chart_key].selection.get("digit", [])
+        if points:
+            on_pick(int(points[0]["index"]))
+
+    st.altair_chart(chart, on_select=picked, key=chart_key, width="content")
+
+
+def vega_lite(chart: charts.VegaLite, where: Any = None) -> None:
+    """Draw a `charts.VegaLite` full width, in `where` (a column) or the page."""
+    (where or st).vega_lite_chart(chart.data, chart.spec, width="stretch")
+
+
+def digit_detail(index: int, result: Evaluation, images: np.ndarray) -> None:
+    """One test image large, with the model's probabilities and top three: the lab's
+    question (d) for any n."""
+    true, predicted = int(result.labels[index]), int(result.predictions[index])
+    picture, numbers = st.columns([1, 1.6])
+    picture.image(charts.upscale(images[index], 8), caption=f"Test image {index}", width="stretch")
+    with numbers:
+        right = true == predicted
+        st.metric(
+            "Prediction",
+            str(predicted),
+            delta=f"right: the label is {true}" if right else f"wrong: the label is {true}",
+            delta_color="normal" if right else "inverse",
+            delta_arrow="off",
+        )
+        st.html(charts.probability_bars(result.probabilities[index]))
+        top = top_k(result.probabilities[index])
+        st.write("Top 3: " + ", ".join(f"**{d}** {p:.2%}" for d, p in top))
