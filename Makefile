@@ -39,15 +39,17 @@ run: setup
 
 test: setup chromium
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
-# Everything but the browser tests, for a quick loop while editing.
+# Everything but the browser tests and the quick benchmarks, for a loop while editing.
 test-fast: setup
-	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest -m "not e2e and not bench"
 
-lint:
+lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 format:
 	$(PY) -m ruff format .

@@ -15,12 +15,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # TensorFlow's C++ start-up chatter is noise on a terminal a class is watching.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 from mnist_demo.errors import DigitLabError
+
+if TYPE_CHECKING:  # for annotations only: importing these at start-up costs seconds
+    import keras
+
+    from mnist_demo.data import Arrays
+    from mnist_demo.runs import Run
+    from mnist_demo.training import Snapshot
 
 EXIT_USER_ERROR = 2
 
@@ -69,7 +77,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _load_data(verbose: bool = False):
+def _load_data(verbose: bool = False) -> Arrays:
     from mnist_demo.data import load_mnist
 
     return load_mnist(progress=print if verbose else None)
@@ -88,7 +96,7 @@ def _resolve_model(args: argparse.Namespace) -> tuple[Path, str]:
     return ref.path, "the shipped default model" if ref.key == SHIPPED_KEY else f"run {ref.key}"
 
 
-def _load_model(args):
+def _load_model(args: argparse.Namespace) -> tuple[keras.Model, str]:
     from mnist_demo.model import load_model
 
     path, label = _resolve_model(args)
@@ -98,7 +106,7 @@ def _load_model(args):
 # --- commands -------------------------------------------------------------------------
 
 
-def cmd_fetch_data(args) -> None:
+def cmd_fetch_data(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     (x_train, _), (x_test, _) = _load_data(verbose=True)
     print(
@@ -107,7 +115,7 @@ def cmd_fetch_data(args) -> None:
     )
 
 
-def cmd_versions(args) -> None:
+def cmd_versions(args: argparse.Namespace) -> None:
     import platform
 
     import keras
@@ -118,7 +126,7 @@ def cmd_versions(args) -> None:
     print(f"Keras: {keras.__version__}")
 
 
-def _progress_line(s) -> str:
+def _progress_line(s: Snapshot) -> str:
     width = 30
     filled = int(width * s.progress)
     eta = f"ETA {s.eta_s:4.0f}s" if s.eta_s is not None else ""
@@ -132,7 +140,7 @@ def _progress_line(s) -> str:
     )
 
 
-def cmd_train(args) -> None:
+def cmd_train(args: argparse.Namespace) -> None:
     from mnist_demo.runs import RunRegistry
     from mnist_demo.training import TrainConfig, start_training
 
@@ -200,7 +208,7 @@ def _check_output(output: Path) -> None:
         raise UserError(f"--output {output}: cannot write in {existing}")
 
 
-def _export(run, output: Path) -> None:
+def _export(run: Run, output: Path) -> None:
     """Copy a run's model to OUTPUT and write OUTPUT.json beside it (what the shipped
     default model carries: settings, history, test metrics, data hash, versions)."""
     import platform
@@ -212,7 +220,7 @@ def _export(run, output: Path) -> None:
     from mnist_demo.data import SHA256
     from mnist_demo.model import load_model, save_model
 
-    if not run.has_model:
+    if not run.model_path or not run.has_model:
         raise UserError(f"{run.name} has no model to export")
     # Load and save again rather than copy: whatever the run's file holds, the export is
     # the inference model (no training-only layers), loadable by plain Keras.
@@ -243,7 +251,7 @@ def _export(run, output: Path) -> None:
     print(f"exported {output} ({output.stat().st_size / 1e6:.1f} MB) and {info_path.name}")
 
 
-def cmd_evaluate(args) -> None:
+def cmd_evaluate(args: argparse.Namespace) -> None:
     from mnist_demo.evaluation import evaluate
 
     model, label = _load_model(args)
@@ -261,7 +269,7 @@ def cmd_evaluate(args) -> None:
     )
 
 
-def cmd_predict(args) -> None:
+def cmd_predict(args: argparse.Namespace) -> None:
     import numpy as np
 
     from mnist_demo.inference import Predictor
@@ -282,7 +290,7 @@ def cmd_predict(args) -> None:
         print(f"  {d}: {p:.4f} {'#' * round(p * 40)}".rstrip())
 
 
-def cmd_runs(args) -> None:
+def cmd_runs(args: argparse.Namespace) -> None:
     from mnist_demo.runs import RunRegistry
 
     if args.recover:

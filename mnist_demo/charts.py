@@ -68,7 +68,11 @@ def batch_chart(points: Sequence[dict[str, float]]) -> VegaLite:
 
 
 def _series_chart(
-    series: dict[str, list[float]], metric: str, series_field: str, title: str, colors=None
+    series: dict[str, list[float]],
+    metric: str,
+    series_field: str,
+    title: str,
+    colors: list[str] | None = None,
 ) -> VegaLite:
     """Per-epoch lines, one per named series (train/test, or one per run)."""
     rows = [
@@ -213,9 +217,9 @@ def lab_grid(images: np.ndarray, scale: int = 6) -> np.ndarray:
 
 def digit_gallery_chart(
     images: np.ndarray,
-    indices: Sequence[int],
+    indices: Sequence[int] | np.ndarray,
     captions: Sequence[str],
-    wrong: Sequence[bool],
+    wrong: Sequence[bool] | np.ndarray,
     columns: int = 10,
     selection_name: str = "digit",
 ) -> alt.LayerChart:

@@ -90,7 +90,7 @@ class PixelValueError(DigitLabError, ValueError):
 # --- IDX -----------------------------------------------------------------------------
 
 # IDX type codes (third byte of the magic number) -> big-endian numpy dtype.
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),
@@ -154,7 +154,7 @@ def _atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: arrays[k] for k in KEYS})
+            np.savez(f, **{k: arrays[k] for k in KEYS})  # type: ignore[arg-type]
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

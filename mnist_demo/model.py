@@ -52,13 +52,15 @@ class RandomStrokeWidth(layers.Layer):
     wide), which is a faded digit, not a thin pen.
     """
 
-    def __init__(self, probability: float = STROKE_PROBABILITY, seed: int | None = None, **kw):
+    def __init__(
+        self, probability: float = STROKE_PROBABILITY, seed: int | None = None, **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self.probability = probability
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs: Any, training: bool = False) -> Any:
         if not training:
             return inputs
         thicker = ops.max_pool(inputs, pool_size=3, strides=1, padding="same")
@@ -72,10 +74,10 @@ class RandomStrokeWidth(layers.Layer):
         amount = ops.where(thicken, amount, amount * MAX_THINNING)
         return inputs + amount * (target - inputs)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "probability": self.probability, "seed": self.seed}
 
 
@@ -98,8 +100,8 @@ class DrawingAugmentation(layers.Layer):
         zoom: float = ZOOM_FRACTION,
         stroke_probability: float = STROKE_PROBABILITY,
         seed: int | None = None,
-        **kw,
-    ):
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         self.rotation_degrees, self.shift, self.zoom = rotation_degrees, shift, zoom
         self.stroke_probability, self.seed = stroke_probability, seed
@@ -112,11 +114,11 @@ class DrawingAugmentation(layers.Layer):
             layers.RandomZoom(zoom, seed=seeds[3], name="zoom", **edge),
         ]
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
         for step in self.steps:  # shape-preserving, so every one sees the input shape
             step.build(input_shape)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs: Any, training: bool = False) -> Any:
         if not training:
             return inputs
         x = inputs
@@ -124,10 +126,10 @@ class DrawingAugmentation(layers.Layer):
             x = step(x, training=True)
         return x
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "rotation_degrees": self.rotation_degrees,

@@ -101,9 +101,10 @@ def load_image(source: bytes | str | Path | BinaryIO) -> Image.Image:
         raise ImageFileError(
             "The image file is truncated or damaged. Save or export it again and retry."
         ) from e
+    upright: Image.Image = image
     with contextlib.suppress(Exception):  # a broken EXIF block must not cost the picture
-        image = ImageOps.exif_transpose(image)
-    return _plain_mode(image)
+        upright = ImageOps.exif_transpose(image)
+    return _plain_mode(upright)
 
 
 def _megapixels(pixels: int) -> str:
@@ -414,7 +415,8 @@ def to_mnist(image: np.ndarray | Image.Image) -> np.ndarray:
     BlankImageError when there is no digit to see.
     """
     crop = _crop_to_ink(ink_map(image))
-    work_h, work_w = _box_size(*crop.shape, DIGIT_BOX * WORK_SCALE)
+    crop_h, crop_w = crop.shape
+    work_h, work_w = _box_size(crop_h, crop_w, DIGIT_BOX * WORK_SCALE)
     work = _normalise_stroke(_resize(crop, work_h, work_w))
     final = _resize(work, *_box_size(work_h, work_w, DIGIT_BOX))
     final = np.clip(final, 0.0, None)

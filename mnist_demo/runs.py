@@ -99,7 +99,9 @@ class Run:
 
     @property
     def has_model(self) -> bool:
-        return bool(self.model_path) and Path(self.model_path).exists()
+        if not self.model_path:
+            return False
+        return Path(self.model_path).exists()
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -174,6 +176,7 @@ class RunRegistry:
                 (now, "running", json.dumps(run_config), os.getpid()),
             )
             run_id = cur.lastrowid
+        assert run_id is not None  # an INSERT into a rowid table always sets it
         run = self.get(run_id)
         self._write_run_file(run)
         return run

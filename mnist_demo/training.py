@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import keras
 import numpy as np
@@ -135,14 +136,14 @@ class _LiveMetrics(keras.callbacks.Callback):
         super().__init__()
         self.job = job
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.job._on_epoch_begin(epoch)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.job._on_batch_end(batch, logs or {}):
             self.model.stop_training = True
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.job._on_epoch_end(epoch, logs or {}, self.model)
 
 
@@ -259,6 +260,7 @@ class TrainingJob:
     def _on_epoch_end(self, epoch: int, logs: dict, model: keras.Model) -> None:
         if self._partial_epoch:
             return  # stopped mid-epoch: this epoch does not count and is not saved
+        assert self._val is not None, "set in _train before fit starts"
         x_val, y_val = self._val
         val = model.evaluate(x_val, y_val, batch_size=1000, verbose=0, return_dict=True)
         path = self.registry.run_dir(self.run_id) / "model.keras"
@@ -272,7 +274,8 @@ class TrainingJob:
         self.registry.record_epoch(self.run_id, history, path)
 
     def _train(self) -> None:
-        status, error, metrics = "failed", None, {}
+        status, error = "failed", None
+        metrics: dict[str, Any] = {}
         try:
             cfg = self.config
             (x_train, y_train), (x_test, y_test) = self._data

@@ -21,6 +21,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -312,3 +313,63 @@ def test_predict_refuses_what_is_not_a_digit(tmp_path, pictures, name, pattern):
     line = assert_user_error(result, str(path))
     assert re.search(pattern, line, re.IGNORECASE), line
     assert result.stdout == ""
+
+
+def _small_cnn(input_shape: tuple[int, ...], classes: int) -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(classes, activation="softmax"),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        pytest.param(lambda: _small_cnn((32, 32, 3), 10), "(32, 32, 3)", id="colour-32x32"),
+        pytest.param(lambda: _small_cnn((28, 28, 1), 3), "10 class probabilities", id="3-classes"),
+    ],
+)
+def test_predict_with_a_model_that_is_not_a_digit_classifier_is_one_line(
+    tmp_path, pictures, make, needle
+):
+    path = tmp_path / "other.keras"
+    make().save(path)
+    result = run_cli("predict", pictures / "seven.png", "--model", path, home=tmp_path / "home")
+    assert_user_error(result, needle)
+    assert result.stdout == ""
+
+
+# --- start-up -------------------------------------------------------------------------------
+
+_IMPORTS_AFTER = """
+import sys
+from mnist_demo.__main__ import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "keras"})
+print("heavy imports:", heavy)
+"""
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["train", "--help"], ["train", "--epochs", "0"], ["nope"]]
+)
+def test_help_and_argument_errors_answer_without_importing_tensorflow(args):
+    """`--help` must come back at once: importing TensorFlow takes seconds (the CLI
+    imports it only for a command that needs it, after parsing)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_AFTER, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "heavy imports: []" in result.stdout, result.stdout
+    assert "usage: python -m mnist_demo" in result.stdout + result.stderr

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -93,3 +97,51 @@ def test_summary_rows_for_the_table():
     assert [r["layer"] for r in rows][:2] == ["conv1", "pool1"]
     assert sum(r["parameters"] for r in rows) == 3_156_098
     assert rows[0]["output shape"] == "(None, 28, 28, 32)"
+
+
+# --- models anyone can load -------------------------------------------------------------
+
+_PLAIN_KERAS = """
+import sys
+import numpy as np
+import keras
+images = np.load(sys.argv[1])
+for path in sys.argv[2:]:
+    model = keras.models.load_model(path)
+    np.save(path + ".probs.npy", np.asarray(model(images, training=False)))
+assert not any(name.startswith("mnist_demo") for name in sys.modules), "imported mnist_demo"
+print("loaded", len(sys.argv) - 2)
+"""
+
+
+@pytest.mark.slow
+def test_shipped_and_saved_models_load_in_plain_keras(tmp_path, mnist):
+    """A shipped model (and any model Digit Lab saves, even the robust preset with its
+    training-only augmentation) loads with `keras.models.load_model` in a Python that
+    never imports mnist_demo, and gives the same answers as in the app."""
+    from mnist_demo import config
+    from mnist_demo.data import to_model_input
+
+    _, (x_test, _) = mnist
+    images = to_model_input(x_test[:64])
+    np.save(tmp_path / "images.npy", images)
+    saved = tmp_path / "robust.keras"
+    save_model(build_model("robust", seed=3), saved)
+    paths = [config.DEFAULT_MODEL_PATH, config.ROBUST_MODEL_PATH, saved]
+    copies = [tmp_path / f"{i}.keras" for i in range(len(paths))]
+    for path, copy in zip(paths, copies, strict=True):
+        copy.write_bytes(path.read_bytes())  # the probabilities are written beside the copy
+    result = subprocess.run(
+        [sys.executable, "-c", _PLAIN_KERAS, tmp_path / "images.npy", *copies],
+        cwd=tmp_path,  # not the repository: `import mnist_demo` would fail there
+        env={**os.environ, "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"loaded {len(paths)}" in result.stdout
+    for path, copy in zip(paths, copies, strict=True):
+        plain = np.load(str(copy) + ".probs.npy")
+        ours = np.asarray(load_model(path)(images, training=False))
+        np.testing.assert_allclose(plain, ours, atol=1e-6, err_msg=str(path))

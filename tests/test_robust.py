@@ -183,6 +183,9 @@ def test_shipped_robust_model_scores_what_its_json_says_on_mnist(mnist):
     info = json.loads(ROBUST_PATH.with_suffix(".json").read_text())
     assert info["config"]["preset"] == "robust"
     _, (x_test, y_test) = mnist
-    accuracy = evaluate(load_model(ROBUST_PATH), x_test, y_test).accuracy
+    result = evaluate(load_model(ROBUST_PATH), x_test, y_test)
+    accuracy = result.accuracy
     assert accuracy == pytest.approx(info["test_accuracy"], abs=1e-4)
+    # the file was rewritten as an inference model: every one of the 10k answers is kept
+    assert result.misclassified_count == info["misclassified"]
     assert accuracy >= SHIPPED_MIN_ACCURACY
