@@ -316,15 +316,8 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mnist_demo import recipe
     from mnist_demo.data import TEST_SIZE, TRAIN_SIZE
-    from mnist_demo.recipe import (
-        DEFAULT_PRESET,
-        LAB_BATCH_SIZE,
-        LAB_EPOCHS,
-        LAB_LEARNING_RATE,
-        LAB_SEED,
-        PRESETS,
-    )
 
     parser = argparse.ArgumentParser(
         prog="python -m mnist_demo", description="Digit Lab: the Lab 7 MNIST CNN."
@@ -346,13 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=cmd_runs, tensorflow=False)
 
     train = sub.add_parser("train", help="train a model and record the run")
-    train.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET)
-    train.add_argument("--epochs", type=_positive_int, default=LAB_EPOCHS)
-    train.add_argument("--batch-size", type=_positive_int, default=LAB_BATCH_SIZE)
-    train.add_argument("--learning-rate", type=_positive_float, default=LAB_LEARNING_RATE)
+    train.add_argument("--preset", choices=list(recipe.PRESETS), default=recipe.DEFAULT_PRESET)
+    train.add_argument("--epochs", type=_positive_int, default=recipe.LAB_EPOCHS)
+    train.add_argument("--batch-size", type=_positive_int, default=recipe.LAB_BATCH_SIZE)
+    train.add_argument("--learning-rate", type=_positive_float, default=recipe.LAB_LEARNING_RATE)
     train.add_argument("--train-size", type=_positive_int, default=TRAIN_SIZE)
     train.add_argument("--test-size", type=_positive_int, default=TEST_SIZE)
-    train.add_argument("--seed", type=int, default=LAB_SEED)
+    train.add_argument("--seed", type=int, default=recipe.LAB_SEED)
     train.add_argument("--activate", action="store_true", help="make it the active model")
     train.add_argument("--output", help="also export the model to this .keras path")
     train.set_defaults(func=cmd_train, tensorflow=True)
