@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 PORT ?= 8501
 
-.PHONY: setup data chromium run test test-fast lint format bench clean
+.PHONY: setup data chromium run class test test-fast lint format bench clean
 
 setup: $(INSTALLED) data
 
@@ -34,8 +34,14 @@ chromium:
 		exit 1; \
 	fi
 
+# On this machine only, solo: every browser has the instructor's controls.
 run: setup
-	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
+	$(PY) -m mnist_demo serve --port $(PORT)
+
+# For a room: serves the local network; students by default, the instructor's link is
+# printed at start (set MNIST_DEMO_INSTRUCTOR_CODE to choose the code).
+class: setup
+	$(PY) -m mnist_demo serve --class --port $(PORT)
 
 test: setup chromium
 	$(PY) -m ruff check .

@@ -1,4 +1,4 @@
-"""CLI: python -m mnist_demo fetch-data | train | evaluate | predict | versions | runs
+"""CLI: python -m mnist_demo fetch-data | train | evaluate | predict | versions | runs | serve
 
 User mistakes (bad arguments, missing or broken files) end with one line on stderr and
 exit code 2; only real bugs produce tracebacks. TensorFlow is imported only by the
@@ -141,6 +141,7 @@ def _progress_line(s: Snapshot) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from mnist_demo.classroom import OWNER
     from mnist_demo.runs import RunRegistry
     from mnist_demo.training import TrainConfig, start_training
 
@@ -158,7 +159,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         _check_output(output)  # before minutes of training, not after
     data = _load_data()
     registry = RunRegistry()
-    job = start_training(cfg, registry, data)
+    job = start_training(cfg, registry, data, role=OWNER, lesson_cap=False)
     print(f"run {job.run_id}: {cfg}")
     shown_epochs = 0
     live = sys.stdout.isatty()  # a log file gets the per-epoch lines only
@@ -178,7 +179,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                 shown_epochs += 1
     except KeyboardInterrupt:
         print("\nstopping after this batch (the last finished epoch is kept)...")
-        job.stop()
+        job.stop(role=OWNER)
         job.wait()
     run = registry.get(job.run_id)
     print(f"\nrun {run.id} {run.status} in {run.duration_s:.1f} s")
@@ -190,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"misclassified {run.misclassified} of {run.test_n}"
         )
     if args.activate and run.has_model:
-        registry.set_active(run.id)
+        registry.set_active(run.id, role=OWNER)
         print(f"run {run.id} is now the active model")
     if output is not None:
         _export(run, output)
@@ -312,6 +313,33 @@ def cmd_runs(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Start the app: solo on this machine (every browser is the instructor), or with
+    --class for a room (every interface, students by default, the instructor's link
+    printed here the way Jupyter prints its token link)."""
+    from mnist_demo import classroom, config
+
+    env = dict(os.environ)
+    if args.classroom:
+        address = "0.0.0.0"
+        env.pop(classroom.SOLO_ENV, None)
+        env[classroom.CODE_ENV] = env.get(classroom.CODE_ENV, "").strip() or classroom.new_code()
+        os.environ[classroom.CODE_ENV] = env[classroom.CODE_ENV]  # instructor_link reads it
+        print(f"Students join at:   {classroom.join_url(address, args.port)}")
+        print(f"Instructor link:    {classroom.instructor_link(f'http://localhost:{args.port}')}")
+        print("Open the instructor link on the projector's computer; keep the code to yourself.")
+    else:
+        address = "127.0.0.1"
+        env[classroom.SOLO_ENV] = "1"
+        print("Digit Lab (solo: this machine only, every browser has the instructor's controls)")
+        print(f"Open http://localhost:{args.port}/  ·  for a class: make class")
+    sys.stdout.flush()
+    app = config.PACKAGE_DIR.parent / "streamlit_app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app)]
+    command += ["--server.address", address, "--server.port", str(args.port)]
+    os.execve(sys.executable, command, env)  # the server replaces this process
+
+
 # --- parser ---------------------------------------------------------------------------
 
 
@@ -337,6 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="move an unreadable registry aside and rebuild it from the run folders",
     )
     runs.set_defaults(func=cmd_runs, tensorflow=False)
+
+    serve = sub.add_parser("serve", help="start the app (solo, or --class for a room)")
+    serve.add_argument(
+        "--class",
+        dest="classroom",
+        action="store_true",
+        help="serve the local network with instructor and student roles",
+    )
+    serve.add_argument("--port", type=_positive_int, default=8501)
+    serve.set_defaults(func=cmd_serve, tensorflow=False)
 
     train = sub.add_parser("train", help="train a model and record the run")
     train.add_argument("--preset", choices=list(recipe.PRESETS), default=recipe.DEFAULT_PRESET)

@@ -18,9 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mnist_demo import config
+from mnist_demo.classroom import Action, Role, require
 from mnist_demo.errors import DigitLabError, ModelFileError
 
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
+ACTIVE_RUN = "active_run"  # settings keys
+LONG_RUNS = "long_runs"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -224,14 +227,15 @@ class RunRegistry:
     def list_runs(self) -> list[Run]:
         return [_row_to_run(r) for r in self._execute("SELECT * FROM runs ORDER BY id DESC")]
 
-    def delete(self, run_id: int) -> None:
+    def delete(self, run_id: int, *, role: Role) -> None:
         """Remove the row and the run's folder; a deleted active run falls back to default."""
+        require(role, Action.DELETE_RUNS)
         run = self.get(run_id)
         if run.status == "running" and _pid_alive(run.pid):
             raise RegistryError(f"{run.name} is still training; stop it first")
         self._execute("DELETE FROM runs WHERE id = ?", (run_id,))
         if self.active_run_id() == run_id:
-            self.set_active(None)
+            self._set_setting(ACTIVE_RUN, None)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     def model_path(self, run_id: int) -> Path:
@@ -256,21 +260,38 @@ class RunRegistry:
             )
         return dead
 
-    # --- the active model --------------------------------------------------------------
+    # --- server-wide settings: the active model, long runs ------------------------------
 
-    def set_active(self, run_id: int | None) -> None:
-        if run_id is None:
-            self._execute("DELETE FROM settings WHERE key = 'active_run'")
-            return
-        self.model_path(run_id)  # refuse a run without a usable model
-        self._execute(
-            "INSERT OR REPLACE INTO settings (key, value) VALUES ('active_run', ?)",
-            (str(run_id),),
-        )
+    def _setting(self, key: str) -> str | None:
+        rows = self._execute("SELECT value FROM settings WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def _set_setting(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._execute("DELETE FROM settings WHERE key = ?", (key,))
+        else:
+            self._execute(
+                "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value)
+            )
+
+    def set_active(self, run_id: int | None, *, role: Role) -> None:
+        """The model new sessions start on (None: the shipped one); the instructor's call."""
+        require(role, Action.SET_ACTIVE_MODEL)
+        if run_id is not None:
+            self.model_path(run_id)  # refuse a run without a usable model
+        self._set_setting(ACTIVE_RUN, None if run_id is None else str(run_id))
 
     def active_run_id(self) -> int | None:
-        rows = self._execute("SELECT value FROM settings WHERE key = 'active_run'")
-        return int(rows[0]["value"]) if rows else None
+        value = self._setting(ACTIVE_RUN)
+        return int(value) if value is not None else None
+
+    def allow_long_runs(self, allowed: bool, *, role: Role) -> None:
+        """Lift (or restore) the epoch cap that keeps a run inside a lesson."""
+        require(role, Action.ALLOW_LONG_RUNS)
+        self._set_setting(LONG_RUNS, "1" if allowed else None)
+
+    def long_runs_allowed(self) -> bool:
+        return self._setting(LONG_RUNS) == "1"
 
     # --- run.json mirror ---------------------------------------------------------------
 

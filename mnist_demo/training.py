@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from mnist_demo import data as mnist_data
+from mnist_demo.classroom import Action, Role, require
 from mnist_demo.data import TEST_SIZE, TRAIN_SIZE
 from mnist_demo.errors import DigitLabError
 from mnist_demo.evaluation import evaluate
@@ -40,6 +41,7 @@ MAX_CHART_POINTS = 500  # per-batch points handed to a chart: about one per 1.5 
 # columns of a full-width chart, and every point is sent to every watching browser
 # every second
 MAX_EPOCHS = 100
+LESSON_MAX_EPOCHS = 30  # without "long runs": a run that ends within a lesson
 
 
 class InvalidConfigError(DigitLabError, ValueError):
@@ -115,7 +117,8 @@ class Snapshot:
         done = len(self.history.get("loss", [])) * self.batches_per_epoch
         if self.status == "running":
             done = (self.epoch - 1) * self.batches_per_epoch + self.batch
-        return min(done / total, 1.0) if total else 0.0
+        # epoch is 0 until the first batch starts: never a negative fraction
+        return min(max(done / total, 0.0), 1.0) if total else 0.0
 
 
 def select_subset(
@@ -192,8 +195,9 @@ class TrainingJob:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, role: Role) -> None:
         """Ask training to end after the current batch; the last full epoch is kept."""
+        require(role, Action.STOP_TRAINING)
         self._stop.set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -331,12 +335,24 @@ _current: TrainingJob | None = None
 
 
 def start_training(
-    config: TrainConfig, registry: RunRegistry, data: mnist_data.Arrays
+    config: TrainConfig,
+    registry: RunRegistry,
+    data: mnist_data.Arrays,
+    *,
+    role: Role,
+    lesson_cap: bool = True,
 ) -> TrainingJob:
     """Start a job unless one is running in this process (then TrainingAlreadyRunningError,
-    naming the running one)."""
+    naming the running one). Only the instructor may; with `lesson_cap` (the app) a run
+    longer than LESSON_MAX_EPOCHS needs the instructor's "long runs" setting."""
     global _current
+    require(role, Action.START_TRAINING)
     config.validate()
+    if lesson_cap and config.epochs > LESSON_MAX_EPOCHS and not registry.long_runs_allowed():
+        raise InvalidConfigError(
+            f"at most {LESSON_MAX_EPOCHS} epochs in a lesson; the instructor can allow "
+            "long runs on the Train page"
+        )
     with _guard:
         if _current is not None and _current.is_running:
             s = _current.snapshot()

@@ -1,19 +1,28 @@
 """Train: the instructor trains the CNN live; every browser on the server sees the same
-run, can stop it, and finds it in the history afterwards."""
+run and finds it in the history afterwards. Only the instructor starts, stops, deletes
+and sets the active model (the core checks it again: a locked button is not the guard)."""
 
 import pandas as pd
 import streamlit as st
 
 from mnist_demo import charts, ui
+from mnist_demo.classroom import Action
 from mnist_demo.data import TRAIN_SIZE
 from mnist_demo.errors import DigitLabError
 from mnist_demo.recipe import LAB_BATCH_SIZE, LAB_EPOCHS, LAB_LEARNING_RATE, LAB_SEED, PRESETS
 from mnist_demo.runs import Run
-from mnist_demo.training import MAX_EPOCHS, TrainConfig, current_job, start_training
+from mnist_demo.training import (
+    LESSON_MAX_EPOCHS,
+    MAX_EPOCHS,
+    TrainConfig,
+    current_job,
+    start_training,
+)
 
 SUBSET_SIZES = [500, 1000, 5000, 10000, 30000, TRAIN_SIZE]
 POLL_RUNNING_S = 1.0  # live charts while a run trains
 POLL_IDLE_S = 3.0  # notice a run started from another browser
+ACTIVATE_ERROR_KEY = "activate_error"
 
 ui.page_setup(__file__)
 st.title("Train the CNN")
@@ -49,8 +58,30 @@ with st.form("settings", border=True):
         format="%.4f",
     )
     seed = c6.number_input("Seed", min_value=0, value=LAB_SEED, step=1)
+    may_start = ui.locked_caption(Action.START_TRAINING)
     start = st.form_submit_button(
-        "Start training", type="primary", disabled=running, icon=":material/play_arrow:"
+        "Start training",
+        type="primary",
+        disabled=running or not may_start,
+        icon=":material/play_arrow:",
+    )
+
+
+def set_long_runs() -> None:
+    try:
+        registry.allow_long_runs(st.session_state.long_runs, role=ui.role())
+    except DigitLabError as e:  # the session was locked meanwhile
+        st.session_state.long_runs_error = str(e)
+
+
+if ui.is_instructor():
+    st.toggle(
+        f"Allow long runs (more than {LESSON_MAX_EPOCHS} epochs)",
+        value=registry.long_runs_allowed(),
+        key="long_runs",
+        on_change=set_long_runs,
+        help="Off, a run ends within a lesson. On, up to 100 epochs hold the server's cores "
+        "for an hour or more.",
     )
 
 if running:
@@ -72,7 +103,7 @@ if start:
         seed=int(seed),
     )
     try:
-        start_training(config, registry, ui.dataset())
+        start_training(config, registry, ui.dataset(), role=ui.role())
     except DigitLabError as e:
         st.error(f"Not started: {e}", icon="⚠️")
     else:
@@ -83,9 +114,29 @@ if start:
 
 
 def make_active(run_id: int) -> None:
-    """Server-wide default for new sessions, and this session's model right away."""
-    registry.set_active(run_id)
-    st.session_state[ui.MODEL_KEY] = str(run_id)
+    """Server-wide default for new sessions, and this session's model right away (a
+    callback: it runs before the sidebar's model choice is drawn)."""
+    try:
+        registry.set_active(run_id, role=ui.role())
+    except DigitLabError as e:
+        st.session_state[ACTIVATE_ERROR_KEY] = str(e)
+    else:
+        st.session_state[ui.MODEL_KEY] = str(run_id)
+
+
+def make_active_button(run_id: int, label: str, disabled: bool = False) -> None:
+    may = ui.locked_caption(Action.SET_ACTIVE_MODEL)
+    st.button(
+        label,
+        key=f"activate-{label}",
+        disabled=disabled or not may,
+        on_click=make_active,
+        args=(run_id,),
+        icon=":material/check_circle:",
+    )
+    error = st.session_state.pop(ACTIVATE_ERROR_KEY, None)
+    if error:
+        st.error(error, icon="⚠️")
 
 
 def show_result(run: Run) -> None:
@@ -105,14 +156,8 @@ def show_result(run: Run) -> None:
     d.metric("Duration", ui.duration(run.duration_s))
     if run.has_model:
         is_active = registry.active_run_id() == run.id
-        st.button(
-            "Active model" if is_active else "Make this the active model",
-            key=f"activate-{run.id}",
-            disabled=is_active,
-            on_click=make_active,
-            args=(run.id,),
-            icon=":material/check_circle:",
-        )
+        label = "Active model" if is_active else "Make this the active model"
+        make_active_button(run.id, label, disabled=is_active)
 
 
 def epoch_charts(history: dict) -> None:
@@ -149,9 +194,12 @@ def live_run(was_running: bool) -> None:
         )
         if s.stop_requested:
             st.caption("Stopping after this batch…")
-        elif st.button("Stop", icon=":material/stop:", key="stop"):
-            job.stop()
-            st.rerun(scope="fragment")
+        else:
+            may_stop = ui.locked_caption(Action.STOP_TRAINING)
+            if st.button("Stop", icon=":material/stop:", key="stop", disabled=not may_stop):
+                with ui.user_errors():
+                    job.stop(role=ui.role())
+                st.rerun(scope="fragment")
     if s.batch_metrics:
         last = s.batch_metrics[-1]
         a, b, c = st.columns(3)
@@ -224,18 +272,15 @@ metric = st.radio(
 ui.vega_lite(charts.runs_overlay_chart({f"run {r.id}": r.history for r in selected}, metric))
 left, right = st.columns(2)
 if len(selected) == 1 and selected[0].has_model:
-    left.button(
-        f"Make run {selected[0].id} the active model",
-        on_click=make_active,
-        args=(selected[0].id,),
-        icon=":material/check_circle:",
-    )
+    with left:
+        make_active_button(selected[0].id, f"Make run {selected[0].id} the active model")
 with right.popover(f"Delete {len(selected)} run(s)", icon=":material/delete:"):
     st.write(
         "Deletes the records and model files of: " + ", ".join(f"run {r.id}" for r in selected)
     )
-    if st.button("Delete for good", type="primary"):
+    may_delete = ui.locked_caption(Action.DELETE_RUNS)
+    if st.button("Delete for good", type="primary", disabled=not may_delete):
         with ui.user_errors():
             for r in selected:
-                registry.delete(r.id)
+                registry.delete(r.id, role=ui.role())
         st.rerun()

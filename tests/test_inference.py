@@ -9,26 +9,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_demo.data import one_hot, to_model_input
+from mnist_demo.config import DEFAULT_MODEL_PATH
+from mnist_demo.data import to_model_input
 from mnist_demo.errors import ModelShapeError
 from mnist_demo.inference import Predictor, as_image, feature_grid
-from mnist_demo.model import build_model, load_model
-
-TRAIN_IMAGES = 2048  # one short epoch: ~85 % accuracy, enough for saliency to mean something
+from mnist_demo.model import load_model
 
 
 @pytest.fixture(scope="module")
-def trained(mnist):
-    (x_train, y_train), _ = mnist
-    model = build_model("lab7", seed=7)
-    model.fit(
-        to_model_input(x_train[:TRAIN_IMAGES]),
-        one_hot(y_train[:TRAIN_IMAGES]),
-        batch_size=64,
-        epochs=1,
-        verbose=0,
-    )
-    return model
+def trained():
+    """The shipped Lab 7 model (99.3 % on the test set): loaded, not trained here."""
+    return load_model(DEFAULT_MODEL_PATH)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +49,7 @@ def test_predict_matches_model_predict(predictor, trained, digits):
 def test_model_learned_something(predictor, digits):
     images, labels = digits
     answers = [int(np.argmax(predictor.predict(im))) for im in images]
-    assert np.mean(np.array(answers) == labels) >= 0.6
+    assert np.mean(np.array(answers) == labels) >= 15 / 16  # the shipped model: 99.3 %
 
 
 def test_predict_accepts_uint8_and_float_alike(predictor, digits):
@@ -230,9 +221,15 @@ def test_saliency_shape_and_range(predictor, digits, method, measure):
     assert heat.min() >= 0 and heat.max() == pytest.approx(1.0)
 
 
-def test_saliency_of_a_blank_image_is_zero_not_nan(predictor):
-    heat = predictor.saliency(np.zeros((28, 28), np.uint8))
-    assert np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
+@pytest.mark.parametrize("method", ["occlusion", "gradient"])
+@pytest.mark.parametrize("measure", ["log-odds", "probability"])
+@pytest.mark.parametrize("blank", [np.zeros((28, 28), np.uint8), np.zeros((28, 28), np.float32)])
+def test_saliency_of_a_blank_image_is_zero_not_nan(predictor, blank, method, measure):
+    """No ink, nothing to hide: every patch drop and every gradient x input is 0, and
+    scaling by a maximum of 0 must leave the map all zeros (not NaN, not all ones)."""
+    heat = predictor.saliency(blank, method=method, measure=measure)
+    assert heat.shape == (28, 28) and heat.dtype == np.float32
+    np.testing.assert_array_equal(heat, np.zeros((28, 28), np.float32))
 
 
 @pytest.mark.parametrize("measure", ["log-odds", "probability"])

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from mnist_demo.classroom import PermissionDeniedError, Role
 from mnist_demo.errors import ModelFileError
 from mnist_demo.runs import RegistryCorruptError, RegistryError, RunNotFoundError, RunRegistry
 
@@ -35,8 +36,8 @@ def test_list_newest_first_and_delete_removes_files(tmp_path):
     registry = RunRegistry(tmp_path / "runs.sqlite")
     first, second = finished_run(registry, tmp_path), finished_run(registry, tmp_path)
     assert [r.id for r in registry.list_runs()] == [second.id, first.id]
-    registry.set_active(first.id)
-    registry.delete(first.id)
+    registry.set_active(first.id, role=Role.INSTRUCTOR)
+    registry.delete(first.id, role=Role.INSTRUCTOR)
     assert [r.id for r in registry.list_runs()] == [second.id]
     assert not registry.run_dir(first.id).exists()
     assert registry.active_run_id() is None  # the deleted active model falls back
@@ -48,9 +49,9 @@ def test_active_model_must_have_a_model_file(tmp_path):
     registry = RunRegistry(tmp_path / "runs.sqlite")
     empty = registry.create_run(CONFIG)
     with pytest.raises(ModelFileError, match="finished no epoch"):
-        registry.set_active(empty.id)
+        registry.set_active(empty.id, role=Role.INSTRUCTOR)
     run = finished_run(registry, tmp_path)
-    registry.set_active(run.id)
+    registry.set_active(run.id, role=Role.INSTRUCTOR)
     assert registry.active_run_id() == run.id
 
 
@@ -99,4 +100,26 @@ def test_runs_of_a_dead_process_are_marked_interrupted(tmp_path):
     assert registry.model_path(run.id) == model  # the last finished epoch stays usable
     assert registry.get(alive.id).status == "running"
     with pytest.raises(RegistryError, match="still training"):
-        registry.delete(alive.id)
+        registry.delete(alive.id, role=Role.INSTRUCTOR)
+
+
+def test_students_cannot_delete_activate_or_lift_the_epoch_cap(tmp_path):
+    """The check is in the registry itself: a page that forgot to lock a button (or a
+    forged widget message) still cannot change what the class sees."""
+    registry = RunRegistry(tmp_path / "runs.sqlite")
+    first, second = finished_run(registry, tmp_path), finished_run(registry, tmp_path)
+    registry.set_active(first.id, role=Role.INSTRUCTOR)
+    with pytest.raises(PermissionDeniedError, match="Only the instructor can delete runs"):
+        registry.delete(first.id, role=Role.STUDENT)
+    with pytest.raises(PermissionDeniedError, match="set the server's active model"):
+        registry.set_active(second.id, role=Role.STUDENT)
+    with pytest.raises(PermissionDeniedError, match="allow long runs"):
+        registry.allow_long_runs(True, role=Role.STUDENT)
+    assert [r.id for r in registry.list_runs()] == [second.id, first.id]
+    assert registry.run_dir(first.id).exists()
+    assert registry.active_run_id() == first.id
+    assert not registry.long_runs_allowed()
+    registry.allow_long_runs(True, role=Role.INSTRUCTOR)
+    assert registry.long_runs_allowed()
+    registry.allow_long_runs(False, role=Role.INSTRUCTOR)
+    assert not registry.long_runs_allowed()

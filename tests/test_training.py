@@ -4,9 +4,12 @@ import time
 import numpy as np
 import pytest
 
+from mnist_demo.classroom import PermissionDeniedError, Role
 from mnist_demo.runs import RunRegistry
 from mnist_demo.training import (
+    LESSON_MAX_EPOCHS,
     InvalidConfigError,
+    Snapshot,
     TrainConfig,
     TrainingAlreadyRunningError,
     TrainingJob,
@@ -39,7 +42,7 @@ def test_a_tiny_run_learns_checkpoints_each_epoch_and_is_recorded(registry, tiny
         saved_epochs.append((len(history["loss"]), path.exists())),
         record_epoch(run_id, history, path),
     )
-    job = start_training(TINY, registry, tiny_mnist)
+    job = start_training(TINY, registry, tiny_mnist, role=Role.INSTRUCTOR)
     assert job.wait(120)
     s = job.snapshot()
     assert s.status == "finished" and s.error is None
@@ -56,11 +59,11 @@ def test_a_tiny_run_learns_checkpoints_each_epoch_and_is_recorded(registry, tiny
 
 
 def test_stop_ends_within_one_batch_and_keeps_the_last_full_epoch(registry, tiny_mnist):
-    config = TrainConfig(epochs=50, batch_size=16, train_size=600, test_size=200)
-    job = start_training(config, registry, tiny_mnist)
+    config = TrainConfig(epochs=30, batch_size=16, train_size=600, test_size=200)
+    job = start_training(config, registry, tiny_mnist, role=Role.INSTRUCTOR)
     wait_for(lambda: len(job.snapshot().history["loss"]) >= 1 and job.snapshot().batch >= 3)
     with job._lock:  # count batches at the moment of the stop, atomically
-        job.stop()
+        job.stop(role=Role.INSTRUCTOR)
         at_stop = len(job._batch_metrics)
     assert job.wait(30)
     s = job.snapshot()
@@ -73,46 +76,67 @@ def test_stop_ends_within_one_batch_and_keeps_the_last_full_epoch(registry, tiny
 
 
 def test_only_one_job_per_process(registry, tiny_mnist):
-    config = TrainConfig(epochs=50, batch_size=16, train_size=600, test_size=200)
-    job = start_training(config, registry, tiny_mnist)
+    config = TrainConfig(epochs=30, batch_size=16, train_size=600, test_size=200)
+    job = start_training(config, registry, tiny_mnist, role=Role.INSTRUCTOR)
     try:
         with pytest.raises(TrainingAlreadyRunningError, match=f"run {job.run_id}"):
-            start_training(TINY, registry, tiny_mnist)
+            start_training(TINY, registry, tiny_mnist, role=Role.INSTRUCTOR)
         assert current_job() is job
     finally:
-        job.stop()
+        job.stop(role=Role.INSTRUCTOR)
         job.wait(30)
     assert len(registry.list_runs()) == 1  # the refused start left no record
 
 
+MID_RUN_SNAPSHOTS = 100  # per reader, with an epoch already finished: ~50,000 measured
+
+
 def test_snapshot_is_consistent_while_training(registry, tiny_mnist):
-    job = start_training(
-        TrainConfig(epochs=3, batch_size=16, train_size=600, test_size=200), registry, tiny_mnist
-    )
+    config = TrainConfig(epochs=3, batch_size=16, train_size=600, test_size=200)
+    job = start_training(config, registry, tiny_mnist, role=Role.INSTRUCTOR)
     errors = []
+    mid_run = []  # per reader: snapshots of a running job that already had an epoch's history
 
     def reader():
+        seen = 0
         while job.is_running:
             s = job.snapshot()
-            n = len(s.history["loss"])
-            if any(len(v) != n for v in s.history.values()):
-                errors.append("history lists of different lengths")
+            if s.status != "running":
+                continue  # the last moment of the run
+            n = len(s.history.get("loss", []))
+            if set(s.history) != {"loss", "accuracy", "val_loss", "val_accuracy"}:
+                errors.append(f"history keys {sorted(s.history)}")
+            elif any(len(v) != n for v in s.history.values()):
+                errors.append(f"history lists of different lengths: {s.history}")
+            if not (s.epoch - 1 <= n <= s.epoch <= config.epochs):
+                errors.append(f"{n} finished epochs while in epoch {s.epoch}")
+            if not 0 <= s.batch <= s.batches_per_epoch:
+                errors.append(f"batch {s.batch} of {s.batches_per_epoch}")
+            if n >= 1:
+                seen += 1
+            time.sleep(0)  # let the training thread have the GIL: same checks, less wait
+        mid_run.append(seen)
 
     threads = [threading.Thread(target=reader) for _ in range(3)]
     for t in threads:
         t.start()
-    job.wait(120)
+    assert job.wait(120)
     for t in threads:
         t.join()
-    assert not errors
-    assert job.snapshot().status == "finished"
+    assert not errors, errors[:5]
+    assert len(mid_run) == 3 and min(mid_run) >= MID_RUN_SNAPSHOTS, mid_run
+    s = job.snapshot()
+    assert s.status == "finished" and len(s.history["val_loss"]) == config.epochs
 
 
 def test_a_failure_is_recorded_with_its_message(registry, tiny_mnist):
     (x, y), test = tiny_mnist
     broken = ((x[:, :20, :20], y), test)  # not 28x28
     job = start_training(
-        TrainConfig(epochs=1, batch_size=8, train_size=100, test_size=50), registry, broken
+        TrainConfig(epochs=1, batch_size=8, train_size=100, test_size=50),
+        registry,
+        broken,
+        role=Role.INSTRUCTOR,
     )
     assert job.wait(30)
     s = job.snapshot()
@@ -147,3 +171,32 @@ def test_subset_is_seeded_and_spans_the_data():
     assert a.max() > 500  # not simply the first 100
     full, _ = select_subset(x, x, 5000, seed=7)
     assert np.array_equal(full, x)
+
+
+def test_only_the_instructor_starts_or_stops_and_long_runs_need_their_permission(
+    registry, tiny_mnist
+):
+    with pytest.raises(PermissionDeniedError, match="Only the instructor can start training"):
+        start_training(TINY, registry, tiny_mnist, role=Role.STUDENT)
+    assert registry.list_runs() == []
+    long = TrainConfig(epochs=LESSON_MAX_EPOCHS + 1, batch_size=32, train_size=100, test_size=50)
+    with pytest.raises(InvalidConfigError, match=f"at most {LESSON_MAX_EPOCHS} epochs"):
+        start_training(long, registry, tiny_mnist, role=Role.INSTRUCTOR)
+    assert registry.list_runs() == []
+    registry.allow_long_runs(True, role=Role.INSTRUCTOR)
+    job = start_training(long, registry, tiny_mnist, role=Role.INSTRUCTOR)
+    try:
+        with pytest.raises(PermissionDeniedError, match="Only the instructor can stop the run"):
+            job.stop(role=Role.STUDENT)
+        assert not job.snapshot().stop_requested
+    finally:
+        job.stop(role=Role.INSTRUCTOR)
+        assert job.wait(60)
+    assert job.snapshot().status == "stopped"
+
+
+def test_progress_is_zero_before_the_first_batch_not_negative():
+    """A page that polls in the instant a run starts (epoch 0) must not crash its bar."""
+    s = Snapshot(run_id=1, config=TINY, status="running", epoch=0, batch=0,
+                 batches_per_epoch=30, elapsed_s=0.0, eta_s=None)  # fmt: skip
+    assert s.progress == 0.0

@@ -25,6 +25,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
 ]
 SERVER_START_TIMEOUT_S = 120
+# The servers run as a class (roles on); open `server.instructor_url` to be the instructor.
+INSTRUCTOR_CODE = "test-instructor-7Qx"
 
 
 def free_port() -> int:
@@ -46,6 +48,11 @@ class AppServer:
         self.log_path = self.home / f"server-{self.port}.log"
         self.started_at = 0.0  # time.monotonic() just before Popen
 
+    @property
+    def instructor_url(self) -> str:
+        """The instructor link, as `python -m mnist_demo serve --class` prints it."""
+        return f"{self.url}/?code={INSTRUCTOR_CODE}"
+
     def start(self, wait_healthy: bool = True) -> AppServer:
         self.home.mkdir(parents=True, exist_ok=True)
         env = {
@@ -53,7 +60,9 @@ class AppServer:
             "MNIST_DEMO_HOME": str(self.home),
             "MNIST_DEMO_DATA": str(config.data_dir()),
             "TF_CPP_MIN_LOG_LEVEL": "2",
+            "MNIST_DEMO_INSTRUCTOR_CODE": INSTRUCTOR_CODE,
         }
+        env.pop("MNIST_DEMO_SOLO", None)
         cmd = [
             sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
             "--server.port", str(self.port), "--server.address", "127.0.0.1",

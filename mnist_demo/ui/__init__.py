@@ -4,9 +4,18 @@ as `from mnist_demo import ui`:
 - `resources`: heavy objects cached once per server (MNIST, registry, models, their
   evaluations and predictors);
 - `sidebar`: the frame every page runs in (page setup, deep links, model choice);
-- `widgets`: errors as `st.error`, times as text, charts, the test-digit gallery.
+- `widgets`: errors as `st.error`, times as text, charts, the test-digit gallery;
+- `classroom`: this session's role (instructor or student), rate limits, who is here.
 """
 
+from mnist_demo.ui.classroom import (
+    connected,
+    is_instructor,
+    join_url,
+    limit,
+    locked_caption,
+    role,
+)
 from mnist_demo.ui.resources import (
     dataset,
     evaluation,
@@ -29,17 +38,23 @@ __all__ = [
     "DRAW_MODEL_KEY",
     "MODEL_KEY",
     "ago",
+    "connected",
     "dataset",
     "digit_detail",
     "digit_gallery",
     "duration",
     "entry_ran",
     "evaluation",
+    "is_instructor",
+    "join_url",
+    "limit",
+    "locked_caption",
     "model_summary",
     "page_setup",
     "predictor",
     "registry",
     "registry_notice",
+    "role",
     "sidebar",
     "user_errors",
     "vega_lite",

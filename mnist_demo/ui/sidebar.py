@@ -9,6 +9,7 @@ import streamlit as st
 
 from mnist_demo.runs import ModelRef, available_models, default_model
 from mnist_demo.training import current_job
+from mnist_demo.ui import classroom
 from mnist_demo.ui.resources import registry, registry_notice
 from mnist_demo.ui.widgets import ago
 
@@ -29,6 +30,8 @@ def page_setup(page_file: str, for_drawings: bool = False) -> ModelRef:
     sidebar is drawn here rather than in the entry script so that a page run alone (as
     AppTest does) still has it.
     """
+    classroom.print_instructor_link_once()
+    classroom.consume_code_in_url()  # before any detour: switch_page drops the query
     if ENTRY_KEY not in st.session_state:
         app_root = Path(page_file).resolve().parents[1]
         st.session_state[DEEP_LINK_KEY] = Path(page_file).resolve().relative_to(app_root).as_posix()
@@ -83,6 +86,8 @@ def sidebar(for_drawings: bool = False) -> ModelRef:
             else f"Draw uses **{other_name}**."
         )
         _training_badge()
+        st.divider()
+        classroom.role_panel()
     return ref
 
 

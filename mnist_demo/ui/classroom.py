@@ -1,0 +1,179 @@
+"""The session's role in the class: unlocking with the instructor code (from the link or
+the sidebar), locking again, the per-session rate limits, and who is connected.
+
+The role lives in `st.session_state`, which only the server can write: a browser can
+send widget values, not a role. Every action that changes what others see is checked
+again in the core with the role passed from here (`classroom.require`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import streamlit as st
+
+from mnist_demo import classroom
+from mnist_demo.classroom import Action, Role, locked_reason
+from mnist_demo.errors import DigitLabError
+
+ROLE_KEY = "classroom_role"
+LIMITS_KEY = "classroom_limits"
+CODE_INPUT_KEY = "classroom_code_input"
+CODE_ERROR_KEY = "classroom_code_error"
+
+
+def role() -> Role:
+    """This browser session's role: the instructor in solo mode or once unlocked."""
+    if classroom.solo():
+        return Role.INSTRUCTOR
+    return Role(st.session_state.get(ROLE_KEY, Role.STUDENT))
+
+
+def is_instructor() -> bool:
+    return role() is Role.INSTRUCTOR
+
+
+def limit(kind: str) -> None:
+    """Count one costly request of `kind` (see classroom.STUDENT_LIMITS) against this
+    student session's budget; raises RateLimitedError past it. Instructors are free."""
+    if is_instructor():
+        return
+    if LIMITS_KEY not in st.session_state:
+        st.session_state[LIMITS_KEY] = classroom.student_limiters()
+    st.session_state[LIMITS_KEY][kind].take()
+
+
+def unlock(code: str) -> None:
+    """Make this session the instructor's, or raise CodeError / RateLimitedError. Every
+    try counts, right or wrong, so guessing is slow (5 a minute per session)."""
+    limit("code")
+    classroom.check_code(code)
+    st.session_state[ROLE_KEY] = Role.INSTRUCTOR.value
+    _instructor_sessions().add(_session_id())
+
+
+def lock() -> None:
+    st.session_state[ROLE_KEY] = Role.STUDENT.value
+    _instructor_sessions().discard(_session_id())
+
+
+def consume_code_in_url() -> None:
+    """The instructor link (`/?code=…`, or the code on any page's address): unlock with
+    it, then take it out of the address bar so it never shows on the projector."""
+    if classroom.CODE_QUERY_KEY not in st.query_params:
+        return
+    code = st.query_params.get(classroom.CODE_QUERY_KEY, "")
+    del st.query_params[classroom.CODE_QUERY_KEY]
+    if is_instructor():
+        return
+    try:
+        unlock(code)
+    except DigitLabError as e:
+        st.session_state[CODE_ERROR_KEY] = str(e)
+
+
+def locked_caption(action: Action) -> bool:
+    """For a control only the instructor may use: True when this session may use it,
+    else a caption that says why it is locked (and False, to disable the control)."""
+    if is_instructor():
+        return True
+    st.caption(f":material/lock: {locked_reason(action)}")
+    return False
+
+
+# --- the sidebar panel ------------------------------------------------------------------
+
+
+def _unlock_from_input() -> None:
+    code = st.session_state.get(CODE_INPUT_KEY, "")
+    st.session_state[CODE_INPUT_KEY] = ""  # the code never stays in the page
+    try:
+        unlock(code)
+    except DigitLabError as e:
+        st.session_state[CODE_ERROR_KEY] = str(e)
+    else:
+        st.session_state.pop(CODE_ERROR_KEY, None)
+
+
+def role_panel() -> None:
+    """Who this browser is, and the way to change it."""
+    if classroom.solo():
+        st.caption(":material/person: Solo mode: this browser has the instructor's controls.")
+        return
+    if is_instructor():
+        left, right = st.columns([3, 2], vertical_alignment="center")
+        left.markdown(":material/verified_user: **Instructor**")
+        right.button("Lock", key="classroom_lock", on_click=lock, help="Back to student view")
+        return
+    with (
+        st.expander(":material/lock: Student · instructor sign-in"),
+        st.form("classroom_unlock", border=False, enter_to_submit=True),
+    ):
+        st.text_input(
+            "Instructor code",
+            key=CODE_INPUT_KEY,
+            type="password",
+            max_chars=classroom.MAX_CODE_LENGTH,
+            help="Printed by the server at start-up, with the instructor link.",
+        )
+        st.form_submit_button("Unlock", on_click=_unlock_from_input)
+    error = st.session_state.pop(CODE_ERROR_KEY, None)
+    if error:
+        st.error(error, icon=":material/lock:")
+
+
+# --- who is connected -------------------------------------------------------------------
+
+
+@st.cache_resource
+def _instructor_sessions() -> set[str]:
+    """Session ids of this server's unlocked browsers, to tell students from them."""
+    return set()
+
+
+def _session_id() -> str:
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "no-session"
+
+
+def connected() -> tuple[int, int] | None:
+    """(students, instructors) with a browser connected to this server now, or None if
+    Streamlit's runtime (whose session list is not public API) cannot say."""
+    try:
+        from streamlit.runtime import Runtime
+
+        sessions = Runtime.instance()._session_mgr.list_active_sessions()
+        ids = {info.session.id for info in sessions}
+    except Exception:  # a Streamlit upgrade moved its internals: say "unknown", not crash
+        return None
+    if classroom.solo():
+        return 0, len(ids)
+    instructors = len(ids & _instructor_sessions())
+    return len(ids) - instructors, instructors
+
+
+_printed = threading.Event()
+
+
+def join_url() -> str:
+    """The address students open, from the server's own listening address and port."""
+    return classroom.join_url(
+        st.get_option("server.address"),
+        int(st.get_option("server.port")),
+        st.get_option("server.baseUrlPath") or "",
+    )
+
+
+def print_instructor_link_once() -> None:
+    """A server started with plain `streamlit run` and no MNIST_DEMO_INSTRUCTOR_CODE made
+    its own code: print the link to the terminal when the first page runs (`python -m
+    mnist_demo serve` prints it before the server starts)."""
+    if classroom.solo() or os.environ.get(classroom.CODE_ENV) or _printed.is_set():
+        return
+    _printed.set()
+    link = classroom.instructor_link(join_url())
+    print(f"Digit Lab instructor link: {link}", file=sys.stderr, flush=True)
