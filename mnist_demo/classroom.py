@@ -18,6 +18,7 @@ each have a per-session budget.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
@@ -36,6 +37,8 @@ SOLO_ENV = "MNIST_DEMO_SOLO"
 CODE_BYTES = 9  # 12 URL-safe characters: 72 bits, unguessable at 5 tries a minute
 MAX_CODE_LENGTH = 128  # longer input is refused before it is compared
 CODE_QUERY_KEY = "code"  # the instructor link: http://host:port/?code=...
+TOKEN_COOKIE = "digit_lab_instructor"  # keeps an unlocked browser unlocked across reloads
+TOKEN_MAX_AGE_S = 12 * 3600  # a school day
 
 
 class Role(StrEnum):
@@ -115,6 +118,17 @@ def check_code(attempt: str) -> None:
         raise CodeError(f"That is not an instructor code (longer than {MAX_CODE_LENGTH}).")
     if not hmac.compare_digest(attempt.encode(), instructor_code().encode()):
         raise CodeError("Wrong instructor code. Check it and try again.")
+
+
+def session_token() -> str:
+    """What an unlocked browser keeps (a cookie) so a reload stays unlocked: derived from
+    the code, so it is not the code, and it stops working when the code changes."""
+    key = instructor_code().encode()
+    return hmac.new(key, b"digit-lab instructor browser", hashlib.sha256).hexdigest()
+
+
+def valid_session_token(token: str | None) -> bool:
+    return bool(token) and hmac.compare_digest(str(token).encode(), session_token().encode())
 
 
 def instructor_link(base_url: str) -> str:

@@ -22,6 +22,7 @@ ROLE_KEY = "classroom_role"
 LIMITS_KEY = "classroom_limits"
 CODE_INPUT_KEY = "classroom_code_input"
 CODE_ERROR_KEY = "classroom_code_error"
+COOKIE_KEY = "classroom_cookie"  # "set" or "clear": pending for the browser
 
 
 def role() -> Role:
@@ -50,13 +51,45 @@ def unlock(code: str) -> None:
     try counts, right or wrong, so guessing is slow (5 a minute per session)."""
     limit("code")
     classroom.check_code(code)
-    st.session_state[ROLE_KEY] = Role.INSTRUCTOR.value
-    _instructor_sessions().add(_session_id())
+    _become(Role.INSTRUCTOR)
+    st.session_state[COOKIE_KEY] = "set"  # remember this browser (role_panel writes it)
 
 
 def lock() -> None:
-    st.session_state[ROLE_KEY] = Role.STUDENT.value
-    _instructor_sessions().discard(_session_id())
+    _become(Role.STUDENT)
+    st.session_state[COOKIE_KEY] = "clear"
+
+
+def _become(new_role: Role) -> None:
+    st.session_state[ROLE_KEY] = new_role.value
+    if new_role is Role.INSTRUCTOR:
+        _instructor_sessions().add(_session_id())
+    else:
+        _instructor_sessions().discard(_session_id())
+
+
+def restore_from_cookie() -> None:
+    """A reload or a new tab is a new Streamlit session: an instructor's browser that
+    kept the session token (not the code) stays unlocked."""
+    if ROLE_KEY in st.session_state or classroom.solo():
+        return
+    if classroom.valid_session_token(st.context.cookies.get(classroom.TOKEN_COOKIE)):
+        _become(Role.INSTRUCTOR)
+
+
+def _write_cookie(action: str) -> None:
+    """Set or clear the token cookie in the browser: a script with no visible output,
+    sent once, right after the change (Streamlit has no API for setting cookies)."""
+    name = classroom.TOKEN_COOKIE
+    if action == "set":
+        value, age = classroom.session_token(), classroom.TOKEN_MAX_AGE_S
+    else:
+        value, age = "", 0
+    st.html(
+        f"<script>document.cookie = '{name}={value}; path=/; max-age={age}; "
+        "SameSite=Strict';</script>",
+        unsafe_allow_javascript=True,
+    )
 
 
 def consume_code_in_url() -> None:
@@ -99,6 +132,9 @@ def _unlock_from_input() -> None:
 
 def role_panel() -> None:
     """Who this browser is, and the way to change it."""
+    pending = st.session_state.pop(COOKIE_KEY, None)
+    if pending:
+        _write_cookie(pending)
     if classroom.solo():
         st.caption(":material/person: Solo mode: this browser has the instructor's controls.")
         return

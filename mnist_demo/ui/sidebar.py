@@ -31,6 +31,7 @@ def page_setup(page_file: str, for_drawings: bool = False) -> ModelRef:
     AppTest does) still has it.
     """
     classroom.print_instructor_link_once()
+    classroom.restore_from_cookie()
     classroom.consume_code_in_url()  # before any detour: switch_page drops the query
     if ENTRY_KEY not in st.session_state:
         app_root = Path(page_file).resolve().parents[1]

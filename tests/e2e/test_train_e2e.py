@@ -1,13 +1,31 @@
-"""A whole class watching one run: two browser sessions, one live run, a stop from the
-second, and a server crash that leaves the run interrupted but usable."""
+"""A whole class watching one run: the instructor (opened with the instructor link)
+starts it, a student's browser watches it live but cannot stop it, the instructor stops
+it; and a server crash leaves the run interrupted but usable."""
 
+import io
 import re
 
+import numpy as np
+import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 from tools.app_server import AppServer
 
 PROGRESS = re.compile(r"Epoch (\d+)/(\d+) · batch (\d+)/(\d+)")
+
+
+def open_as_instructor(page, server: AppServer) -> None:
+    """The instructor link unlocks the session; the code then leaves the address bar."""
+    page.goto(server.instructor_url)
+    expect(page.get_by_test_id("stSidebar").get_by_text("Instructor")).to_be_visible(timeout=60_000)
+    assert "code=" not in page.url, page.url
+    for _ in range(100):  # the browser keeps a token (not the code): reloads stay unlocked
+        if any(c["name"] == "digit_lab_instructor" for c in page.context.cookies()):
+            break
+        page.wait_for_timeout(100)
+    else:
+        raise AssertionError("the instructor's browser kept no token")
 
 
 def start_small_run(page, base_url: str) -> None:
@@ -27,8 +45,11 @@ def progress_position(page) -> tuple[int, int]:
     return epoch, (epoch - 1) * per_epoch + batch
 
 
-def test_two_sessions_watch_and_one_stops_the_run(app_server, new_page):
+def test_the_instructor_starts_a_student_watches_but_cannot_stop_the_instructor_stops(
+    app_server, new_page
+):
     teacher = new_page()
+    open_as_instructor(teacher, app_server)
     start_small_run(teacher, app_server.url)
     expect(teacher.get_by_text(PROGRESS).first).to_be_visible(timeout=60_000)
     _, first = progress_position(teacher)
@@ -43,18 +64,37 @@ def test_two_sessions_watch_and_one_stops_the_run(app_server, new_page):
     student = new_page()
     student.goto(f"{app_server.url}/train")
     expect(student.get_by_text("Run 1 · lab7 · running")).to_be_visible(timeout=60_000)
-    expect(student.get_by_role("button", name="Start training")).to_be_disabled()
     expect(student.get_by_text(PROGRESS).first).to_be_visible()
-    student.get_by_role("button", name="Stop").click()
+    expect(student.get_by_role("button", name="Start training")).to_be_disabled()
+    expect(student.get_by_role("button", name="Stop")).to_be_disabled()
+    expect(student.get_by_text("Only the instructor can stop the run.")).to_be_visible()
+    # (a forged click on it is refused by Streamlit and by the core: test_roles_app.py)
+    expect(teacher.get_by_text("Run 1 · lab7 · running")).to_be_visible()
 
+    teacher.get_by_role("button", name="Stop").click()
     for page in (student, teacher):
         expect(page.get_by_text("Run 1 · lab7 · stopped")).to_be_visible(timeout=30_000)
-    teacher.reload()
+    teacher.reload()  # a reload keeps the role: it is this browser session's
     history = teacher.get_by_test_id("stDataFrame").last
     expect(history).to_be_visible(timeout=30_000)
     expect(teacher.get_by_text("Run history")).to_be_visible()
     # the grid is a canvas: read the status through the page's accessible text
     expect(history).to_contain_text("stopped", timeout=30_000)
+
+
+def test_the_join_view_shows_a_qr_code_of_the_address_it_prints(app_server, new_page):
+    zxingcpp = pytest.importorskip("zxingcpp")
+    page = new_page()
+    page.goto(f"{app_server.url}/join")
+    expect(page.get_by_role("heading", name="Join the class")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Students connected")).to_be_visible()
+    shown = page.get_by_text(re.compile(r"^http://\S+:\d+/$")).inner_text().strip()
+    assert shown == f"http://localhost:{app_server.port}/"  # this test server: loopback only
+    expect(page.get_by_text("only listens on this computer")).to_be_visible()
+    picture = page.get_by_test_id("stImage").locator("img").first
+    decoded = zxingcpp.read_barcodes(np.asarray(Image.open(io.BytesIO(picture.screenshot()))))
+    assert [d.text for d in decoded] == [shown]
+    assert "code=" not in page.content(), "the instructor code is never in a page"
 
 
 def test_a_run_survives_browsers_closing_and_a_server_crash_leaves_it_interrupted(
@@ -63,6 +103,7 @@ def test_a_run_survives_browsers_closing_and_a_server_crash_leaves_it_interrupte
     server = AppServer(app_home).start()
     try:
         page = new_page()
+        open_as_instructor(page, server)
         start_small_run(page, server.url)
         expect(page.get_by_text(PROGRESS).first).to_be_visible(timeout=60_000)
         page.context.close()  # every browser gone: the run carries on in the server
