@@ -16,6 +16,7 @@ from mnist_demo.preprocess import (
 from mnist_demo.runs import ModelRef
 
 NOT_SURE_BELOW = 0.6  # below this top probability the answer is shown as a guess
+LAST_UPLOAD = "last_upload"  # a new file counts against the upload limit, not each rerun
 
 ref = ui.page_setup(__file__, for_drawings=True)
 st.title("Draw a digit")
@@ -66,9 +67,15 @@ def draw_and_answer(ref: ModelRef) -> None:
     source = "photo" if upload is not None else "drawing"
     with answer_col:
         try:
+            if upload is not None and upload.file_id != st.session_state.get(LAST_UPLOAD):
+                with ui.user_errors():
+                    ui.limit("upload")  # per student session: a class shares one server
+                st.session_state[LAST_UPLOAD] = upload.file_id
             image = load_image(upload.getvalue()) if upload is not None else canvas.image_data
             if image is None:
                 raise BlankImageError("nothing drawn yet")
+            with ui.user_errors():
+                ui.limit("drawing")
             seen = to_mnist(image)
         except BlankImageError:
             if upload is not None:
@@ -125,6 +132,8 @@ def inside_the_network(predictor, seen, digit: int) -> None:
         "found its pattern. The saliency map marks the pixels whose removal would most "
         "weaken the answer."
     )
+    with ui.user_errors():
+        ui.limit("inside")
     maps = predictor.feature_maps(seen)
     heat = predictor.saliency(seen, target=digit)
     first, second, why = st.columns([1.4, 1, 0.8])

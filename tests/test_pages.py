@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from mnist_demo import config
+from mnist_demo import classroom, config
 from tools.drawn_digits import draw_canvas
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -172,3 +172,30 @@ def test_comparing_two_models_counts_fixed_and_introduced_errors(home):
     robust_errors = both + counts["Errors it introduces"]
     info = json.loads(config.ROBUST_MODEL_PATH.with_suffix(".json").read_text())
     assert robust_errors == info["misclassified"]  # as its training run counted them
+
+
+def test_a_student_session_that_floods_the_server_is_slowed_with_a_message(
+    home, canvas, mnist, monkeypatch
+):
+    """Limits per student session (classroom.STUDENT_LIMITS), lowered here to 3 drawings
+    and 2 uploads a minute so the test stays short."""
+    monkeypatch.setitem(classroom.STUDENT_LIMITS, "drawing", ("drawings read", 3))
+    monkeypatch.setitem(classroom.STUDENT_LIMITS, "upload", ("uploads", 2))
+    _, (x_test, _) = mnist
+    canvas.image = draw_canvas(x_test[0], np.random.default_rng(3))
+    at = open_page("pages/draw.py")  # drawing 1
+    at.run()  # 2
+    at.run()  # 3
+    assert next(m for m in at.metric if m.label == "Prediction").value == "7"
+    at.run()  # 4: over the limit
+    assert any("Too many drawings read: at most 3 per minute" in e.value for e in at.error)
+    assert not [m for m in at.metric if m.label == "Prediction"]
+    assert not at.exception
+
+    at = open_page("pages/draw.py")  # a new session has its own budget
+    paper = png(255 - np.array(Image.fromarray(x_test[1]).resize((200, 200))))
+    for i in range(2):
+        at.file_uploader[0].set_value((f"photo{i}.png", paper, "image/png")).run()
+        assert not any("Too many" in e.value for e in at.error)
+    at.file_uploader[0].set_value(("photo2.png", paper, "image/png")).run()
+    assert any("Too many uploads: at most 2 per minute" in e.value for e in at.error)

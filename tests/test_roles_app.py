@@ -199,3 +199,12 @@ def test_solo_mode_has_the_instructor_controls_without_a_code(monkeypatch, home)
     at = train_page()
     assert not button(at, "Start training").disabled
     assert "Solo mode" in "\n".join(c.value for c in at.sidebar.caption)
+
+
+def test_a_code_on_another_page_s_address_unlocks_and_leaves_it_too(code):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.query_params["code"] = CODE
+    at.switch_page("pages/train.py").run()
+    assert "code" not in at.query_params
+    assert not button(at, "Start training").disabled
