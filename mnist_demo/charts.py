@@ -222,6 +222,7 @@ def digit_gallery_chart(
     wrong: Sequence[bool] | np.ndarray,
     columns: int = 10,
     selection_name: str = "digit",
+    noun: str = "test image",
 ) -> alt.LayerChart:
     """A clickable grid of digits: one Altair chart with an image mark per digit (small
     PNG data URIs, encoded here once per page) and a caption under each. Wrong answers
@@ -245,7 +246,7 @@ def digit_gallery_chart(
     frame = base.mark_rect(cornerRadius=3, cursor="pointer").encode(
         color=alt.condition(alt.datum.wrong, alt.value(WRONG_COLOR), alt.value("#212529")),
         opacity=alt.condition(pick, alt.value(1.0), alt.value(0.55)),
-        tooltip=[alt.Tooltip("index:Q", title="test image"), "caption:N"],
+        tooltip=[alt.Tooltip("index:Q", title=noun), "caption:N"],
     )
     pictures = base.mark_image(width=52, height=52, yOffset=-6, cursor="pointer").encode(
         url="url:N"
@@ -267,3 +268,33 @@ def saliency_overlay(image28: np.ndarray, heat: np.ndarray, scale: int = 8) -> n
     heat = np.clip(np.asarray(heat, dtype=np.float32), 0, 1)
     rgb = np.stack([np.maximum(grey, heat), grey * (1 - heat), grey * (1 - heat)], axis=-1)
     return upscale(rgb, scale)
+
+
+def wall_tiles(
+    images: Sequence[np.ndarray],
+    captions: Sequence[str],
+    wrong: Sequence[bool],
+    ids: Sequence[int],
+    scale: int = 3,
+) -> str:
+    """The class wall: one tile per drawing (the 28x28 the model saw, a caption such as
+    "7 → 1", a red frame when it was read wrong) as HTML for `st.html`. Plain HTML, not a
+    chart: the projector polls it every second."""
+    tiles = []
+    for image, caption, is_wrong, drawing_id in zip(images, captions, wrong, ids, strict=True):
+        colour = WRONG_COLOR if is_wrong else "#343a40"
+        tiles.append(
+            f'<figure class="digit-lab-tile" data-drawing-id="{int(drawing_id)}" '
+            f'data-correct="{str(not is_wrong).lower()}" style="margin:0;padding:4px;'
+            f'background:{colour};border-radius:6px;text-align:center;width:{28 * scale + 8}px">'
+            f'<img src="{png_data_uri(upscale(image, scale))}" alt="drawing {int(drawing_id)}" '
+            f'width="{28 * scale}" height="{28 * scale}" style="display:block;'
+            'image-rendering:pixelated">'
+            f'<figcaption style="color:#fff;font:600 0.85rem/1.3 sans-serif">{caption}'
+            f'<span style="opacity:0.6;font-weight:400"> #{int(drawing_id)}</span>'
+            "</figcaption></figure>"
+        )
+    return (
+        '<div role="list" aria-label="The class\'s newest drawings" '
+        'style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(tiles) + "</div>"
+    )

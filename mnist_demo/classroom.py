@@ -57,6 +57,7 @@ class Action(Enum):
     DELETE_RUNS = "delete runs"
     SET_ACTIVE_MODEL = "set the server's active model"
     ALLOW_LONG_RUNS = "allow long runs"
+    MANAGE_CLASS_SET = "hide, delete or archive the class's drawings"
 
 
 class PermissionDeniedError(DigitLabError):

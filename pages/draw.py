@@ -1,10 +1,14 @@
 """Draw: a student draws a digit (or uploads a photo of one); the model answers at once,
 then shows the 28x28 it saw, what its convolution layers saw, and which pixels mattered."""
 
+import hashlib
+
+import numpy as np
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from mnist_demo import charts, ui
+from mnist_demo import charts, class_set, ui
+from mnist_demo.errors import DigitLabError
 from mnist_demo.inference import feature_grid
 from mnist_demo.preprocess import (
     CANVAS_SIZE,
@@ -112,7 +116,48 @@ def draw_and_answer(ref: ModelRef) -> None:
             width=224,
             output_format="PNG",  # sharp pixels; JPEG would blur the 28x28 grid
         )
+        send_to_class(seen, image, digit, confidence, ref)
     inside_the_network(predictor, seen, digit)
+
+
+def send_to_class(
+    seen: np.ndarray, picture: object, digit: int, confidence: float, ref: ModelRef
+) -> None:
+    """The drawing joins the class set with the digit the student meant (the model's
+    answer is pre-selected: one tap when it is right, two when it is wrong)."""
+    store = ui.class_store()
+    with st.container(border=True):
+        drawing_key = hashlib.sha256(np.ascontiguousarray(seen).tobytes()).hexdigest()[:12]
+        meant = st.pills(
+            "Send it to the class: the digit you meant",
+            list(range(10)),
+            default=digit,
+            key=f"meant-{drawing_key}",  # a new drawing starts on its own answer again
+        )
+        send, take_back = st.columns([1, 1])
+        if send.button("Send to the class", icon=":material/send:", disabled=meant is None):
+            try:
+                sent = store.add(
+                    seen,
+                    int(meant),
+                    session=ui.session_tag(),
+                    predicted=digit,
+                    confidence=confidence,
+                    model=ref.name,
+                    canvas_png=class_set.canvas_thumbnail(np.asarray(picture)),
+                )
+            except DigitLabError as e:
+                st.error(str(e), icon="⚠️")
+            else:
+                read = "read right" if sent.correct else f"read as {digit}"
+                st.success(f"Sent: you meant {sent.label}, the model {read}.", icon="✅")
+        if take_back.button("Take back my last drawing", icon=":material/undo:"):
+            try:
+                store.take_back(ui.session_tag())
+            except DigitLabError as e:
+                st.error(str(e), icon="⚠️")
+            else:
+                st.success("Your last drawing is out of the class set.", icon="↩️")
 
 
 def inside_the_network(predictor, seen, digit: int) -> None:

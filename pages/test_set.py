@@ -12,8 +12,13 @@ ref = ui.page_setup(__file__)
 st.title("The test set")
 st.caption(f"Model: **{ref.name}**. Click a digit to see its probabilities.")
 with ui.user_errors():
-    result = ui.evaluation(ref)
-    _, (x_test, _) = ui.dataset()
+    data = ui.choose_dataset(ref, key="test_set_dataset")
+result, images = data.result, data.images
+if data.skipped:
+    st.warning(f"{data.skipped} class drawing(s) could not be read and are left out.")
+if result.n == 0:
+    st.info("No class drawings yet: students send them from the Draw page.")
+    st.stop()
 
 digits = [ANY, *range(10)]
 c1, c2, c3, c4 = st.columns([1, 1, 1.3, 1.6])
@@ -35,7 +40,7 @@ indices = select(
     confidence=(low / 100, high / 100),
     order=order,
 )
-st.markdown(f"**{len(indices):,}** of {result.n:,} test images match.")
+st.markdown(f"**{len(indices):,}** of {result.n:,} {data.noun}s match.")
 
 
 def show_detail(index: int | None) -> None:
@@ -43,20 +48,20 @@ def show_detail(index: int | None) -> None:
         st.session_state[DETAIL_KEY] = index
 
 
-ui.digit_gallery(indices, result, x_test, key="test-set", on_pick=show_detail)
+ui.digit_gallery(indices, result, images, key="test-set", on_pick=show_detail, noun=data.noun)
 
 st.subheader("One image, in detail")
 st.number_input(
-    "Go to test image",
+    f"Go to {data.noun}",
     min_value=0,
     max_value=result.n - 1,
     value=None,
-    placeholder="0–9999",
+    placeholder=f"0–{result.n - 1}",
     step=1,
     key="go_to",
     on_change=lambda: show_detail(st.session_state.go_to),
 )
-if DETAIL_KEY in st.session_state:
-    ui.digit_detail(st.session_state[DETAIL_KEY], result, x_test)
+if st.session_state.get(DETAIL_KEY, result.n) < result.n:  # (the other set may be larger)
+    ui.digit_detail(st.session_state[DETAIL_KEY], result, images, noun=data.noun)
 else:
     st.caption("Click a digit above, or type an index.")

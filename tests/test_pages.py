@@ -35,15 +35,19 @@ def matching(at: AppTest) -> str:
 # --- Test set ---------------------------------------------------------------------------
 
 
+def answers(at: AppTest):
+    return next(s for s in at.segmented_control if s.label == "Answers")
+
+
 def test_filters_change_the_count(home):
     at = open_page("pages/test_set.py")
     assert matching(at).startswith("**10,000** of 10,000")
-    at.segmented_control[0].set_value("wrong").run()
+    answers(at).set_value("wrong").run()
     assert matching(at).startswith("**68** of")
     [true_box] = [s for s in at.selectbox if s.label == "True digit"]
     true_box.set_value(4).run()
     assert matching(at).startswith("**8** of")  # the digit-4 row of the confusion matrix
-    at.segmented_control[0].set_value("right").run()
+    answers(at).set_value("right").run()
     assert matching(at).startswith("**974** of")
     low_confidence = at.slider[0].set_value((0, 90)).run()
     assert int(matching(low_confidence).split("**")[1]) < 974
@@ -66,8 +70,8 @@ def test_the_count_matches_the_evaluation_and_pairs_filter_the_gallery(home):
     at = open_page("pages/misclassified.py")
     assert at.subheader[0].value.startswith("68 of 10,000 test images misclassified (0.68 %)")
     assert any(m.value.startswith("**All 68 mistakes**") for m in at.markdown)
-    at.selectbox(key="pair_true").set_value(4)
-    at.selectbox(key="pair_predicted").set_value(9)
+    at.selectbox(key="misclassified-true").set_value(4)
+    at.selectbox(key="misclassified-predicted").set_value(9)
     at.run()
     assert any(
         m.value.startswith("**6 mistakes** with true digit 4 predicted as 9") for m in at.markdown

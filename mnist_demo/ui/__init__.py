@@ -5,7 +5,8 @@ as `from mnist_demo import ui`:
   evaluations and predictors);
 - `sidebar`: the frame every page runs in (page setup, deep links, model choice);
 - `widgets`: errors as `st.error`, times as text, charts, the test-digit gallery;
-- `classroom`: this session's role (instructor or student), rate limits, who is here.
+- `classroom`: this session's role (instructor or student), rate limits, who is here;
+- `datasets`: MNIST test or the class's drawings, scored by the page's model.
 """
 
 from mnist_demo.ui.classroom import (
@@ -15,8 +16,13 @@ from mnist_demo.ui.classroom import (
     limit,
     locked_caption,
     role,
+    session_tag,
 )
+from mnist_demo.ui.datasets import Scored
+from mnist_demo.ui.datasets import choose as choose_dataset
 from mnist_demo.ui.resources import (
+    class_evaluation,
+    class_store,
     dataset,
     evaluation,
     model_summary,
@@ -27,6 +33,7 @@ from mnist_demo.ui.resources import (
 from mnist_demo.ui.sidebar import DRAW_MODEL_KEY, MODEL_KEY, entry_ran, page_setup, sidebar
 from mnist_demo.ui.widgets import (
     ago,
+    confusion_explorer,
     digit_detail,
     digit_gallery,
     duration,
@@ -37,7 +44,12 @@ from mnist_demo.ui.widgets import (
 __all__ = [
     "DRAW_MODEL_KEY",
     "MODEL_KEY",
+    "Scored",
     "ago",
+    "choose_dataset",
+    "class_evaluation",
+    "class_store",
+    "confusion_explorer",
     "connected",
     "dataset",
     "digit_detail",
@@ -55,6 +67,7 @@ __all__ = [
     "registry",
     "registry_notice",
     "role",
+    "session_tag",
     "sidebar",
     "user_errors",
     "vega_lite",

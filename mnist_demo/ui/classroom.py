@@ -9,6 +9,7 @@ again in the core with the role passed from here (`classroom.require`).
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import threading
 
@@ -22,6 +23,7 @@ ROLE_KEY = "classroom_role"
 LIMITS_KEY = "classroom_limits"
 CODE_INPUT_KEY = "classroom_code_input"
 CODE_ERROR_KEY = "classroom_code_error"
+SESSION_TAG_KEY = "classroom_session_tag"
 COOKIE_KEY = "classroom_cookie"  # "set" or "clear": pending for the browser
 
 
@@ -34,6 +36,14 @@ def role() -> Role:
 
 def is_instructor() -> bool:
     return role() is Role.INSTRUCTOR
+
+
+def session_tag() -> str:
+    """An anonymous tag for this browser session (no names): what the class set keeps
+    so a student can take back their own drawing and the held-out split is by person."""
+    if SESSION_TAG_KEY not in st.session_state:
+        st.session_state[SESSION_TAG_KEY] = secrets.token_hex(4)
+    return str(st.session_state[SESSION_TAG_KEY])
 
 
 def limit(kind: str) -> None:

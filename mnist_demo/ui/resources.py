@@ -15,6 +15,7 @@ import keras
 import streamlit as st
 
 from mnist_demo import config
+from mnist_demo.class_set import ClassSet, Snapshot
 from mnist_demo.data import Arrays, load_mnist
 from mnist_demo.errors import ModelFileError
 from mnist_demo.evaluation import Evaluation, evaluate
@@ -115,3 +116,34 @@ def _predictor(path: str, mtime: float) -> Predictor:
 def predictor(ref: ModelRef) -> Predictor:
     """The model ready for single drawings, traced once per model and server."""
     return _predictor(str(ref.path), _mtime(ref.path))
+
+
+# --- the class's drawings ---------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def _class_store(path: str) -> ClassSet:
+    return ClassSet(Path(path))
+
+
+def class_store() -> ClassSet:
+    """The class set, in the same SQLite file as the run registry."""
+    return _class_store(str(config.registry_path()))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Scoring the class drawings…")
+def _class_evaluation(
+    path: str, mtime: float, store_path: str, set_id: int | None, version: int
+) -> tuple[Snapshot, Evaluation]:
+    snapshot = class_store().snapshot(set_id)
+    return snapshot, evaluate(_model(path, mtime), snapshot.images, snapshot.labels)
+
+
+def class_evaluation(ref: ModelRef, set_id: int | None = None) -> tuple[Snapshot, Evaluation]:
+    """The model's answers on the class set (default: the current one), computed once
+    per model and class-set version, as the test set's are."""
+    store = class_store()
+    chosen = store.current_set() if set_id is None else set_id
+    return _class_evaluation(
+        str(ref.path), _mtime(ref.path), str(store.path), chosen, store.version()
+    )

@@ -13,7 +13,7 @@ import streamlit as st
 
 from mnist_demo import charts
 from mnist_demo.errors import DigitLabError
-from mnist_demo.evaluation import Evaluation, top_k
+from mnist_demo.evaluation import Evaluation, select, top_k
 
 # --- errors ---------------------------------------------------------------------------
 
@@ -62,6 +62,7 @@ def digit_gallery(
     key: str,
     on_pick: Callable[[int], None],
     columns: int = 10,
+    noun: str = "test image",
 ) -> None:
     """A paged, clickable grid of test images captioned 'true → predicted · confidence'.
     A click calls `on_pick(test_index)` once (a callback, so a selection that persists
@@ -74,13 +75,13 @@ def digit_gallery(
         )
     shown = indices[(page - 1) * GALLERY_PAGE_SIZE : page * GALLERY_PAGE_SIZE]
     if len(shown) == 0:
-        st.info("No test image matches.")
+        st.info(f"No {noun} matches.")
         return
     captions = [
         f"{result.labels[i]} → {result.predictions[i]} · {result.confidence[i]:.0%}" for i in shown
     ]
     chart = charts.digit_gallery_chart(
-        images[shown], shown, captions, ~result.correct[shown], columns=columns
+        images[shown], shown, captions, ~result.correct[shown], columns=columns, noun=noun
     )
     chart_key = f"{key}-chart-{page}"
 
@@ -97,12 +98,16 @@ def vega_lite(chart: charts.VegaLite, where: Any = None) -> None:
     (where or st).vega_lite_chart(chart.data, chart.spec, width="stretch")
 
 
-def digit_detail(index: int, result: Evaluation, images: np.ndarray) -> None:
+def digit_detail(
+    index: int, result: Evaluation, images: np.ndarray, noun: str = "test image"
+) -> None:
     """One test image large, with the model's probabilities and top three: the lab's
     question (d) for any n."""
     true, predicted = int(result.labels[index]), int(result.predictions[index])
     picture, numbers = st.columns([1, 1.6])
-    picture.image(charts.upscale(images[index], 8), caption=f"Test image {index}", width="stretch")
+    picture.image(
+        charts.upscale(images[index], 8), caption=f"{noun.capitalize()} {index}", width="stretch"
+    )
     with numbers:
         right = true == predicted
         st.metric(
@@ -115,3 +120,73 @@ def digit_detail(index: int, result: Evaluation, images: np.ndarray) -> None:
         st.html(charts.probability_bars(result.probabilities[index]))
         top = top_k(result.probabilities[index])
         st.write("Top 3: " + ", ".join(f"**{d}** {p:.2%}" for d, p in top))
+
+
+# --- the confusion matrix to click into (Misclassified, Class) ---------------------------
+
+ANY = "any"
+
+
+def confusion_explorer(
+    result: Evaluation, images: np.ndarray, key: str, noun: str = "test image"
+) -> None:
+    """The confusion matrix beside the gallery of mistakes: a click on a cell (or the two
+    selectors, one source of truth) shows those mistakes, most confident first, and a
+    click on a digit its probabilities."""
+    true_key, predicted_key, detail_key = f"{key}-true", f"{key}-predicted", f"{key}-detail"
+    chart_key = f"{key}-confusion"
+    st.session_state.setdefault(true_key, ANY)
+    st.session_state.setdefault(predicted_key, ANY)
+
+    def pick_cell() -> None:
+        cells = st.session_state[chart_key].selection.get("cell", [])
+        true, predicted = (cells[0]["true"], cells[0]["predicted"]) if cells else (ANY, ANY)
+        if true == predicted:  # the diagonal holds right answers: show every mistake
+            true, predicted = ANY, ANY
+        st.session_state[true_key], st.session_state[predicted_key] = true, predicted
+
+    def clear_pair() -> None:
+        st.session_state[true_key] = st.session_state[predicted_key] = ANY
+
+    def show_detail(index: int) -> None:
+        st.session_state[detail_key] = index
+
+    matrix, gallery = st.columns([1, 1.5], gap="large")
+    with matrix:
+        st.markdown("**Confusion matrix** — click a cell to see those mistakes")
+        st.altair_chart(
+            charts.confusion_chart(result.confusion), on_select=pick_cell, key=chart_key
+        )
+        c1, c2, c3 = st.columns([1, 1, 0.8], vertical_alignment="bottom")
+        c1.selectbox("True digit", [ANY, *range(10)], key=true_key)
+        c2.selectbox("Predicted as", [ANY, *range(10)], key=predicted_key)
+        c3.button("Show all", on_click=clear_pair, key=f"{key}-all")
+
+    true_digit, predicted_digit = st.session_state[true_key], st.session_state[predicted_key]
+    mistakes = select(
+        result,
+        true_digit=None if true_digit == ANY else true_digit,
+        predicted_digit=None if predicted_digit == ANY else predicted_digit,
+        outcome="wrong",
+        order="wrong_confidence",
+    )
+    with gallery:
+        if true_digit == ANY and predicted_digit == ANY:
+            st.markdown(f"**All {len(mistakes)} mistakes**, most confident first")
+        else:
+            st.markdown(
+                f"**{len(mistakes)} mistakes** with true digit {true_digit} "
+                f"predicted as {predicted_digit}, most confident first"
+            )
+        digit_gallery(
+            mistakes,
+            result,
+            images,
+            key=f"{key}-mistakes",
+            on_pick=show_detail,
+            columns=7,
+            noun=noun,
+        )
+        index = st.session_state.get(detail_key)
+        if index is not None and index < result.n:
+            digit_detail(index, result, images, noun=noun)
