@@ -23,7 +23,6 @@ Prints figures, asserts nothing. Targets: no errors, p95 latency <= 1 s, RSS <= 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import itertools
@@ -38,8 +37,9 @@ from collections import Counter
 from pathlib import Path
 
 import common
-from common import app_server, fmt, percentile, verdict
+from common import VIEWPORT, app_server, fmt, percentile, spread, verdict
 
+from mnist_demo.preprocess import CANVAS_SIZE
 from tools.app_server import launch_chromium
 
 TARGET_P95_S = 1.0
@@ -47,8 +47,6 @@ TARGET_RSS_BYTES = 2 * 2**30
 SAMPLE_EVERY_S = 0.2
 LOAD_TIMEOUT_MS = 300_000
 ANSWER_TIMEOUT_MS = 60_000
-CANVAS_SIDE = 280
-VIEWPORT = {"width": 1400, "height": 1000}
 
 
 class RssSampler(threading.Thread):
@@ -80,7 +78,7 @@ class RssSampler(threading.Thread):
 async def draw_vertical(page, x_offset: float) -> float:
     """A '1' on the canvas; returns time.monotonic() right after mouse-up."""
     box = await page.locator("canvas.upper-canvas").bounding_box()
-    x = box["x"] + CANVAS_SIDE / 2 + x_offset
+    x = box["x"] + CANVAS_SIZE / 2 + x_offset
     top, bottom = box["y"] + 45, box["y"] + 235
     await page.mouse.move(x, top)
     await page.mouse.down()
@@ -199,15 +197,9 @@ class WireClock:
 
 
 async def student(browser, url: str, i: int, go: asyncio.Event, ready: list) -> dict:
-    out: dict = {
-        "i": i,
-        "load_s": None,
-        "latency_s": None,
-        "driver_s": None,
-        "server_s": None,
-        "answer": None,
-        "error": None,
-    }
+    out: dict = {"i": i} | dict.fromkeys(
+        ["load_s", "latency_s", "driver_s", "server_s", "answer", "error"]
+    )
     context = None
     try:
         context, page, js_errors, out["load_s"] = await open_draw(browser, url)
@@ -280,7 +272,7 @@ async def warm_up(browser, url: str) -> float:
     return time.monotonic() - t
 
 
-async def classroom(args: argparse.Namespace) -> None:
+async def classroom(args) -> None:
     from playwright.async_api import async_playwright
 
     server_cpus = None
@@ -302,7 +294,7 @@ async def classroom(args: argparse.Namespace) -> None:
                     print(f"warm-up (Home, then one drawing): {warm_s:.1f} s")
                 await asyncio.sleep(1.0)
                 rss_before = common.tree_rss_bytes(server.pid)
-                cpu = [cpu_now(server.pid)]
+                cpu = [common.cpu_now(server.pid)]
                 sampler.mark("during")
                 go, ready = asyncio.Event(), []
                 t0 = time.monotonic()
@@ -317,14 +309,14 @@ async def classroom(args: argparse.Namespace) -> None:
                 while len(ready) < args.students:
                     await asyncio.sleep(0.05)
                 loaded_s = time.monotonic() - t0
-                cpu.append(cpu_now(server.pid))
+                cpu.append(common.cpu_now(server.pid))
                 spy = start_profile(args.profile, server.pid)
                 go.set()
                 t_draw = time.monotonic()
                 results = await asyncio.gather(*students)
                 watched = await asyncio.gather(*watchers)
                 class_s = time.monotonic() - t_draw
-                cpu.append(cpu_now(server.pid))
+                cpu.append(common.cpu_now(server.pid))
                 stop_profile(spy, args.profile)
                 sampler.mark("closing")
                 for r in [*results, *watched]:
@@ -344,14 +336,6 @@ async def classroom(args: argparse.Namespace) -> None:
         print(f"\nthe server log has a traceback; its tail:\n{log_tail}")
     if args.profile:
         summarise_profile(Path(args.profile))
-
-
-def cpu_now(server_pid: int) -> tuple[float, float]:
-    """(server tree CPU s, CPU s of everything else this benchmark runs: Chromium, the
-    Playwright driver, this process)."""
-    return common.tree_cpu_seconds(server_pid), common.tree_cpu_seconds(
-        os.getpid(), exclude=server_pid
-    )
 
 
 def print_cpu(cpu: list[tuple[float, float]], loaded_s: float, class_s: float, n: int) -> None:
@@ -453,23 +437,20 @@ def report(args, results, watched, sampler, rss, cpu, walls) -> None:
     w = [r["load_s"] for r in watched if r["load_s"] is not None]
     print(f"/test_set loads while the class draws: {fmt(w, 's')}")
     print(
-        f"mouse-up -> Prediction shown (in-page clock): p50 {percentile(lat, 50):.3f} s, p95 "
-        f"{percentile(lat, 95):.3f} s, max {max(lat, default=float('nan')):.3f} s, "
-        f"min {min(lat, default=float('nan')):.3f} s (n={len(lat)})"
+        f"mouse-up -> Prediction shown (in-page clock): {spread(lat)}, "
+        f"min {min(lat, default=float('nan')):.3f} s"
     )
     print(
-        f"  as the test driver saw it (incl. its own round trips): p50 "
-        f"{percentile(driver, 50):.3f} s, p95 {percentile(driver, 95):.3f} s; whole class "
-        f"done (every page fully drawn) {class_s:.1f} s after the start signal"
+        f"  as the test driver saw it (incl. its own round trips): {spread(driver)}; whole "
+        f"class done (every page fully drawn) {class_s:.1f} s after the start signal"
     )
     print(
-        f"  of which the server (drawing frame sent -> Prediction frame received, browser's "
-        f"network clock): p50 {percentile(server, 50):.3f} s, p95 {percentile(server, 95):.3f} s,"
-        f" max {max(server, default=float('nan')):.3f} s (n={len(server)})"
+        "  of which the server (drawing frame sent -> Prediction frame received, browser's "
+        f"network clock): {spread(server)}"
     )
     print(
-        f"  and the browser (the canvas's 200 ms debounce, PNG encoding, rendering): p50 "
-        f"{percentile(browser, 50):.3f} s, p95 {percentile(browser, 95):.3f} s"
+        "  and the browser (the canvas's 200 ms debounce, PNG encoding, rendering): "
+        f"{spread(browser)}"
     )
     print(f"answers: {ones} of {len(answers)} read the vertical stroke as 1; all: {answers}")
     print(
@@ -507,7 +488,7 @@ def report(args, results, watched, sampler, rss, cpu, walls) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.ArgumentParser(__doc__, students=2, watchers=1)
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--watchers", type=int, default=3, help="contexts opening /test_set")
     parser.add_argument("--cold", action="store_true", help="no instructor warm-up first")
@@ -517,10 +498,7 @@ def main() -> None:
         help="server on one CPU of its own, the browsers on the rest (needs >= 2 CPUs)",
     )
     parser.add_argument("--profile", metavar="PATH", help="py-spy the server while drawing")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 4 students, 1 watcher")
     args = parser.parse_args()
-    if args.quick:
-        args.students, args.watchers = 4, 1
     common.header(__doc__)
     asyncio.run(classroom(args))
 

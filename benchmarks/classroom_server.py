@@ -19,21 +19,20 @@ CPU (to show it stays small next to the server's).
 
 Prints figures, asserts nothing. Target (issue 6): no errors, p95 <= 1 s, RSS <= 2 GB.
 
-    .venv/bin/python benchmarks/classroom_server.py [--students 30] [--rounds 3] [--no-files]
+    .venv/bin/python benchmarks/classroom_server.py [--quick] [--students 30] [--rounds 3]
+        [--no-files]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import common
 import wire
-from common import fmt, percentile, verdict
+from common import fmt, percentile, spread, verdict
 
 TARGET_P95_S = 1.0
 TARGET_RSS_BYTES = 2 * 2**30
@@ -122,14 +121,14 @@ async def one_class(
     while len(ready) < n:
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.5)  # let the server settle after the page loads
-    cpu0 = common.tree_cpu_seconds(server_pid), common.cpu_seconds(os.getpid())
+    cpu0 = common.cpu_now(server_pid)
     peak = 0
     go.set()
     pending = set(tasks)
     while pending:
         _, pending = await asyncio.wait(pending, timeout=0.1)
         peak = max(peak, common.tree_rss_bytes(server_pid))
-    cpu1 = common.tree_cpu_seconds(server_pid), common.cpu_seconds(os.getpid())
+    cpu1 = common.cpu_now(server_pid)
     usage = {
         "server_cpu": cpu1[0] - cpu0[0],
         "client_cpu": cpu1[1] - cpu0[1],
@@ -138,7 +137,7 @@ async def one_class(
     return [t.result() for t in tasks], usage
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args) -> None:
     with common.app_server("digit-lab-class-server-") as server:
         rec = await record_drawing(server.url)
         print(
@@ -154,9 +153,8 @@ async def main_async(args: argparse.Namespace) -> None:
             rounds.append((results, usage))
             answers = [x["answer_s"] for x in results if x["answer_s"] is not None]
             print(
-                f"round {r + 1}: p50 {percentile(answers, 50):.3f} s, p95 "
-                f"{percentile(answers, 95):.3f} s, max {max(answers, default=float('nan')):.3f} s;"
-                f" server CPU {usage['server_cpu']:.2f} s, this client {usage['client_cpu']:.2f} s"
+                f"round {r + 1}: {spread(answers)}; server CPU {usage['server_cpu']:.2f} s, "
+                f"this client {usage['client_cpu']:.2f} s"
             )
         log_tail = server.log_tail(4000)
     report(args, rounds, rss_before)
@@ -181,14 +179,9 @@ def report(args, rounds, rss_before: int) -> None:
         "(the server has the machine; no browser renders)"
     )
     print(
-        f"drawing sent -> Prediction received: p50 {percentile(answer, 50):.3f} s, p95 "
-        f"{percentile(answer, 95):.3f} s, max {max(answer, default=float('nan')):.3f} s "
-        f"(n={len(answer)}); p95 per round {fmt(p95s, 's', 3)}"
+        f"drawing sent -> Prediction received: {spread(answer)}; p95 per round {fmt(p95s, 's', 3)}"
     )
-    print(
-        f"drawing sent -> the fragment's run finished and the files fetched: p50 "
-        f"{percentile(done, 50):.3f} s, p95 {percentile(done, 95):.3f} s"
-    )
+    print(f"drawing sent -> the fragment's run finished and the files fetched: {spread(done)}")
     print(
         f"server CPU per drawing: {fmt(server_cpu, 's', 3)}; this client's CPU per round: "
         f"{fmt(client_cpu, 's')}"
@@ -209,7 +202,7 @@ def report(args, rounds, rss_before: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.ArgumentParser(__doc__, students=2, rounds=1)
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3, help="classes in a row, same server")
     parser.add_argument(

@@ -2,10 +2,12 @@
 
 Every browser on the Train page polls the live run once a second (a fragment rerun):
 the server redraws the progress bar, metrics and the per-batch chart for each of them,
-on the same 2 cores that train the model. A real Chromium opens /train and starts the
-lab's run (Lab 7, 12 epochs, batch 128, 60k images) with the form's Start button, while
-CDP records the frames it sends, including its once-a-second poll. Then light WebSocket
-clients (benchmarks/wire.py: no rendering) replay that poll in their own sessions, in
+on the same 2 cores that train the model. The instructor's Chromium (the server runs
+as a class; tools/app_server.py's instructor link) opens /train and starts the lab's run
+(Lab 7, 12 epochs, batch 128, 60k images) with the form's Start button; then a student's
+Chromium opens /train while CDP records the frames it sends, including its poll. Then
+light WebSocket clients (benchmarks/wire.py: no rendering) replay these in their own
+student sessions, in
 alternating phases: the instructor's projector alone (1 watcher), then the class (N
 watchers, each on its own 1 s timer), and again. Each phase is timed from the moment
 its watchers have opened the page.
@@ -17,46 +19,49 @@ the fragment's run finished) and the bytes each watcher receives per poll. Print
 figures, asserts nothing. Target: the class costs the run little (ratio >= 0.9), polls
 stay well under their 1 s period.
 
-    .venv/bin/python benchmarks/classroom_train.py [--watchers 30] [--phase-s 20] [--rounds 3]
+    .venv/bin/python benchmarks/classroom_train.py [--quick] [--watchers 30] [--phase-s 20]
+        [--rounds 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
-import os
 import random
 import re
 import time
+from urllib.parse import urlsplit
 
 import common
 import wire
-from common import fmt, percentile, verdict
+from common import fmt, percentile, spread, verdict
 
 TARGET_RATIO = 0.9
-POLL_S = 1.0  # ui.POLL_RUNNING_S: the page's own period while a run trains
+POLL_S = 1.0  # pages/train.py POLL_RUNNING_S: the page's own period while a run trains
 PROGRESS = re.compile(r"Epoch (\d+)/\d+ · batch (\d+)/(\d+)")
 
 
-async def record_training(url: str) -> tuple[wire.Recording, bytes]:
-    """Start the lab's run from the Train form in Chromium; return the recording and the
-    page's poll (the last frame: a rerun of the live-run fragment)."""
+async def record_training(server) -> tuple[wire.Recording, bytes]:
+    """The instructor starts the lab's run from the Train form in Chromium; a student's
+    Chromium watches it. Return the student's recording and its poll (the last frame: a
+    rerun of the live-run fragment)."""
     from streamlit.proto.BackMsg_pb2 import BackMsg
 
-    start = None
+    timeout_ms = wire.TIMEOUT_S * 1000
 
-    async def ready(page):
-        nonlocal start
-        start = page.get_by_role("button", name="Start training")
-        await start.wait_for(timeout=wire.TIMEOUT_S * 1000)
+    async def nothing(page):
+        pass
 
     async def train(page):
-        await start.click()
-        await page.get_by_text("Every batch").first.wait_for(timeout=wire.TIMEOUT_S * 1000)
+        await page.get_by_role("button", name="Start training").click(timeout=timeout_ms)
+        await page.get_by_text("Every batch").first.wait_for(timeout=timeout_ms)
+
+    async def watch(page):
+        await page.get_by_text("Every batch").first.wait_for(timeout=timeout_ms)
         await asyncio.sleep(2.5 * POLL_S)  # a few polls
 
-    rec = await wire.record(url, "/train", ready, train)
+    await wire.record(server.url, "/train?" + urlsplit(server.instructor_url).query, nothing, train)
+    rec = await wire.record(server.url, "/train", nothing, watch)
     polls = []
     for frame in rec.frames:
         msg = BackMsg()
@@ -136,23 +141,23 @@ async def phase(url, rec, poll, obs: Observations, name: str, n: int, seconds: f
     while len(ready) < n:
         await asyncio.sleep(0.05)
     t0 = time.monotonic()
-    cpu0 = common.tree_cpu_seconds(pid), common.cpu_seconds(os.getpid())
+    cpu0 = common.cpu_now(pid)
     obs.until = t0 + seconds
     go.set()
     await asyncio.gather(*tasks)
     t1 = time.monotonic()
-    cpu1 = common.tree_cpu_seconds(pid), common.cpu_seconds(os.getpid())
+    cpu1 = common.cpu_now(pid)
     return t0, t1, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args) -> None:
     random.seed(7)
     obs = Observations()
     phases: list[tuple[str, float, float, float]] = []  # name, t0, t1, server CPU s
     with common.app_server("digit-lab-class-train-") as server:
-        rec, poll = await record_training(server.url)
-        print(f"recorded in Chromium: the Train form's Start, then its poll ({len(poll)} B)")
-        await asyncio.sleep(3.0)  # the first batches (graph building) are slower
+        rec, poll = await record_training(server)
+        print(f"recorded in Chromium: the instructor's Start, a student's poll ({len(poll)} B)")
+        await asyncio.sleep(args.settle_s)  # the first batches (graph building) are slower
         schedule = [("alone", 1), ("class", args.watchers)] * args.rounds
         for i, (name, n) in enumerate(schedule):
             t0, t1, cpu, mine = await phase(
@@ -186,8 +191,7 @@ def report(args, obs: Observations, phases) -> None:
         trips = obs.round_trips.get(name, [])
         kb = [b / 1024 for b in obs.poll_bytes.get(name, [])]
         print(
-            f"poll round trip, {name}: p50 {percentile(trips, 50):.3f} s, p95 "
-            f"{percentile(trips, 95):.3f} s (n={len(trips)}); received per poll: "
+            f"poll round trip, {name}: {spread(trips)}; received per poll: "
             f"median {percentile(kb, 50):.0f} kB"
         )
     print(f"errors: {len(obs.errors)}")
@@ -201,10 +205,13 @@ def report(args, obs: Observations, phases) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.ArgumentParser(__doc__, watchers=2, phase_s=3.0, rounds=1, settle_s=0.0)
     parser.add_argument("--watchers", type=int, default=30)
     parser.add_argument("--phase-s", type=float, default=20.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=3, help="alone/class pairs")
+    parser.add_argument(
+        "--settle-s", type=float, default=3.0, help="wait after the start (graph building)"
+    )
     args = parser.parse_args()
     common.header(__doc__)
     asyncio.run(main_async(args))

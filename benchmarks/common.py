@@ -1,24 +1,51 @@
-"""Helpers shared by the benchmarks: import path, statistics, a local app server,
-Chromium, and a process tree's memory. Run on its own it measures nothing.
+"""Helpers shared by the benchmarks: import path, the command line, statistics, a local
+app server, and a process tree's memory and CPU. Run on its own it measures nothing.
 
 Every benchmark prints figures (median of several runs, with min and max) and whether
-its target is met; none asserts anything.
+its target is met; none asserts anything. Every one takes `--quick`: a smoke run of a
+few seconds (tiny data, one repetition) whose figures mean nothing but which goes
+through the same code, so tests/test_benchmarks.py notices a benchmark an upgrade broke.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `import mnist_demo` from `benchmarks/NAME.py`
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+VIEWPORT = {"width": 1400, "height": 1000}  # every browser the benchmarks open
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """A benchmark's command line: its title, and `--quick`, which sets the options in
+    `quick` (option name -> value) over whatever else the command line says."""
+
+    def __init__(self, doc: str, **quick: object):
+        super().__init__(description=doc.splitlines()[0])
+        self.quick = quick
+        sets = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in quick.items())
+        self.add_argument("--quick", action="store_true", help=f"smoke run in seconds: {sets}")
+
+    def parse_args(self, *args, **kwargs) -> argparse.Namespace:  # type: ignore[override]
+        parsed = super().parse_args(*args, **kwargs)
+        if parsed.quick:
+            vars(parsed).update(self.quick)
+        return parsed
 
 
 # --- figures --------------------------------------------------------------------------
@@ -41,14 +68,29 @@ def fmt(values: Sequence[float], unit: str = "", digits: int = 2) -> str:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile, q in [0, 100] (numpy's default method)."""
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    pos = (len(s) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+    """`np.percentile`, q in [0, 100]; NaN for no values (a run whose every try failed
+    still prints its report)."""
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def spread(values: Sequence[float], unit: str = "s", digits: int = 3) -> str:
+    """'p50 0.123 s, p95 0.456 s, max 0.789 s (n=30)'."""
+    top = max(values, default=float("nan"))
+    p50, p95 = percentile(values, 50), percentile(values, 95)
+    return (
+        f"p50 {p50:.{digits}f} {unit}, p95 {p95:.{digits}f} {unit}, "
+        f"max {top:.{digits}f} {unit} (n={len(values)})"
+    )
+
+
+def timed(fn: Callable[[], object], runs: int = 1) -> tuple[list[float], object]:
+    """(seconds of each of `runs` calls, the last call's result)."""
+    times, out = [], None
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return times, out
 
 
 def verdict(ok: bool) -> str:
@@ -58,16 +100,36 @@ def verdict(ok: bool) -> str:
 def header(doc: str) -> None:
     """What every benchmark prints first: its title (the docstring's first line) and
     the machine it runs on."""
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print(doc.splitlines()[0])
-    print(f"machine: {machine_note()}")
-
-
-def machine_note() -> str:
-    load = os.getloadavg()
-    return (
-        f"{os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
-        "(1/5/15 min; figures on a busy machine are only indicative)"
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load} (1/5/15 min; figures on a busy "
+        "machine are only indicative)"
     )
+
+
+# --- a fresh process per measurement --------------------------------------------------
+
+RESULT_PREFIX = "RESULT "
+
+
+def child_result(result: dict) -> None:
+    """What a `--child` run prints for its parent (`run_child`)."""
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def run_child(script: str, *args: str) -> dict | None:
+    """`python script --child *args` in a fresh process: its `child_result` plus
+    `wall_s`, the process's wall time; None (and its stderr printed) if it failed."""
+    start = time.perf_counter()
+    cmd = [sys.executable, script, "--child", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return {**json.loads(line[len(RESULT_PREFIX) :]), "wall_s": wall}
+    print(f"  {' '.join(args)}: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}")
+    return None
 
 
 # --- memory ---------------------------------------------------------------------------
@@ -124,6 +186,12 @@ def tree_cpu_seconds(pid: int, exclude: int | None = None) -> float:
     return sum(cpu_seconds(p) for p in tree_pids(pid) if p not in skip)
 
 
+def cpu_now(server_pid: int) -> tuple[float, float]:
+    """CPU seconds so far of (the server's process tree, everything else this benchmark
+    runs: this process and its other children, such as Chromium and Playwright's driver)."""
+    return tree_cpu_seconds(server_pid), tree_cpu_seconds(os.getpid(), exclude=server_pid)
+
+
 # --- the app --------------------------------------------------------------------------
 
 
@@ -134,13 +202,13 @@ from tools.app_server import (  # noqa: E402  (after the sys.path line above)
 
 @contextlib.contextmanager
 def app_server(
-    prefix: str = "digit-lab-bench-", cpus: set[int] | None = None
+    prefix: str = "digit-lab-bench-", cpus: set[int] | None = None, wait_healthy: bool = True
 ) -> Iterator[AppServer]:
     """A started server in a temporary home, stopped and cleaned up afterwards."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         server = AppServer(Path(tmp) / "home", cpus=cpus)
         try:
-            yield server.start()
+            yield server.start(wait_healthy)
         finally:
             server.stop()
 

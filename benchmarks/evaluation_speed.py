@@ -14,28 +14,27 @@ cold cost is what the first visitor after a server start waits for.
 Prints figures, asserts nothing. Target: load model + first evaluate <= 3 s (cold).
 
     .venv/bin/python benchmarks/evaluation_speed.py [--quick] [--cold-runs 3] [--warm-runs 5]
+        [--images 10000]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import time
 
 import common
-from common import fmt, stats, verdict
+from common import fmt, stats, timed, verdict
 
 TARGET_COLD_S = 3.0
 PREDICT_BATCHES = (32, 128, 1000)
 PROBA_BATCHES = (250, 1000, 2500, 10000)
-RESULT_PREFIX = "RESULT "
+COLD_KINDS = ["evaluate", "predict"]
+PREDICT_COLD = "model.predict(batch_size=1000)"  # the cold "predict" kind's call
 
 
-def child(kind: str) -> None:
-    """One cold start; prints its phases as JSON."""
+def child(kind: str, images: int | None) -> None:
+    """One cold start on the first `images` test images (None: all); prints its phases."""
     t0 = time.perf_counter()
     import keras  # noqa: F401  (TensorFlow comes with it)
 
@@ -46,138 +45,113 @@ def child(kind: str) -> None:
 
     t1 = time.perf_counter()
     _, (x_test, y_test) = load_mnist()
+    x_test, y_test = x_test[:images], y_test[:images]
     t2 = time.perf_counter()
     model = load_model(config.DEFAULT_MODEL_PATH)
     t3 = time.perf_counter()
     rss_before = common.rss_bytes(os.getpid())
-    if kind == "evaluate":
-        result = evaluate(model, x_test, y_test)
-        accuracy = result.accuracy
-    else:
+
+    def call() -> float:  # the accuracy
+        if kind == "evaluate":
+            return evaluate(model, x_test, y_test).accuracy
         probs = model.predict(to_model_input(x_test), batch_size=1000, verbose=0)
-        accuracy = float((probs.argmax(1) == y_test).mean())
-    t4 = time.perf_counter()
-    if kind == "evaluate":
-        evaluate(model, x_test, y_test)
-    else:
-        model.predict(to_model_input(x_test), batch_size=1000, verbose=0)
-    t5 = time.perf_counter()
-    out = {
-        "imports_s": t1 - t0,
-        "data_s": t2 - t1,
-        "load_model_s": t3 - t2,
-        "first_s": t4 - t3,
-        "second_s": t5 - t4,
-        "accuracy": accuracy,
-        "rss_before_mb": rss_before / 2**20,
-        "rss_peak_mb": common.rss_bytes(os.getpid(), "VmHWM") / 2**20,
-    }
-    print(RESULT_PREFIX + json.dumps(out), flush=True)
+        return float((probs.argmax(1) == y_test).mean())
 
-
-def run_child(kind: str) -> dict | None:
-    t = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", kind], capture_output=True, text=True, cwd=common.ROOT
+    (first_s, second_s), accuracy = timed(call, 2)
+    common.child_result(
+        {
+            "imports_s": t1 - t0,
+            "data_s": t2 - t1,
+            "load_model_s": t3 - t2,
+            "first_s": first_s,
+            "second_s": second_s,
+            "accuracy": accuracy,
+            "rss_before_mb": rss_before / 2**20,
+            "rss_peak_mb": common.rss_bytes(os.getpid(), "VmHWM") / 2**20,
+        }
     )
-    wall = time.perf_counter() - t
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            return {**json.loads(line[len(RESULT_PREFIX) :]), "process_s": wall}
-    print(f"  cold {kind}: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}")
-    return None
-
-
-def timed(fn, runs: int) -> tuple[list[float], object]:
-    times, out = [], None
-    for _ in range(runs):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return times, out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.ArgumentParser(
+        __doc__, images=1000, cold=["evaluate"], cold_runs=1, warm_runs=1
+    )
+    parser.add_argument("--images", type=int, help="the first N test images (default: all)")
+    parser.add_argument("--cold", nargs="+", choices=COLD_KINDS, default=COLD_KINDS)
     parser.add_argument("--cold-runs", type=int, default=3, help="fresh processes of each kind")
     parser.add_argument("--warm-runs", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 cold, 2 warm runs")
-    parser.add_argument("--child", choices=["evaluate", "predict"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=COLD_KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.images)
         return
-    if args.quick:
-        args.cold_runs, args.warm_runs = 1, 2
 
     common.header(__doc__)
 
-    cold: dict[str, list[dict]] = {"evaluate": [], "predict": []}
+    cold: dict[str, list[dict]] = {kind: [] for kind in args.cold}
+    images = [] if args.images is None else ["--images", str(args.images)]
     for i in range(args.cold_runs):  # interleaved, so both kinds see the same load
         for kind in cold:
-            res = run_child(kind)
+            res = common.run_child(__file__, kind, *images)
             if res:
                 cold[kind].append(res)
                 print(
                     f"  cold {i + 1} {kind:<8} imports {res['imports_s']:5.2f} s, "
                     f"MNIST {res['data_s']:5.2f} s, load model {res['load_model_s']:5.2f} s, "
                     f"first call {res['first_s']:5.2f} s, second {res['second_s']:5.2f} s, "
-                    f"process {res['process_s']:5.1f} s, accuracy {res['accuracy']:.4f}"
+                    f"process {res['wall_s']:5.1f} s, accuracy {res['accuracy']:.4f}"
                 )
 
     from mnist_demo import config
     from mnist_demo.data import load_mnist, to_model_input
-    from mnist_demo.evaluation import evaluate, predict_proba
+    from mnist_demo.evaluation import BATCH_SIZE, evaluate, predict_proba
     from mnist_demo.model import load_model
 
     _, (x_test, y_test) = load_mnist()
+    x_test, y_test = x_test[: args.images], y_test[: args.images]
+    n = f"{len(x_test):,} images"
     model = load_model(config.DEFAULT_MODEL_PATH)
     x = to_model_input(x_test)
     reference = evaluate(model, x_test, y_test)  # first call, untimed here
     warm_eval, result = timed(lambda: evaluate(model, x_test, y_test), args.warm_runs)
-    proba = {}
-    for b in PROBA_BATCHES:
-        predict_proba(model, x_test, batch_size=b)
-        proba[b] = timed(lambda b=b: predict_proba(model, x_test, batch_size=b), args.warm_runs)
-    predict = {}
-    for b in PREDICT_BATCHES:
-        model.predict(x, batch_size=b, verbose=0)
-        predict[b] = timed(lambda b=b: model.predict(x, batch_size=b, verbose=0), args.warm_runs)
-
-    agree = all(
-        (out.argmax(1) == reference.predictions).all()
-        for _, out in [*proba.values(), *predict.values()]
-    )
-    max_diff = max(
-        float(abs(out - reference.probabilities).max())
-        for _, out in [*proba.values(), *predict.values()]
-    )
+    calls = {
+        f"predict_proba(batch_size={b:<5})": lambda b=b: predict_proba(model, x_test, batch_size=b)
+        for b in PROBA_BATCHES
+    } | {
+        f"model.predict(batch_size={b:<5})": lambda b=b: model.predict(x, batch_size=b, verbose=0)
+        for b in PREDICT_BATCHES
+    }
+    warm = {}
+    for label, call in calls.items():
+        call()  # the first call, untimed
+        warm[label] = timed(call, args.warm_runs)
+    agree = all((out.argmax(1) == reference.predictions).all() for _, out in warm.values())
+    max_diff = max(float(abs(out - reference.probabilities).max()) for _, out in warm.values())
 
     print()
     print("cold, fresh process each (seconds)")
     for kind, runs in cold.items():
         if not runs:
             continue
-        first = "evaluate (batch 1000)" if kind == "evaluate" else "model.predict(batch_size=1000)"
+        first = {"evaluate": f"evaluate (batch {BATCH_SIZE})"}.get(kind, PREDICT_COLD)
         print(f"  {first}")
         print(f"    import TF + mnist_demo     {fmt([r['imports_s'] for r in runs], 's')}")
         print(f"    load MNIST (cache)         {fmt([r['data_s'] for r in runs], 's')}")
         print(f"    load_model                 {fmt([r['load_model_s'] for r in runs], 's')}")
-        print(f"    first call, 10,000 images  {fmt([r['first_s'] for r in runs], 's')}")
+        print(f"    first call, {n:<14} {fmt([r['first_s'] for r in runs], 's')}")
         both = [r["load_model_s"] + r["first_s"] for r in runs]
         print(f"    load_model + first call    {fmt(both, 's')}")
         print(f"    second call                {fmt([r['second_s'] for r in runs], 's')}")
-        print(f"    whole process              {fmt([r['process_s'] for r in runs], 's')}")
+        print(f"    whole process              {fmt([r['wall_s'] for r in runs], 's')}")
         print(
             f"    RSS before the first call  {fmt([r['rss_before_mb'] for r in runs], 'MB', 0)}; "
             f"peak after two calls {fmt([r['rss_peak_mb'] for r in runs], 'MB', 0)}"
         )
-    print(f"warm, in one process, 10,000 images ({args.warm_runs} runs after a first call)")
-    print(f"  evaluate (predict_proba batch 1000, + metrics)   {fmt(warm_eval, 's', 3)}")
-    for b, (times, _) in proba.items():
-        print(f"  predict_proba(batch_size={b:<5})                  {fmt(times, 's', 3)}")
-    for b, (times, _) in predict.items():
-        print(f"  model.predict(batch_size={b:<5})                  {fmt(times, 's', 3)}")
+    print(f"warm, in one process, {n} ({args.warm_runs} runs after a first call)")
+    label = f"evaluate (predict_proba batch {BATCH_SIZE}, + metrics)"
+    print(f"  {label:<49}{fmt(warm_eval, 's', 3)}")
+    for label, (times, _) in warm.items():
+        print(f"  {label:<49}{fmt(times, 's', 3)}")
     print(
         f"  same predicted digits on every path: {'yes' if agree else 'NO'}; "
         f"largest probability difference {max_diff:.2e}; accuracy {result.accuracy:.4f}, "
@@ -189,13 +163,13 @@ def main() -> None:
     for b in PREDICT_BATCHES:
         print(
             f"ratio model.predict(batch_size={b}) / evaluate, warm: "
-            f"{stats(predict[b][0])[0] / warm_med:.2f}"
+            f"{stats(warm[f'model.predict(batch_size={b:<5})'][0])[0] / warm_med:.2f}"
         )
-    if cold["evaluate"]:
+    if cold.get("evaluate"):
         cold_eval = [r["load_model_s"] + r["first_s"] for r in cold["evaluate"]]
         med = stats(cold_eval)[0]
         print(f"ratio cold (load + first evaluate) / warm evaluate: {med / warm_med:.1f}")
-        if cold["predict"]:
+        if cold.get("predict"):
             cold_pred = stats([r["load_model_s"] + r["first_s"] for r in cold["predict"]])[0]
             print(f"ratio cold model.predict / cold evaluate: {cold_pred / med:.2f}")
         print(

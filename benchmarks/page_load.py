@@ -25,15 +25,12 @@ Prints figures, asserts nothing. Targets: cold start <= 8 s, warm switch <= 1.5 
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import common
-from common import fmt, stats, verdict
+from common import VIEWPORT, fmt, stats, verdict
 
-from tools.app_server import AppServer, launch_chromium
+from tools.app_server import launch_chromium
 
 TARGET_COLD_S = 8.0
 TARGET_SWITCH_S = 1.5
@@ -60,22 +57,20 @@ def wait_rendered(page, name: str) -> None:
         locator.wait_for(state="visible", timeout=TIMEOUT_MS)
 
 
-def one_round(browser, i: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="digit-lab-pageload-") as tmp:
-        server = AppServer(Path(tmp) / "home")
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+def one_round(browser, i: int, pages: list[str]) -> dict:
+    with common.app_server("digit-lab-pageload-", wait_healthy=False) as server:
+        context = browser.new_context(viewport=VIEWPORT)
         page = context.new_page()
         try:
-            server.start(wait_healthy=False)
             health_s = server.wait_healthy()
             page.goto(server.url + "/", timeout=TIMEOUT_MS)
             wait_rendered(page, "Home")
             cold_s = time.monotonic() - server.started_at
             rss_after = {"Home (cold)": common.tree_rss_bytes(server.pid)}
-            switches: dict[str, list[float]] = {name: [] for name in PAGES}
+            switches: dict[str, list[float]] = {name: [] for name in pages}
             nav = page.get_by_test_id("stSidebarNav")
             for _visit in range(2):
-                for name in PAGES:
+                for name in pages:
                     link = nav.get_by_role("link", name=name, exact=True)
                     t = time.monotonic()
                     link.click()
@@ -90,7 +85,6 @@ def one_round(browser, i: int) -> dict:
             raise
         finally:
             context.close()
-            server.stop()
     print(
         f"  round {i + 1}: server healthy {health_s:5.2f} s, Home rendered {cold_s:5.2f} s; "
         + ", ".join(f"{n} {s[0]:.2f}/{s[1]:.2f}" for n, s in switches.items())
@@ -106,12 +100,11 @@ def one_round(browser, i: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.ArgumentParser(__doc__, rounds=1, pages=["Train", "Home"])
     parser.add_argument("--rounds", type=int, default=3, help="server cold starts (default 3)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round")
+    parser.add_argument("--pages", nargs="+", choices=PAGES, default=PAGES, help="Home last")
     args = parser.parse_args()
-    if args.quick:
-        args.rounds = 1
+    pages = args.pages
 
     from playwright.sync_api import sync_playwright
 
@@ -119,7 +112,7 @@ def main() -> None:
     with sync_playwright() as p:
         browser = launch_chromium(p)
         try:
-            rounds = [one_round(browser, i) for i in range(args.rounds)]
+            rounds = [one_round(browser, i, pages) for i in range(args.rounds)]
         finally:
             browser.close()
 
@@ -130,7 +123,7 @@ def main() -> None:
     print("page switch, click -> content visible (seconds)")
     print(f"  {'page':<14}{'first visit (cold caches)':<44}second visit (warm)")
     warm_medians = {}
-    for name in PAGES:
+    for name in pages:
         first = [r["switches"][name][0] for r in rounds]
         second = [r["switches"][name][1] for r in rounds]
         warm_medians[name] = stats(second)[0]
@@ -139,8 +132,8 @@ def main() -> None:
 
     print()
     slowest = max(warm_medians, key=warm_medians.get)
-    first_all = [r["switches"][n][0] for r in rounds for n in PAGES]
-    second_all = [r["switches"][n][1] for r in rounds for n in PAGES]
+    first_all = [r["switches"][n][0] for r in rounds for n in pages]
+    second_all = [r["switches"][n][1] for r in rounds for n in pages]
     print(
         f"ratio first/second visit (median over all switches): "
         f"{stats(first_all)[0] / stats(second_all)[0]:.2f}; cold start / warm Home switch: "

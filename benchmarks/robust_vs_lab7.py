@@ -1,40 +1,44 @@
 """Does the `robust` preset beat Lab 7 where it matters, on digits that are not MNIST?
-Prints one table; asserts nothing.
 
-    python benchmarks/robust_vs_lab7.py [--n 2000] [--seed 0] [--models A.keras B.keras]
+How much accuracy a drawing loses on its way to the model, for each shipped model (the
+Lab 7 row is the app's default model). Prints one table, then each model's gaps;
+asserts nothing. (`to_mnist`'s own speed: benchmarks/drawing_latency.py.)
 
-Columns, for each shipped model:
+    python benchmarks/robust_vs_lab7.py [--quick] [--n 2000] [--seed 0]
+        [--models A.keras B.keras]
+
+Columns, for each model:
   MNIST test      accuracy on the 10,000 MNIST test images (what Lab 7 reports)
-  drawn to_mnist  MNIST test digits re-drawn as canvases, through `to_mnist`
-                  (mnist_demo/drawn_digits.py; n digits, seed), originals and naive too
+  drawn           MNIST test digits re-drawn as 280x280 canvases (tools/drawn_digits.py;
+                  n digits, seed): the originals, the drawings through `to_mnist`, the
+                  drawings squashed whole to 28x28 (`naive_resize`)
   sklearn digits  scikit-learn's 1,797 8x8 digits (other writers, not MNIST), upscaled
                   to a 96x96 photo of dark ink on paper and passed through `to_mnist`;
                   skipped with a note when scikit-learn is not installed
   params, file size and the training time from the model's .json (`training_seconds`).
+Gaps, in points: original - to_mnist, original - naive, and the naive gap on the
+drawings that happen to be centred and MNIST-sized (the best case for squashing).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mnist_demo.config import ASSETS_DIR
-from mnist_demo.data import load_mnist
+from mnist_demo import config
+from mnist_demo.data import IMAGE_SIZE, TEST_SIZE, load_mnist
 from mnist_demo.errors import ModelFileError
 from mnist_demo.evaluation import evaluate, predict_proba
 from mnist_demo.model import load_model
 from mnist_demo.preprocess import BlankImageError, to_mnist
 from tools.drawn_digits import drawn_accuracy
 
-MODELS = [ASSETS_DIR / "default_model.keras", ASSETS_DIR / "robust_model.keras"]
+MODELS = [config.DEFAULT_MODEL_PATH, config.ROBUST_MODEL_PATH]
 SKLEARN_MAX = 16  # load_digits grey levels are 0..16, ink bright
 PHOTO_SIDE = 80  # the 8x8 digit upscaled to this many pixels...
 PHOTO_MARGIN = 8  # ...on paper with this margin, so the ink never touches the edge
@@ -59,7 +63,7 @@ def sklearn_digits_as_mnist() -> tuple[np.ndarray, np.ndarray] | None:
         try:
             images.append(to_mnist(photo))
         except BlankImageError:  # counts as a mistake
-            images.append(np.zeros((28, 28), np.float32))
+            images.append(np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32))
         labels.append(int(label))
     return np.stack(images), np.asarray(labels)
 
@@ -70,13 +74,16 @@ def model_info(path: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.ArgumentParser(__doc__, n=20, test_size=500)
     parser.add_argument("--n", type=int, default=2000, help="drawn digits (default 2000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", type=Path, nargs="+", default=MODELS)
+    parser.add_argument("--test-size", type=int, default=TEST_SIZE, help="first N test images")
     args = parser.parse_args()
+    common.header(__doc__)
 
     _, (x_test, y_test) = load_mnist()
+    x_test, y_test = x_test[: args.test_size], y_test[: args.test_size]
     sk = sklearn_digits_as_mnist()
     if sk is None:
         print("note: scikit-learn is not installed; skipping the sklearn digits column")
@@ -103,11 +110,9 @@ def main() -> None:
                 "size_mb": path.stat().st_size / 1e6,
                 "train_s": info.get("training_seconds"),
                 "mnist": mnist_acc,
-                "original": drawn["original_accuracy"],
-                "to_mnist": drawn["to_mnist_accuracy"],
-                "naive": drawn["naive_accuracy"],
                 "sklearn": sk_acc,
                 "bench_s": time.perf_counter() - start,
+                **drawn,  # tools.drawn_digits.drawn_accuracy's figures
             }
         )
 
@@ -115,7 +120,7 @@ def main() -> None:
         return "skipped" if v is None else f"{100 * v:.2f} %"
 
     sk_note = f"; sklearn digits: n={len(sk[1])} (8x8, 0-16)" if sk is not None else ""
-    print(f"\ndrawn digits: n={args.n} seed={args.seed}{sk_note}")
+    print(f"\nMNIST test: n={len(y_test):,}; drawn digits: n={args.n} seed={args.seed}{sk_note}")
     header = (
         f"{'model':22s} {'preset':7s} {'params':>9s} {'file':>8s} {'train':>8s} "
         f"{'MNIST test':>10s} {'drawn orig':>10s} {'to_mnist':>9s} {'naive':>9s} "
@@ -127,8 +132,17 @@ def main() -> None:
         train = f"{r['train_s']:.0f} s" if r["train_s"] is not None else "?"
         print(
             f"{r['model']:22s} {r['preset']:7s} {r['params']:9,d} {r['size_mb']:6.1f}MB "
-            f"{train:>8s} {pct(r['mnist']):>10s} {pct(r['original']):>10s} "
-            f"{pct(r['to_mnist']):>9s} {pct(r['naive']):>9s} {pct(r['sklearn']):>9s}"
+            f"{train:>8s} {pct(r['mnist']):>10s} {pct(r['original_accuracy']):>10s} "
+            f"{pct(r['to_mnist_accuracy']):>9s} {pct(r['naive_accuracy']):>9s} "
+            f"{pct(r['sklearn']):>9s}"
+        )
+    print()
+    for r in rows:
+        print(
+            f"{r['model']}: drawn -> to_mnist gap {r['gap_points']:+.2f} points, naive resize "
+            f"gap {r['naive_gap_points']:+.2f}; naive gap on the {r['centred_n']} drawings "
+            f"that are centred and MNIST-sized {r['centred_naive_gap_points']:+.2f} "
+            f"({r['bench_s']:.1f} s for this model)"
         )
 
 

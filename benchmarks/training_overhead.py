@@ -6,8 +6,8 @@ model (`build_model("lab7", seed=7)`) and settings (2 epochs, batch 128), traine
 ways, interleaved (plain, job, plain, job, ...):
 
 - plain: `model.fit(x, y, validation_data=(x_val, y_val))` in this thread;
-- job:   `training.start_training(TrainConfig(...), RunRegistry(tmp), data)` then
-         `job.wait()`: fit in a background thread, a callback per batch, and per epoch a
+- job:   `training.start_training(TrainConfig(...), RunRegistry(tmp), data, role=OWNER)`
+         then `job.wait()`: fit in a background thread, a callback per batch, and per epoch a
          validation (`model.evaluate`), a checkpoint (`save_model`) and a registry write;
          after the last epoch the checkpoint is reloaded and scored once more.
 
@@ -26,7 +26,6 @@ Prints figures, asserts nothing. Target: job samples/s >= 0.95 x plain.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -34,30 +33,23 @@ from pathlib import Path
 import common
 from common import fmt, stats, verdict
 
+from mnist_demo.recipe import LAB_BATCH_SIZE, LAB_SEED
+
 TARGET_RATIO = 0.95
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> None:
+    parser = common.ArgumentParser(__doc__, runs=1, epochs=1, train_size=2000, test_size=500)
     parser.add_argument("--runs", type=int, default=3, help="runs of each (default 3)")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=LAB_BATCH_SIZE)
     parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--test-size", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 1 run each, 2,000/500 images, 1 epoch"
-    )
+    parser.add_argument("--seed", type=int, default=LAB_SEED)
     args = parser.parse_args()
-    if args.quick:
-        args.runs, args.epochs, args.train_size, args.test_size = 1, 1, 2000, 500
-    return args
-
-
-def main() -> None:
-    args = parse_args()
     import keras
 
+    from mnist_demo.classroom import OWNER  # the machine's owner, as the CLI
     from mnist_demo.data import load_mnist, one_hot, to_model_input
     from mnist_demo.model import build_model, save_model
     from mnist_demo.runs import RunRegistry
@@ -117,7 +109,7 @@ def main() -> None:
         for v in spent.values():
             v.clear()
         start = time.perf_counter()
-        job = start_training(cfg, registry, data)
+        job = start_training(cfg, registry, data, role=OWNER)
         job.wait()
         end = time.perf_counter()
         snap = job.snapshot()
@@ -144,7 +136,7 @@ def main() -> None:
     warm.fit(
         to_model_input(x),
         one_hot(y),
-        batch_size=128,
+        batch_size=LAB_BATCH_SIZE,
         epochs=1,
         validation_data=(to_model_input(x[:256]), one_hot(y[:256])),
         verbose=0,
@@ -177,7 +169,7 @@ def main() -> None:
         model = build_model("lab7", seed=cfg.seed)
         model.evaluate(xv, yv, batch_size=1000, verbose=0)  # trace once
         eval_s, save_s = [], []
-        for k in range(3):
+        for k in range(args.runs):
             t = time.perf_counter()
             model.evaluate(xv, yv, batch_size=1000, verbose=0, return_dict=True)
             eval_s.append(time.perf_counter() - t)

@@ -35,13 +35,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import common
 from common import fmt, stats, verdict
+
+from mnist_demo.data import TRAIN_SIZE
+from mnist_demo.recipe import LAB_BATCH_SIZE, LAB_LEARNING_RATE, LAB_SEED
 
 DEFAULT_VARIANTS = ["baseline", "jit", "tfdata", "threads:2:1"]
 ACCURACY_TOLERANCE_POINTS = 0.3
@@ -50,7 +51,6 @@ TARGET_ACCURACY = 0.99
 STEADY_FROM_STEP = 20
 # XLA on this CPU trains Lab 7 many times slower; a capped run still gives its step time.
 MAX_RUN_SECONDS = 60.0
-RESULT_PREFIX = "RESULT "
 
 
 # --- one variant, in a child process ----------------------------------------------------
@@ -72,9 +72,9 @@ def parse_variant(spec: str) -> dict:
     return out
 
 
-def child(
-    spec: str, epochs: int, train_size: int, batch_size: int, seed: int, max_seconds: float
-) -> None:
+def child(spec: str, args: argparse.Namespace) -> None:
+    epochs, train_size, batch_size, seed = args.epochs, args.train_size, args.batch_size, args.seed
+    max_seconds = args.max_run_seconds
     v = parse_variant(spec)
     t_start = time.perf_counter()
     import tensorflow as tf
@@ -87,7 +87,7 @@ def child(
 
     from mnist_demo.data import load_mnist, one_hot, to_model_input
     from mnist_demo.evaluation import evaluate
-    from mnist_demo.model import LAB_LEARNING_RATE, build_model
+    from mnist_demo.model import build_model
     from mnist_demo.training import select_subset
 
     (x_train, y_train), (x_test, y_test) = load_mnist()
@@ -154,7 +154,7 @@ def child(
     extrapolated = steps[0] + (steps_per_epoch - 1) * step_ms / 1000
     epoch1_s = extrapolated if epoch_cut else clock.epoch_s[0]
     accuracy = None if clock.cut else evaluate(model, x_test, y_test).accuracy
-    result = {
+    result = {  # for the parent (run_child)
         "variant": spec,
         "epoch1_s": epoch1_s,
         "epoch1_extrapolated": epoch_cut,
@@ -172,25 +172,15 @@ def child(
         ],
         "process_s": time.perf_counter() - t_start,
     }
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    common.child_result(result)
 
 
 def run_child(spec: str, args: argparse.Namespace) -> dict | None:
-    cmd = [
-        sys.executable, __file__, "--child", spec, "--epochs", str(args.epochs),
-        "--train-size", str(args.train_size), "--batch-size", str(args.batch_size),
-        "--seed", str(args.seed), "--max-run-seconds", str(args.max_run_seconds),
-    ]  # fmt: skip
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=common.ROOT)
-    wall = time.perf_counter() - t
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX) :])
-            result["wall_s"] = wall
-            return result
-    print(f"  {spec}: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}")
-    return None
+    return common.run_child(
+        __file__, spec, "--epochs", str(args.epochs), "--train-size", str(args.train_size),
+        "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+        "--max-run-seconds", str(args.max_run_seconds),
+    )  # fmt: skip
 
 
 # --- the parent: interleave, tabulate -----------------------------------------------------
@@ -208,14 +198,15 @@ def shipped_time_to_target() -> tuple[int | None, float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.ArgumentParser(
+        __doc__, variants=["baseline", "tfdata"], repeats=1, train_size=10 * LAB_BATCH_SIZE
+    )
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
     parser.add_argument("--repeats", type=int, default=2, help="rounds of all variants")
     parser.add_argument("--epochs", type=int, default=1, help="epochs per run (default 1)")
-    parser.add_argument("--train-size", type=int, default=60000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round on 6,000 images")
+    parser.add_argument("--train-size", type=int, default=TRAIN_SIZE)
+    parser.add_argument("--batch-size", type=int, default=LAB_BATCH_SIZE)
+    parser.add_argument("--seed", type=int, default=LAB_SEED)
     parser.add_argument(
         "--max-run-seconds",
         type=float,
@@ -225,17 +216,8 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(
-            args.child,
-            args.epochs,
-            args.train_size,
-            args.batch_size,
-            args.seed,
-            args.max_run_seconds,
-        )
+        child(args.child, args)
         return
-    if args.quick:
-        args.repeats, args.train_size = 1, 6000
     if "baseline" not in args.variants:
         args.variants = ["baseline", *args.variants]
 

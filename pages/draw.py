@@ -135,7 +135,9 @@ def send_to_class(
             key=f"meant-{drawing_key}",  # a new drawing starts on its own answer again
         )
         send, take_back = st.columns([1, 1])
-        if send.button("Send to the class", icon=":material/send:", disabled=meant is None):
+        if send.button(
+            "Send to the class", type="primary", icon=":material/send:", disabled=meant is None
+        ):
             try:
                 sent = store.add(
                     seen,
@@ -151,7 +153,11 @@ def send_to_class(
             else:
                 read = "read right" if sent.correct else f"read as {digit}"
                 st.success(f"Sent: you meant {sent.label}, the model {read}.", icon="✅")
-        if take_back.button("Take back my last drawing", icon=":material/undo:"):
+        if take_back.button(
+            "Take back",
+            icon=":material/undo:",
+            help="Remove your last drawing from the class set",
+        ):
             try:
                 store.take_back(ui.session_tag())
             except DigitLabError as e:
