@@ -62,21 +62,18 @@ def live_wall() -> None:
     st.html(html)
     st.subheader("Per digit")
     st.caption("Digits read right least often are the ones this class writes unlike MNIST.")
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "digit": row["digit"],
-                    "drawings": row["support"],
-                    "read right": row["support"] - row["errors"],
-                    "share right": row["recall"],
-                }
-                for row in result.per_class()
-            ]
-        ),
-        hide_index=True,
-        column_config={"share right": st.column_config.NumberColumn(format="percent")},
+    rows = result.per_class()
+    table = pd.DataFrame(
+        {
+            str(r["digit"]): {
+                "drawings": r["support"],
+                "read right": r["support"] - r["errors"],
+                "share right": f"{r['recall']:.0%}" if r["support"] else "–",
+            }
+            for r in rows
+        }
     )
+    st.table(table)
 
 
 live_wall()

@@ -172,7 +172,8 @@ def confusion_explorer(
     )
     with gallery:
         if true_digit == ANY and predicted_digit == ANY:
-            st.markdown(f"**All {len(mistakes)} mistakes**, most confident first")
+            n = len(mistakes)
+            st.markdown(f"**All {n} mistake{'s' if n != 1 else ''}**, most confident first")
         else:
             st.markdown(
                 f"**{len(mistakes)} mistakes** with true digit {true_digit} "
