@@ -296,7 +296,10 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
     if args.recover:
         registry, aside = RunRegistry.recover()
-        print(f"moved the unreadable registry to {aside}; rebuilt it from the run folders")
+        if aside is not None:
+            print(f"moved the old registry to {aside}; rebuilt it from the run folders")
+        else:
+            print("no registry file: rebuilt it from the run folders")
     else:
         registry = RunRegistry()
     registry.mark_interrupted()

@@ -180,6 +180,21 @@ class ClassSet:
         except sqlite3.DatabaseError as e:
             raise ClassSetError(f"the class set in {self.path} is unreadable: {e}") from e
 
+    def salvage_from(self, old: Path) -> int:
+        """Copy the class sets and drawings that an unreadable registry file (moved aside
+        by recovery) still gives up; returns how many drawings came back (0 when the old
+        file is too damaged: it is kept aside either way)."""
+        try:
+            with closing(sqlite3.connect(self.path, timeout=30)) as con:
+                con.execute("ATTACH DATABASE ? AS old", (str(old),))
+                with con:
+                    con.execute("INSERT OR IGNORE INTO class_sets SELECT * FROM old.class_sets")
+                    cur = con.execute("INSERT OR IGNORE INTO drawings SELECT * FROM old.drawings")
+                    self._bump(con)
+                return max(cur.rowcount, 0)
+        except sqlite3.DatabaseError:
+            return 0
+
     # --- the current set -------------------------------------------------------------
 
     def current_set(self) -> int:

@@ -24,6 +24,7 @@ from mnist_demo.errors import DigitLabError, ModelFileError
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
 ACTIVE_RUN = "active_run"  # settings keys
 LONG_RUNS = "long_runs"
+ACTIVE_FILE = "active.json"  # in the runs folder: which run is active, for recovery
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -123,7 +124,7 @@ class RunRegistry:
     """Runs in an SQLite file. Connections are opened per call, so any thread may use
     one registry object (the training thread writes while pages read)."""
 
-    def __init__(self, path: Path | None = None):
+    def __init__(self, path: Path | None = None, *, rebuilding: bool = False):
         self.path = Path(path) if path else config.registry_path()
         self.runs_dir = self.path.parent / "runs"
         try:
@@ -136,25 +137,50 @@ class RunRegistry:
         try:
             with closing(self._connect()) as con, con:
                 con.executescript(_SCHEMA)
-                con.execute("SELECT count(*) FROM runs").fetchone()
+                known = con.execute("SELECT count(*) FROM runs").fetchone()[0]
         except sqlite3.DatabaseError as e:
             raise RegistryCorruptError(
                 f"the run registry {self.path} is not a readable database ({e}). "
                 "Start the app or run `python -m mnist_demo runs --recover`: either moves it "
                 "aside and rebuilds the registry from the run folders, losing no run."
             ) from e
+        if known == 0 and not rebuilding and self._run_files():
+            # An emptied or replaced database beside existing runs: opening it as it is
+            # would forget them, and new runs would take their ids (and folders).
+            raise RegistryCorruptError(
+                f"the run registry {self.path} holds no runs, but {len(self._run_files())} "
+                f"run folders exist in {self.runs_dir}. Start the app or run "
+                "`python -m mnist_demo runs --recover` to rebuild it from them, losing no run."
+            )
+
+    def _run_files(self) -> list[Path]:
+        return sorted(self.runs_dir.glob("*/run.json"))
+
+    def _highest_folder_id(self) -> int:
+        ids = [int(p.name) for p in self.runs_dir.glob("*") if p.name.isdigit()]
+        return max(ids, default=0)
 
     @classmethod
-    def recover(cls, path: Path | None = None) -> tuple[RunRegistry, Path]:
-        """Move a corrupt database aside (kept, never deleted), start a fresh one and
-        re-import every run from its run.json. Returns the registry and the moved file."""
+    def recover(cls, path: Path | None = None) -> tuple[RunRegistry, Path | None]:
+        """Move an unreadable database aside (kept, never deleted), start a fresh one and
+        re-import every run from its run.json, the active model from its sidecar file,
+        and whatever class drawings the old file still gives up. Works with a missing,
+        empty or corrupt file. Returns the registry and the moved file (None if there
+        was nothing to move)."""
         path = Path(path) if path else config.registry_path()
-        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-        path.replace(aside)
-        for suffix in ("-wal", "-shm"):
+        aside = None
+        if path.exists():
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            path.replace(aside)
+        for suffix in ("-wal", "-shm", "-journal"):
             Path(str(path) + suffix).unlink(missing_ok=True)
-        registry = cls(path)
+        registry = cls(path, rebuilding=True)
         registry._import_run_files()
+        registry._restore_active()
+        if aside is not None:
+            from mnist_demo.class_set import ClassSet  # the drawings share this file
+
+            ClassSet(path).salvage_from(aside)
         return registry, aside
 
     def _connect(self) -> sqlite3.Connection:
@@ -174,12 +200,16 @@ class RunRegistry:
     def create_run(self, run_config: dict) -> Run:
         now = time.time()
         with closing(self._connect()) as con, con:
-            cur = con.execute(
-                "INSERT INTO runs (created_at, status, config, pid) VALUES (?, ?, ?, ?)",
-                (now, "running", json.dumps(run_config), os.getpid()),
+            con.execute("BEGIN IMMEDIATE")  # two processes never take the same id
+            # An id is never reused: not one the table had, nor one a run folder has (a
+            # replaced database must not let a new run overwrite an old run's files).
+            row = con.execute("SELECT max(id) FROM runs").fetchone()
+            run_id = max(row[0] or 0, self._highest_folder_id()) + 1
+            con.execute(
+                "INSERT INTO runs (id, created_at, status, config, pid) VALUES (?, ?, ?, ?, ?)",
+                (run_id, now, "running", json.dumps(run_config), os.getpid()),
             )
-            run_id = cur.lastrowid
-        assert run_id is not None  # an INSERT into a rowid table always sets it
+            self.run_dir(run_id).mkdir(parents=True)  # fails rather than reuse a folder
         run = self.get(run_id)
         self._write_run_file(run)
         return run
@@ -236,6 +266,7 @@ class RunRegistry:
         self._execute("DELETE FROM runs WHERE id = ?", (run_id,))
         if self.active_run_id() == run_id:
             self._set_setting(ACTIVE_RUN, None)
+            self._write_active_file(None)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     def model_path(self, run_id: int) -> Path:
@@ -280,6 +311,7 @@ class RunRegistry:
         if run_id is not None:
             self.model_path(run_id)  # refuse a run without a usable model
         self._set_setting(ACTIVE_RUN, None if run_id is None else str(run_id))
+        self._write_active_file(run_id)
 
     def active_run_id(self) -> int | None:
         value = self._setting(ACTIVE_RUN)
@@ -302,8 +334,24 @@ class RunRegistry:
         tmp.write_text(json.dumps(asdict(run), indent=1))
         tmp.replace(folder / "run.json")
 
+    def _write_active_file(self, run_id: int | None) -> None:
+        """The active model, mirrored beside the runs (like run.json) for recovery."""
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.runs_dir / f"{ACTIVE_FILE}.tmp"
+        tmp.write_text(json.dumps({"active_run": run_id}))
+        tmp.replace(self.runs_dir / ACTIVE_FILE)
+
+    def _restore_active(self) -> None:
+        try:
+            run_id = json.loads((self.runs_dir / ACTIVE_FILE).read_text())["active_run"]
+            if run_id is not None:
+                self.model_path(int(run_id))  # only a run that still has its model
+                self._set_setting(ACTIVE_RUN, str(int(run_id)))
+        except (OSError, ValueError, KeyError, TypeError, RegistryError, ModelFileError):
+            pass  # no sidecar, or its run is gone: the shipped model stays the default
+
     def _import_run_files(self) -> None:
-        for run_file in sorted(self.runs_dir.glob("*/run.json")):
+        for run_file in self._run_files():
             try:
                 data = json.loads(run_file.read_text())
                 values = tuple(

@@ -123,3 +123,74 @@ def test_students_cannot_delete_activate_or_lift_the_epoch_cap(tmp_path):
     assert registry.long_runs_allowed()
     registry.allow_long_runs(False, role=Role.INSTRUCTOR)
     assert not registry.long_runs_allowed()
+
+
+# --- a registry that never reuses an id and never forgets ---------------------------------
+
+
+def three_runs(tmp_path):
+    registry = RunRegistry(tmp_path / "runs.sqlite")
+    runs = [finished_run(registry, tmp_path) for _ in range(3)]
+    registry.set_active(runs[1].id, role=Role.INSTRUCTOR)
+    return registry, runs
+
+
+@pytest.mark.parametrize("damage", ["zero-bytes", "replaced-by-empty-db"])
+def test_an_emptied_database_beside_run_folders_is_refused_not_reused(tmp_path, damage):
+    """Once, a zero-byte runs.sqlite opened as an empty registry: ids restarted at 1 and
+    the next run overwrote runs/1/model.keras of an old run."""
+    registry, runs = three_runs(tmp_path)
+    old_model = registry.model_path(runs[0].id).read_bytes()
+    registry.path.unlink()
+    if damage == "zero-bytes":
+        registry.path.write_bytes(b"")
+    else:
+        sqlite3.connect(registry.path).close()
+    with pytest.raises(RegistryCorruptError, match="holds no runs, but 3 run folders exist"):
+        RunRegistry(registry.path)
+    recovered, _ = RunRegistry.recover(registry.path)
+    assert [r.id for r in recovered.list_runs()] == [r.id for r in reversed(runs)]
+    new = finished_run(recovered, tmp_path)
+    assert new.id == runs[-1].id + 1
+    assert registry.model_path(runs[0].id).read_bytes() == old_model
+
+
+def test_new_ids_never_take_a_run_folder_even_past_the_table(tmp_path):
+    registry = RunRegistry(tmp_path / "runs.sqlite")
+    first = finished_run(registry, tmp_path)
+    (registry.runs_dir / "7").mkdir()  # a folder the table does not know (copied in, say)
+    assert registry.create_run(CONFIG).id == 8
+    assert first.id == 1
+
+
+def test_recover_works_without_any_registry_file(tmp_path):
+    registry, runs = three_runs(tmp_path)
+    registry.path.unlink()
+    recovered, aside = RunRegistry.recover(registry.path)
+    assert aside is None
+    assert len(recovered.list_runs()) == 3
+
+
+def test_recovery_remembers_the_active_model(tmp_path):
+    registry, runs = three_runs(tmp_path)
+    registry.path.write_bytes(b"this is not a database at all" * 100)
+    recovered, aside = RunRegistry.recover(registry.path)
+    assert aside is not None and aside.exists()
+    assert recovered.active_run_id() == runs[1].id
+
+
+def test_recovery_brings_back_the_class_drawings_the_old_file_still_holds(tmp_path):
+    import numpy as np
+
+    from mnist_demo.class_set import ClassSet
+
+    registry, _ = three_runs(tmp_path)
+    store = ClassSet(registry.path)
+    image = np.zeros((28, 28), np.uint8)
+    image[4:20, 10:14] = 255
+    store.add(image, 1, session="s")
+    with sqlite3.connect(registry.path) as con:
+        con.execute("DELETE FROM runs")  # the runs table emptied, the drawings intact
+    recovered, _ = RunRegistry.recover(registry.path)
+    assert len(recovered.list_runs()) == 3
+    assert ClassSet(registry.path).count() == 1

@@ -65,9 +65,11 @@ def _registry(path: str) -> tuple[RunRegistry, str | None]:
         registry = RunRegistry(Path(path))
     except RegistryCorruptError as e:
         registry, aside = RunRegistry.recover(Path(path))
+        why = e.__cause__ or e
+        moved = f"It was moved to {aside} and rebuilt" if aside else "It was rebuilt"
         notice = (
-            f"The run registry was unreadable ({e.__cause__}). It was moved to {aside} "
-            f"and rebuilt from the run folders ({len(registry.list_runs())} runs recovered)."
+            f"The run registry was unusable ({why}). {moved} from the run folders "
+            f"({len(registry.list_runs())} runs recovered)."
         )
     registry.mark_interrupted()
     return registry, notice
