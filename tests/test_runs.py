@@ -164,7 +164,7 @@ def test_new_ids_never_take_a_run_folder_even_past_the_table(tmp_path):
 
 
 def test_recover_works_without_any_registry_file(tmp_path):
-    registry, runs = three_runs(tmp_path)
+    registry, _ = three_runs(tmp_path)
     registry.path.unlink()
     recovered, aside = RunRegistry.recover(registry.path)
     assert aside is None
