@@ -30,3 +30,17 @@ def runs_dir() -> Path:
 
 def registry_path() -> Path:
     return home() / "runs.sqlite"
+
+
+DEFAULT_MODEL_CACHE = 8
+
+
+def model_cache_size() -> int:
+    """How many models (and their traced predictors) a server keeps warm: a class easily
+    uses more than four (shipped, active, a few runs being compared); each Lab 7 model
+    holds about 13 MB. MNIST_DEMO_MODEL_CACHE overrides it (at least 1)."""
+    raw = os.environ.get("MNIST_DEMO_MODEL_CACHE", "").strip()
+    try:
+        return max(1, int(raw)) if raw else DEFAULT_MODEL_CACHE
+    except ValueError:
+        return DEFAULT_MODEL_CACHE

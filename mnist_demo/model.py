@@ -15,6 +15,7 @@ so `keras.models.load_model(path)` works anywhere Keras does, without this packa
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,10 +307,16 @@ def load_model(path: Path) -> keras.Model:
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist")
+    if not zipfile.is_zipfile(path):  # truncated or another format: Keras would say
+        # "File not found" about a file that exists
+        raise ModelFileError(
+            f"model file {path} is damaged or not a .keras model (not a complete .keras "
+            "archive); copy or export it again"
+        )
     try:
         return keras.saving.load_model(path, compile=False)
-    except Exception as e:  # Keras raises several types for a bad zip / config
-        raise ModelFileError(f"model file {path} could not be loaded: {e}") from e
+    except Exception as e:  # Keras raises several types for a bad config or weights
+        raise ModelFileError(f"model file {path} is damaged or not a Keras model: {e}") from e
 
 
 def summary_rows(model: keras.Model) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import threading
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -47,7 +48,16 @@ INK_FLOOR = 0.1  # less than 10 % of full ink is noise, not stroke
 SPECK_FRACTION = 0.02  # a separate blob with less of the ink than this is a speck
 NOISE_SIGMAS = 3.0  # background noise below median + this many sigmas is not ink
 
-MAX_PIXELS = 40_000_000  # refuse larger uploads before decoding a single pixel
+# Memory budget for uploads, the one input a student controls. Refused before a pixel
+# is decoded: a JPEG over 40 MP (JPEGs decode at 1/2, 1/4 or 1/8 size, `draft`, so even
+# that costs ~10 MB), any other format over 16 MP (those decode in full: 16 MP RGBA is
+# 64 MB; a 6300x6300 PNG of 170 kB used to take 0.5 GB). At most DECODE_SLOTS decodes
+# run at once; a request that waits DECODE_WAIT_S for a slot is told to retry.
+MAX_PIXELS = 40_000_000  # JPEG
+MAX_FULL_DECODE_PIXELS = 16_000_000  # PNG, WebP, GIF, BMP
+DECODE_SLOTS = 2
+DECODE_WAIT_S = 10.0
+KEEP_SIDE = 1024  # a decoded upload is reduced to this at once: to_mnist needs 512
 MIN_SIDE = 8
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 PHOTO_DRAFT_SIDE = 1024  # JPEGs decode straight to about this size: much faster
@@ -59,6 +69,13 @@ class BlankImageError(DigitLabError, ValueError):
 
 class ImageFileError(DigitLabError, ValueError):
     """An uploaded file that cannot be used; the message says why and what to do."""
+
+
+class ImageBusyError(DigitLabError):
+    """Every decoding slot stayed busy: thirty students uploaded at once."""
+
+
+_decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 
 
 # --- opening a file ------------------------------------------------------------------
@@ -86,8 +103,9 @@ def load_image(source: bytes | str | Path | BinaryIO) -> Image.Image:
             "This file is not an image (PNG, JPEG or WebP). Choose a picture file."
         ) from e
     width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise _too_large(width * height)
+    limit = MAX_PIXELS if image.format == "JPEG" else MAX_FULL_DECODE_PIXELS
+    if width * height > limit:
+        raise _too_large(width * height, limit)
     if min(width, height) < MIN_SIDE:
         raise ImageFileError(
             f"The image is too small ({width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} "
@@ -95,16 +113,21 @@ def load_image(source: bytes | str | Path | BinaryIO) -> Image.Image:
         )
     if image.format == "JPEG":
         image.draft(image.mode, (PHOTO_DRAFT_SIDE, PHOTO_DRAFT_SIDE))
-    try:
-        image.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageFileError(
-            "The image file is truncated or damaged. Save or export it again and retry."
-        ) from e
-    upright: Image.Image = image
-    with contextlib.suppress(Exception):  # a broken EXIF block must not cost the picture
-        upright = ImageOps.exif_transpose(image)
-    return _plain_mode(upright)
+    if not _decode_slots.acquire(timeout=DECODE_WAIT_S):
+        raise ImageBusyError("The server is busy reading other photos. Try again in a few seconds.")
+    try:  # inside the slot: the full-size pixels live only here
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise ImageFileError(
+                "The image file is truncated or damaged. Save or export it again and retry."
+            ) from e
+        upright: Image.Image = image
+        with contextlib.suppress(Exception):  # a broken EXIF block must not cost the picture
+            upright = ImageOps.exif_transpose(image)
+        return _reduced(_plain_mode(upright), KEEP_SIDE)
+    finally:
+        _decode_slots.release()
 
 
 def _megapixels(pixels: int) -> str:
@@ -114,10 +137,10 @@ def _megapixels(pixels: int) -> str:
     return f"{value:.1f}".removesuffix(".0") if value < 100 else f"{value:.0f}"
 
 
-def _too_large(pixels: int | None) -> ImageFileError:
+def _too_large(pixels: int | None, limit: int = MAX_PIXELS) -> ImageFileError:
     size = f"{_megapixels(pixels)} megapixels" if pixels else "too many pixels"
     return ImageFileError(
-        f"The image is too large ({size}; the limit is {_megapixels(MAX_PIXELS)} "
+        f"The image is too large ({size}; the limit is {_megapixels(limit)} "
         "megapixels). Use a smaller picture or crop it."
     )
 
@@ -129,6 +152,8 @@ def _pixels_in_message(message: str) -> int | None:
 
 def _plain_mode(image: Image.Image) -> Image.Image:
     """One of L, RGB, RGBA: the modes `to_mnist` and the page's st.image understand."""
+    if image.mode in ("L", "RGB", "RGBA") and "transparency" not in image.info:
+        return image  # already plain: no full-size copy
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     if has_alpha:
         return image.convert("RGBA")
@@ -179,10 +204,10 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return (to_unit_pixels(array) * 255 + 0.5).astype(np.uint8)
 
 
-def _reduced(image: Image.Image) -> Image.Image:
+def _reduced(image: Image.Image, side: int = WORK_MAX_SIDE) -> Image.Image:
     """Block-average big images down: the digit ends up 20 px tall, so a 12-megapixel
     photo carries nothing the result needs and would cost 100x the time."""
-    factor = -(-max(image.size) // WORK_MAX_SIDE)
+    factor = -(-max(image.size) // side)
     return image.reduce(factor) if factor > 1 else image
 
 

@@ -310,6 +310,12 @@ class RunRegistry:
         require(role, Action.SET_ACTIVE_MODEL)
         if run_id is not None:
             self.model_path(run_id)  # refuse a run without a usable model
+            run = self.get(run_id)
+            if not usable(run):
+                raise RegistryError(
+                    f"{run.name} is still training: make it the active model once it has "
+                    "finished (or stop it)"
+                )
         self._set_setting(ACTIVE_RUN, None if run_id is None else str(run_id))
         self._write_active_file(run_id)
 
@@ -452,27 +458,29 @@ def run_model(run: Run) -> ModelRef:
     )
 
 
+def usable(run: Run) -> bool:
+    """The one rule for offering a run's model (the sidebar, Draw, "make active", the
+    default): its run is not training any more and its model file is there."""
+    return run.status != "running" and run.has_model
+
+
 def available_models(registry: RunRegistry) -> list[ModelRef]:
-    """The shipped models first, then every run whose model file exists, newest first."""
-    return shipped_models() + [
-        run_model(run) for run in registry.list_runs() if run.status != "running" and run.has_model
-    ]
+    """The shipped models first, then every usable run's model, newest first: the only
+    list pages choose from."""
+    return shipped_models() + [run_model(run) for run in registry.list_runs() if usable(run)]
 
 
 def default_model(registry: RunRegistry, for_drawings: bool = False) -> ModelRef:
-    """The model a new browser session (or the CLI, with no --model or --run) starts on.
+    """The model a new browser session (or the CLI, with no --model or --run) starts on,
+    always one of `available_models`.
 
     For drawings, the shipped robust model (it reads drawings best). For the lab pages
-    and the CLI, the registry's active run when it still has a model, else shipped Lab 7.
+    and the CLI, the registry's active run when it is usable, else shipped Lab 7.
     """
-    shipped = {ref.key: ref for ref in shipped_models()}
-    if for_drawings and ROBUST_KEY in shipped:
-        return shipped[ROBUST_KEY]
+    models = {ref.key: ref for ref in available_models(registry)}
+    if for_drawings and ROBUST_KEY in models:
+        return models[ROBUST_KEY]
     active = registry.active_run_id()
-    if active is not None:
-        try:
-            registry.model_path(active)
-            return run_model(registry.get(active))
-        except (RegistryError, ModelFileError):
-            pass
-    return shipped[SHIPPED_KEY]
+    if active is not None and str(active) in models:
+        return models[str(active)]
+    return models[SHIPPED_KEY]

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from mnist_demo import config
 from mnist_demo.errors import ModelFileError
 from mnist_demo.model import (
     UnknownPresetError,
@@ -88,8 +89,13 @@ def test_load_model_errors_are_clear(tmp_path):
         load_model(tmp_path / "missing.keras")
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip")
-    with pytest.raises(ModelFileError, match="could not be loaded"):
+    with pytest.raises(ModelFileError, match="is damaged"):
         load_model(broken)
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(config.DEFAULT_MODEL_PATH.read_bytes()[:100_000])  # a cut copy
+    with pytest.raises(ModelFileError, match="is damaged") as caught:
+        load_model(truncated)
+    assert "not found" not in str(caught.value).lower()  # it exists: say what is wrong
 
 
 def test_summary_rows_for_the_table():

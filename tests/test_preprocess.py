@@ -6,10 +6,15 @@ geometry is known exactly and no dataset is needed.
 
 from __future__ import annotations
 
+import io
+import threading
+import time
+
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFile
 
+from mnist_demo import preprocess
 from mnist_demo.preprocess import (
     BlankImageError,
     ink_map,
@@ -295,3 +300,65 @@ def test_ink_map_of_a_canvas_is_the_stroke_coverage():
     found = ink_map(canvas(ink, (200, 0, 0), (0, 0, 90)))
     np.testing.assert_allclose(found[ink >= 0.12], ink[ink >= 0.12], atol=0.02)
     assert found[ink == 0].max() == 0.0
+
+
+# --- uploads within a memory budget -------------------------------------------------------
+
+
+def _png(width: int, height: int, mode: str = "L") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, (width, height), 255).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_a_huge_png_is_refused_before_decoding():
+    """A 6300x6300 PNG of ~170 kB was decoded in full (0.5 GB, 1 s) under the 40 MP
+    limit; formats that decode in full now stop at 16 MP."""
+    data = _png(6300, 6300)
+    assert len(data) < 400_000
+    with pytest.raises(
+        preprocess.ImageFileError, match=r"too large \(39.7 megapixels; the limit is 16"
+    ):
+        preprocess.load_image(data)
+
+
+def test_a_decoded_upload_is_kept_small():
+    image = preprocess.load_image(_png(3000, 2000))
+    assert max(image.size) <= preprocess.KEEP_SIDE
+
+
+def test_decodes_run_at_most_two_at_a_time_and_a_long_queue_is_told_to_retry(monkeypatch):
+    running, peak, lock = 0, 0, threading.Lock()
+    real_load = ImageFile.ImageFile.load  # the decoding itself (not Image.load's no-op)
+
+    def slow_load(self):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.3)
+        try:
+            return real_load(self)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", slow_load)
+    monkeypatch.setattr(preprocess, "DECODE_WAIT_S", 0.5)
+    results: list[object] = []
+
+    def upload() -> None:
+        try:
+            results.append(preprocess.load_image(_png(400, 400)))
+        except preprocess.ImageBusyError as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=upload) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert peak == preprocess.DECODE_SLOTS
+    busy = [r for r in results if isinstance(r, preprocess.ImageBusyError)]
+    assert busy and "busy reading other photos" in str(busy[0])
+    assert len(results) == 8

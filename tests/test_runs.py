@@ -194,3 +194,23 @@ def test_recovery_brings_back_the_class_drawings_the_old_file_still_holds(tmp_pa
     recovered, _ = RunRegistry.recover(registry.path)
     assert len(recovered.list_runs()) == 3
     assert ClassSet(registry.path).count() == 1
+
+
+def test_a_run_still_training_is_neither_offered_nor_activated(tmp_path):
+    """Once, activating a run after its first epoch broke every new Draw session with a
+    KeyError: the default pointed at a model the sidebar did not list."""
+    from mnist_demo.runs import SHIPPED_KEY, available_models, default_model
+
+    registry = RunRegistry(tmp_path / "runs.sqlite")
+    training = registry.create_run(CONFIG)
+    model = registry.run_dir(training.id) / "model.keras"
+    model.write_bytes(b"weights of epoch 1")
+    registry.record_epoch(training.id, HISTORY, model)  # a checkpoint, still running
+    assert str(training.id) not in {m.key for m in available_models(registry)}
+    with pytest.raises(RegistryError, match="still training"):
+        registry.set_active(training.id, role=Role.INSTRUCTOR)
+    registry._set_setting("active_run", str(training.id))  # as an older version could
+    assert default_model(registry).key == SHIPPED_KEY  # always one of the listed models
+    registry.finish_run(training.id, "stopped")
+    registry.set_active(training.id, role=Role.INSTRUCTOR)
+    assert default_model(registry).key == str(training.id)

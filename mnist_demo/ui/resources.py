@@ -94,12 +94,19 @@ def _mtime(path: Path) -> float:
         ) from None
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+# Models and predictors: a setting (config.model_cache_size). Evaluations are small (10k
+# x 10 probabilities) and kept separately and longer, so a model evicted and loaded
+# again never means scoring the test set again on a page switch.
+MODEL_CACHE = config.model_cache_size()
+EVALUATION_CACHE = 64
+
+
+@st.cache_resource(max_entries=MODEL_CACHE, show_spinner="Loading the model…")
 def _model(path: str, mtime: float) -> keras.Model:
     return load_model(Path(path))
 
 
-@st.cache_resource(max_entries=4, show_spinner="Scoring the 10,000 test images…")
+@st.cache_resource(max_entries=EVALUATION_CACHE, show_spinner="Scoring the 10,000 test images…")
 def _evaluation(path: str, mtime: float, data_dir: str) -> Evaluation:
     _, (x_test, y_test) = dataset()
     return evaluate(_model(path, mtime), x_test, y_test)
@@ -110,7 +117,7 @@ def evaluation(ref: ModelRef) -> Evaluation:
     return _evaluation(str(ref.path), _mtime(ref.path), str(config.data_dir()))
 
 
-@st.cache_resource(max_entries=4, show_spinner="Warming up the model…")
+@st.cache_resource(max_entries=MODEL_CACHE, show_spinner="Warming up the model…")
 def _predictor(path: str, mtime: float) -> Predictor:
     return Predictor(_model(path, mtime))
 
@@ -133,7 +140,7 @@ def class_store() -> ClassSet:
     return _class_store(str(config.registry_path()))
 
 
-@st.cache_resource(max_entries=8, show_spinner="Scoring the class drawings…")
+@st.cache_resource(max_entries=EVALUATION_CACHE, show_spinner="Scoring the class drawings…")
 def _class_evaluation(
     path: str, mtime: float, store_path: str, set_id: int | None, version: int
 ) -> tuple[Snapshot, Evaluation]:
