@@ -274,14 +274,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
     import numpy as np
 
     from mnist_demo.inference import Predictor
-    from mnist_demo.preprocess import BlankImageError, ImageFileError, load_image, to_mnist
+    from mnist_demo.preprocess import (
+        BlankImageError,
+        DrawingTooSmallError,
+        ImageFileError,
+        load_image,
+        to_mnist,
+    )
 
     path = Path(args.image)
     if not path.is_file():
         raise UserError(f"{path} is not a file")
     try:
         image28 = to_mnist(load_image(path))
-    except (ImageFileError, BlankImageError) as e:  # ValueErrors: name the file
+    except (ImageFileError, BlankImageError, DrawingTooSmallError) as e:  # name the file
         raise UserError(f"{path}: {e}") from e
     model, label = _load_model(args)
     probs = Predictor(model).predict(image28)

@@ -71,6 +71,14 @@ class ImageFileError(DigitLabError, ValueError):
     """An uploaded file that cannot be used; the message says why and what to do."""
 
 
+class DrawingTooSmallError(DigitLabError, ValueError):
+    """A dot or a tiny mark: nothing a digit could be read from."""
+
+
+class FullCanvasError(DigitLabError, ValueError):
+    """The canvas is painted nearly all over: no digit shape is left to read."""
+
+
 class ImageBusyError(DigitLabError):
     """Every decoding slot stayed busy: thirty students uploaded at once."""
 
@@ -432,6 +440,41 @@ def _place_by_centre_of_mass(digit: np.ndarray) -> np.ndarray:
     return out
 
 
+MIN_DIGIT_FRACTION = 0.04  # a digit's longest side, of the picture's shorter side
+MIN_DIGIT_STROKES = 3.0  # ...and of its stroke width (a round dot measures 2.5-2.7)
+MAX_CANVAS_COVER = 0.5  # a canvas more than half painted holds no digit shape
+
+
+def _refuse_a_dot(crop: np.ndarray, picture_side: int) -> None:
+    """A click or a tiny mark has no shape to read; MNIST would answer it with a
+    confident guess (a dot was read "0, 61 %"). Small is relative: to the picture, and
+    to the pen (a thick pen's dot is large, but only about two stroke widths across)."""
+    longest = max(crop.shape)
+    if longest < MIN_DIGIT_FRACTION * picture_side or longest < MIN_DIGIT_STROKES * stroke_width(
+        crop
+    ):
+        raise DrawingTooSmallError(
+            "That is too small to read: draw the whole digit, as big as the square."
+        )
+
+
+def check_canvas(canvas: np.ndarray, background: tuple[int, int, int]) -> None:
+    """Refuse a canvas painted nearly all over (FullCanvasError): ink_map would take the
+    painted frame for the background and see no digit at all."""
+    rgba = np.asarray(canvas)
+    if rgba.ndim != 3 or rgba.shape[2] < 3:
+        return
+    rgb = rgba[..., :3].astype(np.int16)
+    painted = np.abs(rgb - np.array(background, np.int16)).max(axis=2) > 32
+    if rgba.shape[2] == 4:
+        painted &= rgba[..., 3] > 32
+    if painted.mean() > MAX_CANVAS_COVER:
+        raise FullCanvasError(
+            "The canvas is painted nearly all over, so there is no digit shape to read. "
+            "Press Clear and draw one digit."
+        )
+
+
 def to_mnist(image: np.ndarray | Image.Image) -> np.ndarray:
     """(28, 28) float32 in [0, 1], a white digit on black, normalised the MNIST way.
 
@@ -439,8 +482,10 @@ def to_mnist(image: np.ndarray | Image.Image) -> np.ndarray:
     the reverse), as a uint8 or [0, 1] float array or a PIL image. Raises
     BlankImageError when there is no digit to see.
     """
-    crop = _crop_to_ink(ink_map(image))
+    ink = ink_map(image)
+    crop = _crop_to_ink(ink)
     crop_h, crop_w = crop.shape
+    _refuse_a_dot(crop, min(ink.shape))
     work_h, work_w = _box_size(crop_h, crop_w, DIGIT_BOX * WORK_SCALE)
     work = _normalise_stroke(_resize(crop, work_h, work_w))
     final = _resize(work, *_box_size(work_h, work_w, DIGIT_BOX))

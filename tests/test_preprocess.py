@@ -362,3 +362,35 @@ def test_decodes_run_at_most_two_at_a_time_and_a_long_queue_is_told_to_retry(mon
     busy = [r for r in results if isinstance(r, preprocess.ImageBusyError)]
     assert busy and "busy reading other photos" in str(busy[0])
     assert len(results) == 8
+
+
+# --- what is not a drawing --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("brush", [8, 20, 40])
+def test_a_click_or_a_tiny_dot_is_too_small_to_read(brush):
+    """A single click used to be answered "0, 61 % confident" like a real digit."""
+    canvas = np.zeros((280, 280, 4), np.uint8)
+    image = Image.fromarray(canvas)
+    ImageDraw.Draw(image).ellipse(
+        [140 - brush / 2, 140 - brush / 2, 140 + brush / 2, 140 + brush / 2],
+        fill=(255, 255, 255, 255),
+    )
+    with pytest.raises(preprocess.DrawingTooSmallError, match="too small to read"):
+        preprocess.to_mnist(np.asarray(image))
+
+
+def test_a_short_thick_one_is_still_a_digit():
+    canvas = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
+    ImageDraw.Draw(canvas).line([(140, 60), (140, 220)], fill=(255, 255, 255, 255), width=40)
+    assert preprocess.to_mnist(np.asarray(canvas)).max() == pytest.approx(1.0)
+
+
+def test_a_canvas_painted_all_over_says_so():
+    painted = np.full((280, 280, 4), 255, np.uint8)
+    painted[100:120, 100:180, :3] = 0  # a black scratch in white paint
+    with pytest.raises(preprocess.FullCanvasError, match="painted nearly all over"):
+        preprocess.check_canvas(painted, background=(0, 0, 0))
+    drawn = np.zeros((280, 280, 4), np.uint8)
+    drawn[40:240, 130:150] = 255
+    preprocess.check_canvas(drawn, background=(0, 0, 0))  # a digit: fine
