@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS runs (
     test_n INTEGER,
     model_path TEXT,
     error TEXT,
-    pid INTEGER
+    pid INTEGER,
+    heartbeat REAL
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT);
 """
@@ -60,6 +61,7 @@ _COLUMNS = [
     "model_path",
     "error",
     "pid",
+    "heartbeat",
 ]
 
 
@@ -92,6 +94,7 @@ class Run:
     model_path: str | None = None
     error: str | None = None
     pid: int | None = None
+    heartbeat: float | None = None  # time.time() of the training thread's last sign of life
 
     @property
     def name(self) -> str:
@@ -108,16 +111,20 @@ class Run:
         return Path(self.model_path).exists()
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
+HEARTBEAT_EVERY_S = 5.0  # how often a training job says it is alive
+HEARTBEAT_STALE_S = 30.0  # a "running" run silent this long was interrupted
+
+
+def training_now(run: Run, now: float | None = None) -> bool:
+    """Is this run really being trained right now? Proven by the heartbeat its training
+    thread writes every few seconds, not by a process id: after a reboot or a container
+    restart another process may hold the same id, and the run would stay "running"
+    forever."""
+    if run.status != "running":
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    now = time.time() if now is None else now
+    last = run.heartbeat if run.heartbeat is not None else run.created_at
+    return now - last < HEARTBEAT_STALE_S
 
 
 class RunRegistry:
@@ -137,6 +144,9 @@ class RunRegistry:
         try:
             with closing(self._connect()) as con, con:
                 con.executescript(_SCHEMA)
+                columns = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+                if "heartbeat" not in columns:  # a registry from before heartbeats
+                    con.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
                 known = con.execute("SELECT count(*) FROM runs").fetchone()[0]
         except sqlite3.DatabaseError as e:
             raise RegistryCorruptError(
@@ -206,8 +216,9 @@ class RunRegistry:
             row = con.execute("SELECT max(id) FROM runs").fetchone()
             run_id = max(row[0] or 0, self._highest_folder_id()) + 1
             con.execute(
-                "INSERT INTO runs (id, created_at, status, config, pid) VALUES (?, ?, ?, ?, ?)",
-                (run_id, now, "running", json.dumps(run_config), os.getpid()),
+                "INSERT INTO runs (id, created_at, status, config, pid, heartbeat) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, now, "running", json.dumps(run_config), os.getpid(), now),
             )
             self.run_dir(run_id).mkdir(parents=True)  # fails rather than reuse a folder
         run = self.get(run_id)
@@ -261,7 +272,7 @@ class RunRegistry:
         """Remove the row and the run's folder; a deleted active run falls back to default."""
         require(role, Action.DELETE_RUNS)
         run = self.get(run_id)
-        if run.status == "running" and _pid_alive(run.pid):
+        if training_now(run):
             raise RegistryError(f"{run.name} is still training; stop it first")
         self._execute("DELETE FROM runs WHERE id = ?", (run_id,))
         if self.active_run_id() == run_id:
@@ -280,11 +291,15 @@ class RunRegistry:
             )
         return path
 
+    def beat(self, run_id: int) -> None:
+        """The training thread is alive (see training_now)."""
+        self._execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (time.time(), run_id))
+
     def mark_interrupted(self) -> list[int]:
         """Runs left 'running' by a process that no longer exists were interrupted (the
         server died mid-run). Their last finished epoch's model stays usable."""
-        rows = self._execute("SELECT id, pid FROM runs WHERE status = 'running'")
-        dead = [r["id"] for r in rows if not _pid_alive(r["pid"])]
+        rows = self._execute("SELECT * FROM runs WHERE status = 'running'")
+        dead = [r["id"] for r in rows if not training_now(_row_to_run(r))]
         for run_id in dead:
             self.finish_run(
                 run_id, "interrupted", error="the process training this run ended unexpectedly"

@@ -1,12 +1,18 @@
+import os
 import sqlite3
-import subprocess
-import sys
+import time
 
 import pytest
 
 from mnist_demo.classroom import PermissionDeniedError, Role
 from mnist_demo.errors import ModelFileError
-from mnist_demo.runs import RegistryCorruptError, RegistryError, RunNotFoundError, RunRegistry
+from mnist_demo.runs import (
+    HEARTBEAT_STALE_S,
+    RegistryCorruptError,
+    RegistryError,
+    RunNotFoundError,
+    RunRegistry,
+)
 
 CONFIG = {"preset": "lab7", "epochs": 2}
 HISTORY = {"loss": [0.5, 0.3], "accuracy": [0.8, 0.9], "val_loss": [0.4, 0.3]}
@@ -79,21 +85,21 @@ def test_a_corrupt_database_is_rejected_then_recovered_from_run_files(tmp_path):
     assert finished_run(recovered, tmp_path).id == max(kept) + 1  # ids keep counting
 
 
-def test_runs_of_a_dead_process_are_marked_interrupted(tmp_path):
+def test_a_run_whose_heartbeat_stopped_is_interrupted_even_if_its_pid_lives(tmp_path):
+    """After a reboot another process can hold the recorded pid: the run used to stay
+    "running" forever (not stoppable, not deletable, its model hidden)."""
     registry = RunRegistry(tmp_path / "runs.sqlite")
-    run = registry.create_run(CONFIG)
+    run = registry.create_run(CONFIG)  # pid: this very (alive) process
     model = registry.run_dir(run.id) / "model.keras"
     model.write_bytes(b"epoch 1")
     registry.record_epoch(run.id, {"loss": [0.4]}, model)
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    stale = time.time() - HEARTBEAT_STALE_S - 1
     with sqlite3.connect(registry.path) as con:
-        con.execute("UPDATE runs SET pid = ? WHERE id = ?", (int(dead.stdout), run.id))
-    alive = registry.create_run(CONFIG)  # this process: still running
+        con.execute(
+            "UPDATE runs SET heartbeat = ?, pid = ? WHERE id = ?", (stale, os.getpid(), run.id)
+        )
+    alive = registry.create_run(CONFIG)
+    registry.beat(alive.id)  # a job training now
     assert registry.mark_interrupted() == [run.id]
     interrupted = registry.get(run.id)
     assert interrupted.status == "interrupted" and interrupted.epochs_done == 1
@@ -101,6 +107,22 @@ def test_runs_of_a_dead_process_are_marked_interrupted(tmp_path):
     assert registry.get(alive.id).status == "running"
     with pytest.raises(RegistryError, match="still training"):
         registry.delete(alive.id, role=Role.INSTRUCTOR)
+    registry.delete(run.id, role=Role.INSTRUCTOR)  # the stale one can go
+
+
+def test_a_registry_from_before_heartbeats_gains_the_column(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute(
+            "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at REAL NOT NULL,"
+            " finished_at REAL, status TEXT NOT NULL, config TEXT NOT NULL, history TEXT NOT NULL"
+            " DEFAULT '{}', epochs_done INTEGER NOT NULL DEFAULT 0, test_loss REAL,"
+            " test_accuracy REAL, misclassified INTEGER, test_n INTEGER, model_path TEXT,"
+            " error TEXT, pid INTEGER)"
+        )
+    registry = RunRegistry(path)
+    run = registry.create_run(CONFIG)
+    assert registry.get(run.id).heartbeat is not None
 
 
 def test_students_cannot_delete_activate_or_lift_the_epoch_cap(tmp_path):
