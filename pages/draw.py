@@ -14,12 +14,20 @@ from mnist_demo.preprocess import (
     CANVAS_SIZE,
     BlankImageError,
     ImageFileError,
+    check_canvas,
     load_image,
     to_mnist,
 )
 from mnist_demo.runs import ModelRef
 
 NOT_SURE_BELOW = 0.6  # below this top probability the answer is shown as a guess
+CANVAS_BACKGROUND = (0, 0, 0)  # white strokes on black, as MNIST's digits are
+
+
+def has_ink(canvas_image: object) -> bool:
+    return canvas_image is not None and bool(np.asarray(canvas_image)[..., :3].max() > 0)
+
+
 LAST_UPLOAD = "last_upload"  # a new file counts against the upload limit, not each rerun
 
 ref = ui.page_setup(__file__, for_drawings=True)
@@ -28,8 +36,54 @@ st.caption(f"Model: **{ref.name}**. Draw one digit, 0–9, as big as you like.")
 
 
 def clear_canvas() -> None:
-    """A new key gives a fresh, empty canvas (its toolbar's bin only shows on hover)."""
+    """A new key gives a fresh, empty canvas (and an empty undo history)."""
     st.session_state.canvas_version = st.session_state.get("canvas_version", 0) + 1
+
+
+# streamlit-drawable-canvas 0.13.0 keeps its toolbar (send, undo, redo, edit, reset)
+# invisible (opacity 0, z-index 20) over the canvas's top-right strip until the mouse
+# has hovered the canvas for 0.1 s: a stroke started there went to the toolbar, and on
+# a touch screen, which has no hover, always did. These rules give the toolbar a row of
+# its own above the canvas, always shown: every point of the canvas takes strokes, and
+# undo and redo are in sight (finger-sized on a touch screen). The component draws
+# itself in a shadow root (isolate_styles), where a page <style> can't reach, so a tiny
+# component of ours adopts the rules into every isolated component's shadow root (they
+# name only the canvas's dc-* classes). tests/test_canvas_component.py fails if an
+# upgrade changes what this relies on; tests/e2e/test_canvas_e2e.py draws everywhere.
+CANVAS_TOOLBAR_CSS = """
+.dc-root { display: flex !important; flex-direction: column !important; }
+.dc-root > .dc-toolbar {
+  position: static !important; order: -1; align-self: flex-end;
+  opacity: 1 !important; z-index: auto !important; transition: none !important;
+  padding: 0 0 0.25rem !important;
+}
+@media (pointer: coarse) { .dc-root .dc-icon-button { padding: 0.5rem !important; } }
+"""
+CANVAS_TOOLBAR_JS = """
+export default function ({ data }) {
+  const sheet = (window.digitLabCanvasSheet ??= new CSSStyleSheet());
+  sheet.replaceSync(data.css);
+  let frame = 0;
+  const adopt = (tries) => {
+    let waiting = false;
+    for (const host of document.querySelectorAll('[data-testid="stBidiComponentIsolated"]')) {
+      const root = host.shadowRoot;  // Streamlit attaches it just after the host
+      if (!root) waiting = true;  // appears: look again next frame
+      else if (!root.adoptedStyleSheets.includes(sheet))
+        root.adoptedStyleSheets = [...root.adoptedStyleSheets, sheet];
+    }
+    cancelAnimationFrame(frame);
+    if (waiting && tries > 0) frame = requestAnimationFrame(() => adopt(tries - 1));
+  };
+  const observer = new MutationObserver(() => adopt(120));
+  observer.observe(document.body, { childList: true, subtree: true });
+  adopt(120);
+  return () => { observer.disconnect(); cancelAnimationFrame(frame); };
+}
+"""
+canvas_toolbar_fix = st.components.v2.component(
+    "digit_lab.canvas_toolbar", js=CANVAS_TOOLBAR_JS, isolate_styles=False
+)
 
 
 SHOW_INSIDE = "show_inside"  # kept outside the widget: a blank canvas returns before the
@@ -54,7 +108,7 @@ def draw_and_answer(ref: ModelRef) -> None:
         canvas = st_canvas(
             stroke_width=brush,
             stroke_color="#ffffff",
-            background_color="#000000",
+            background_color="#{:02x}{:02x}{:02x}".format(*CANVAS_BACKGROUND),
             height=CANVAS_SIZE,
             width=CANVAS_SIZE,
             drawing_mode="freedraw",
@@ -78,6 +132,10 @@ def draw_and_answer(ref: ModelRef) -> None:
             image = load_image(upload.getvalue()) if upload is not None else canvas.image_data
             if image is None:
                 raise BlankImageError("nothing drawn yet")
+            if upload is not None and has_ink(canvas.image_data):
+                st.info("Reading your photo. Remove it (×) to read your drawing.", icon="📷")
+            if upload is None:
+                check_canvas(image, background=CANVAS_BACKGROUND)
             with ui.user_errors():
                 ui.limit("drawing")
             seen = to_mnist(image)
@@ -93,6 +151,9 @@ def draw_and_answer(ref: ModelRef) -> None:
             return
         except ImageFileError as e:
             st.error(str(e), icon="⚠️")
+            return
+        except DigitLabError as e:  # too small, painted all over, the server busy
+            st.warning(str(e), icon="✍️")
             return
 
         with ui.user_errors():
@@ -202,3 +263,6 @@ def inside_the_network(predictor, seen, digit: int) -> None:
 
 
 draw_and_answer(ref)
+# Outside the fragment, after it: mounted once for the page, and its empty element sits
+# at the page's end, where its spacing shows nowhere.
+canvas_toolbar_fix(data={"css": CANVAS_TOOLBAR_CSS}, key="canvas-toolbar-fix")

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from mnist_demo import classroom
 from mnist_demo.class_set import ClassSet
 from mnist_demo.classroom import Role
-from tools.drawn_digits import draw_canvas
+from tools.drawn_digits import draw_canvas, on_the_draw_page
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 
@@ -49,7 +49,7 @@ def button(at: AppTest, label: str):
 
 def test_a_drawing_sent_from_draw_lands_on_the_class_wall(student, canvas, mnist):
     _, (x_test, _) = mnist
-    canvas.image = draw_canvas(x_test[0], np.random.default_rng(3))  # a 7
+    canvas.image = on_the_draw_page(draw_canvas(x_test[0], np.random.default_rng(3)))  # a 7
     at = open_page("pages/draw.py")
     meant = next(p for p in at.get("button_group") if "digit you meant" in p.label)
     assert meant.value == [7] or meant.value == 7  # the model's answer, pre-selected

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mnist_demo.config import DEFAULT_MODEL_PATH
 from mnist_demo.preprocess import ink_map, to_mnist
 from tools.drawn_digits import (
+    MIN_STROKE,
+    UPSAMPLE,
     drawn_accuracy,
     make_drawn_set,
     naive_resize,
     pen_path,
+    pen_strokes,
+    place_strokes,
+    render_strokes,
     skeleton,
 )
 
@@ -121,6 +127,81 @@ def test_pen_path_keeps_filled_blobs():
     digit[8:20, 8:20] = 255  # a filled square: its skeleton alone would be a dot
     points = pen_path(digit)
     assert np.ptp(points[:, 0]) > 6 and np.ptp(points[:, 1]) > 6
+
+
+def _pen_line(digit: np.ndarray) -> set[tuple[int, int]]:
+    """The digit's centre line, in 112x112 pixels (pen_path's, without its blob dabs)."""
+    size = 28 * UPSAMPLE
+    big = Image.fromarray(digit.astype(np.float32) / 255).resize((size, size), Image.BILINEAR)
+    return {(int(r), int(c)) for r, c in np.argwhere(skeleton(np.asarray(big) > 0.5))}
+
+
+def _check_pen_strokes(digit: np.ndarray) -> list[np.ndarray]:
+    """Strokes are pen-down paths through neighbouring pixels, on the digit's centre
+    line, and miss none of it but a spur's few pixels."""
+    strokes = pen_strokes(digit)
+    line = _pen_line(digit)
+    on_strokes = set()
+    for stroke in strokes:
+        assert stroke.ndim == 2 and stroke.shape[1] == 2 and len(stroke) >= 2
+        steps = np.abs(np.diff(stroke, axis=0)) * UPSAMPLE
+        assert steps.max() <= 1 + 1e-9 and (steps.sum(axis=1) > 0).all()  # 8-neighbours
+        on_strokes |= {(int(r), int(c)) for r, c in np.rint(stroke * UPSAMPLE - 0.5)}
+    assert on_strokes <= line  # nothing off the centre line
+    missed = line - on_strokes  # only pieces shorter than MIN_STROKE: spurs, specks
+    while missed:
+        piece, todo = set(), [missed.pop()]
+        while todo:
+            r, c = todo.pop()
+            piece.add((r, c))
+            near = {(r + dr, c + dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)} & missed
+            missed -= near
+            todo += near
+        assert len(piece) <= MIN_STROKE * UPSAMPLE + 1, sorted(piece)
+    return strokes
+
+
+def test_pen_strokes_write_a_plus_in_two_straight_strokes_and_a_ring_in_one():
+    plus = np.zeros((28, 28), np.uint8)
+    plus[13:16, 4:24] = 255
+    plus[4:24, 13:16] = 255
+    strokes = _check_pen_strokes(plus)
+    assert len(strokes) == 2  # straight through the crossing, not four arms
+    spans = sorted(np.ptp(s, axis=0).tolist() for s in strokes)
+    assert spans[0][0] < 1 and spans[0][1] > 15  # one across
+    assert spans[1][1] < 1 and spans[1][0] > 15  # one down
+    assert strokes[0][0][0] == min(s[:, 0].min() for s in strokes)  # starts at the top
+
+    yy, xx = np.mgrid[:28, :28]
+    ring = ((np.hypot(yy - 14, xx - 14) < 10) & (np.hypot(yy - 14, xx - 14) > 7)) * 255
+    (stroke,) = _check_pen_strokes(ring.astype(np.uint8))
+    np.testing.assert_allclose(stroke[0], stroke[-1], atol=1.5 / UPSAMPLE)  # closed
+    assert np.ptp(stroke, axis=0).min() > 14
+
+
+def test_pen_strokes_of_real_digits_are_few_and_read_like_the_digit(mnist):
+    _, (x_test, _) = mnist
+    counts, correlations = [], []
+    for digit in x_test[:40]:
+        strokes = _check_pen_strokes(digit)
+        counts.append(len(strokes))
+        placed = place_strokes(strokes, 200, 40, 40)
+        a, b = to_mnist(render_strokes(placed, brush=20)), x_test[len(counts) - 1] / 255
+        correlations.append(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    assert max(counts) <= 6 and np.mean(counts) < 2.5
+    assert np.median(correlations) > 0.75
+
+
+def test_place_strokes_scales_places_and_resamples():
+    strokes = [np.array([[0.0, 0.0], [10.0, 0.0]]), np.array([[0.0, 2.0], [5.0, 5.0]])]
+    placed = place_strokes(strokes, size=150, top=4, left=120, step=6)
+    xy = np.concatenate(placed)
+    np.testing.assert_allclose(xy.min(axis=0), [120, 4])  # (x, y): left, top
+    np.testing.assert_allclose(xy.max(axis=0), [120 + 75, 4 + 150])  # longer side: 150
+    assert len(placed[0]) == 26  # 150 px every 6 px, both ends
+    assert np.linalg.norm(np.diff(placed[0], axis=0), axis=1).max() <= 6 + 1e-9
+    canvas = render_strokes(placed, brush=10)
+    assert canvas.shape == (280, 280, 4) and canvas[4, 120, 0] == 255 and canvas[0, 0, 0] == 0
 
 
 def test_naive_resize_shape(drawn):

@@ -13,7 +13,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from mnist_demo import classroom, config
-from tools.drawn_digits import draw_canvas
+from tools.drawn_digits import draw_canvas, on_the_draw_page
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 pytestmark = pytest.mark.slow
@@ -105,7 +105,9 @@ def test_blank_canvas_shows_a_prompt_not_a_guess(home, canvas):
 
 def test_a_drawn_digit_is_read(home, canvas, mnist):
     _, (x_test, y_test) = mnist
-    canvas.image = draw_canvas(x_test[0], np.random.default_rng(3))  # a 7, as brush strokes
+    canvas.image = on_the_draw_page(
+        draw_canvas(x_test[0], np.random.default_rng(3))
+    )  # a 7, as brush strokes
     at = open_page("pages/draw.py")
     prediction = next(m for m in at.metric if m.label == "Prediction")
     assert prediction.value == str(y_test[0]) == "7"
@@ -186,7 +188,7 @@ def test_a_student_session_that_floods_the_server_is_slowed_with_a_message(
     monkeypatch.setitem(classroom.STUDENT_LIMITS, "drawing", ("drawings read", 3))
     monkeypatch.setitem(classroom.STUDENT_LIMITS, "upload", ("uploads", 2))
     _, (x_test, _) = mnist
-    canvas.image = draw_canvas(x_test[0], np.random.default_rng(3))
+    canvas.image = on_the_draw_page(draw_canvas(x_test[0], np.random.default_rng(3)))
     at = open_page("pages/draw.py")  # drawing 1
     at.run()  # 2
     at.run()  # 3
@@ -203,3 +205,28 @@ def test_a_student_session_that_floods_the_server_is_slowed_with_a_message(
         assert not any("Too many" in e.value for e in at.error)
     at.file_uploader[0].set_value(("photo2.png", paper, "image/png")).run()
     assert any("Too many uploads: at most 2 per minute" in e.value for e in at.error)
+
+
+def test_a_dot_and_a_painted_canvas_get_a_clear_message_not_a_guess(home, canvas):
+    dot = np.zeros((280, 280, 4), np.uint8)
+    dot[130:150, 130:150] = 255  # one click of a 20 px brush
+    canvas.image = dot
+    at = open_page("pages/draw.py")
+    assert any("too small to read" in w.value for w in at.warning)
+    assert not [m for m in at.metric if m.label == "Prediction"]
+    canvas.image = np.full((280, 280, 4), 255, np.uint8)  # painted all over
+    at.run()
+    assert any("painted nearly all over" in w.value for w in at.warning)
+    assert not [m for m in at.metric if m.label == "Prediction"]
+
+
+def test_drawing_with_a_photo_attached_says_the_photo_is_read(home, canvas, mnist):
+    _, (x_test, _) = mnist
+    canvas.image = on_the_draw_page(
+        draw_canvas(x_test[0], np.random.default_rng(3))
+    )  # a 7 on the canvas
+    paper = 255 - np.array(Image.fromarray(x_test[1]).resize((300, 300), Image.BILINEAR))
+    at = open_page("pages/draw.py")
+    at.file_uploader[0].set_value(("photo.png", png(paper), "image/png")).run()
+    assert any("Reading your photo" in i.value for i in at.info)
+    assert next(m for m in at.metric if m.label == "Prediction").value == "2"  # the photo's

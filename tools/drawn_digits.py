@@ -120,6 +120,135 @@ def pen_path(digit: np.ndarray) -> np.ndarray:
     return (points + 0.5) / UPSAMPLE
 
 
+# --- the pen's strokes -----------------------------------------------------------------
+
+MIN_STROKE = 1.0  # 28x28 pixels: a skeleton spur shorter than this is thinning noise
+_STEPS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+_HEADING_SPAN = 4  # pixels back along the path that give its heading at a junction
+
+Pixel = tuple[int, int]
+
+
+def _skeleton_graph(skel: np.ndarray) -> dict[Pixel, list[Pixel]]:
+    """Each skeleton pixel's neighbours (8-connected). A diagonal step that a 4-connected
+    detour also makes is left out: it is a staircase corner, not a branch."""
+    pixels = {(int(r), int(c)) for r, c in np.argwhere(skel)}
+    graph: dict[Pixel, list[Pixel]] = {}
+    for r, c in sorted(pixels):
+        graph[(r, c)] = [
+            (r + dr, c + dc)
+            for dr, dc in _STEPS
+            if (r + dr, c + dc) in pixels
+            and not (dr and dc and ((r + dr, c) in pixels or (r, c + dc) in pixels))
+        ]
+    return graph
+
+
+def _trace(
+    graph: dict[Pixel, list[Pixel]], used: set[frozenset[Pixel]], path: list[Pixel]
+) -> list[Pixel]:
+    """Extend `path` along unused edges, at each junction the way that bends least."""
+    while True:
+        here = path[-1]
+        ways = [q for q in graph[here] if frozenset((here, q)) not in used]
+        if not ways:
+            return path
+        back = path[max(0, len(path) - 1 - _HEADING_SPAN)]
+        heading = np.array(here) - np.array(back)
+
+        def straightness(q: Pixel, heading: np.ndarray = heading, here: Pixel = here) -> float:
+            step = np.array(q) - np.array(here)
+            return float(heading @ step / (np.linalg.norm(heading) * np.linalg.norm(step) + 1e-9))
+
+        nxt = max(ways, key=straightness)
+        used.add(frozenset((here, nxt)))
+        path.append(nxt)
+
+
+def pen_strokes(digit: np.ndarray) -> list[np.ndarray]:
+    """The digit as a pen would write it: ordered polylines, each a (K, 2) float array of
+    (row, col) points in 28x28 pixel units (as `pen_path`), the pen down along each.
+
+    The centre line (the skeleton at 112x112) is traced edge by edge: every stroke starts
+    at the topmost free end (an odd junction or a line's end, so that few strokes cover
+    it; a loop starts at its top), and at a junction goes on the way that bends least,
+    so a 4 comes out in two or three strokes and a 0 in one closed one. Every skeleton
+    pixel lies on a stroke but for pieces shorter than MIN_STROKE (thinning noise at a
+    line's end, which the brush covers anyway, and specks), which are dropped. Filled
+    blobs are not scribbled in (`pen_path` dabs them): a digit is written, not painted.
+    """
+    big = Image.fromarray(digit.astype(np.float32) / 255.0).resize(
+        (28 * UPSAMPLE, 28 * UPSAMPLE), Image.Resampling.BILINEAR
+    )
+    graph = _skeleton_graph(skeleton(np.asarray(big) > 0.5))
+    used: set[frozenset[Pixel]] = set()
+    paths: list[list[Pixel]] = []
+
+    def free(p: Pixel) -> int:
+        return sum(frozenset((p, q)) not in used for q in graph[p])
+
+    while True:
+        open_ends = [p for p in graph if free(p) % 2 == 1]
+        starts = open_ends or [p for p in graph if free(p) > 0]
+        if not starts:
+            break
+        start = min(starts)  # topmost, then leftmost
+        first = min(q for q in graph[start] if frozenset((start, q)) not in used)
+        used.add(frozenset((start, first)))
+        paths.append(_trace(graph, used, [start, first]))
+    paths += [[p] for p in graph if not graph[p]]  # lone pixels: dots
+
+    strokes = [(np.array(path, np.float64) + 0.5) / UPSAMPLE for path in paths]
+    if not strokes:  # a digit too faint to threshold: a dot at its brightest pixel
+        r, c = np.argwhere(digit == digit.max())[0]
+        return [np.array([[r + 0.5, c + 0.5]])]
+    lengths = [float(np.linalg.norm(np.diff(s, axis=0), axis=1).sum()) for s in strokes]
+    kept = [s for s, n in zip(strokes, lengths, strict=True) if n >= MIN_STROKE]
+    return kept or [strokes[int(np.argmax(lengths))]]
+
+
+def place_strokes(
+    strokes: list[np.ndarray], size: float, top: float, left: float, step: float = 6.0
+) -> list[np.ndarray]:
+    """`pen_strokes` on the 280x280 canvas: (K, 2) float (x, y) canvas pixels, the pen
+    path's bounding box scaled so its longer side is `size` px, its top-left corner at
+    (left, top), each stroke resampled every `step` px along its length (both ends kept).
+
+    The box is the pen's centre line: a brush of width w inks w/2 beyond it, so a digit
+    placed at top=4 starts its strokes 4 px below the canvas's top edge.
+    """
+    points = np.concatenate(strokes)
+    low = points.min(axis=0)
+    extent = max(float(np.ptp(points, axis=0).max()), 1e-6)
+    scale = size / extent
+    placed = []
+    for stroke in strokes:
+        yx = (stroke - low) * scale + (top, left)
+        if len(yx) > 1:
+            along = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(yx, axis=0), axis=1))])
+            at = np.linspace(0.0, along[-1], max(2, int(np.ceil(along[-1] / step)) + 1))
+            yx = np.stack([np.interp(at, along, yx[:, 0]), np.interp(at, along, yx[:, 1])], 1)
+        placed.append(yx[:, ::-1].copy())
+    return placed
+
+
+def render_strokes(placed: list[np.ndarray], brush: float) -> np.ndarray:
+    """(280, 280, 4) uint8: `place_strokes` output drawn as the Draw page's canvas would
+    return it (a white round brush of width `brush` px on black, opaque)."""
+    size = CANVAS * SUPERSAMPLE
+    layer = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(layer)
+    radius = brush * SUPERSAMPLE / 2
+    for stroke in placed:
+        xy = [(float(x) * SUPERSAMPLE, float(y) * SUPERSAMPLE) for x, y in stroke]
+        if len(xy) > 1:
+            draw.line(xy, fill=255, width=round(brush * SUPERSAMPLE), joint="curve")
+        for x, y in (xy[0], xy[-1]):  # round caps
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
+    grey = np.asarray(layer.reduce(SUPERSAMPLE))
+    return np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+
+
 # --- one drawing ---------------------------------------------------------------------
 
 
@@ -281,3 +410,14 @@ def drawn_accuracy(model: keras.Model, n: int = 2000, seed: int = 0) -> dict[str
         if centred.any()
         else float("nan"),
     }
+
+
+def on_the_draw_page(canvas: np.ndarray) -> np.ndarray:
+    """A drawn canvas (any colour scheme) as the Draw page's canvas returns it: white
+    strokes on opaque black (its background), same ink, for page tests that stand in
+    for the browser component."""
+    ink = (np.round(ink_map(canvas) * 255)).astype(np.uint8)
+    rgba = np.empty((*ink.shape, 4), np.uint8)
+    rgba[..., :3] = ink[..., None]
+    rgba[..., 3] = 255
+    return rgba
