@@ -8,6 +8,10 @@ registry, so a stop or a crash keeps the last complete epoch.
 
 Only one job runs per process (`start_training` enforces it): two fits would halve each
 other's speed on a classroom laptop and the live charts would have to pick one.
+
+A run is a fresh preset model trained on MNIST unless a `Plan` says otherwise: fine-tuning
+(finetune.py) starts from a saved model and mixes in the class's drawings, and is still
+a normal run here (thread, live charts, stop, checkpoints, history).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -132,6 +136,31 @@ def select_subset(
     return x[idx], y[idx]
 
 
+class Plan(Protocol):
+    """What a run starts from and learns on when it is not "a fresh preset model on the
+    MNIST training subset". The job keeps everything else: the thread, live metrics,
+    stop, per-epoch validation on the MNIST test subset, checkpoints and the record."""
+
+    def record(self) -> dict[str, Any]:
+        """Entries added to the run's stored config, next to the TrainConfig's fields."""
+        ...
+
+    def training_data(
+        self, x_train: np.ndarray, y_train: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Model inputs and one-hot labels to fit, given the run's MNIST training subset
+        (uint8 images, integer labels)."""
+        ...
+
+    def build_model(self, config: TrainConfig, total_steps: int) -> keras.Model:
+        """The compiled model to fit (`total_steps`: epochs x batches, for schedules)."""
+        ...
+
+    def epoch_metrics(self, model: keras.Model) -> dict[str, float]:
+        """Extra per-epoch history entries, measured on the model after each epoch."""
+        ...
+
+
 class _LiveMetrics(keras.callbacks.Callback):
     """The only code that runs inside `fit`: cheap appends under a lock."""
 
@@ -153,10 +182,17 @@ class _LiveMetrics(keras.callbacks.Callback):
 class TrainingJob:
     """One training run in a background thread. `start()`, `snapshot()`, `stop()`."""
 
-    def __init__(self, config: TrainConfig, registry: RunRegistry, data: mnist_data.Arrays):
+    def __init__(
+        self,
+        config: TrainConfig,
+        registry: RunRegistry,
+        data: mnist_data.Arrays,
+        plan: Plan | None = None,
+    ):
         self.config = config.validate()
         self.registry = registry
         self._data = data
+        self._plan = plan
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -186,7 +222,8 @@ class TrainingJob:
         return self.run.id
 
     def start(self) -> TrainingJob:
-        self.run = self.registry.create_run(asdict(self.config))
+        extra = self._plan.record() if self._plan is not None else {}
+        self.run = self.registry.create_run({**asdict(self.config), **extra})
         self._status = "running"
         self._started = time.monotonic()
         self._thread = threading.Thread(
@@ -267,6 +304,7 @@ class TrainingJob:
         assert self._val is not None, "set in _train before fit starts"
         x_val, y_val = self._val
         val = model.evaluate(x_val, y_val, batch_size=1000, verbose=0, return_dict=True)
+        extra = self._plan.epoch_metrics(model) if self._plan is not None else {}
         path = self.registry.run_dir(self.run_id) / "model.keras"
         save_model(model, path)
         with self._lock:
@@ -274,6 +312,8 @@ class TrainingJob:
             self._history["accuracy"].append(float(logs["accuracy"]))
             self._history["val_loss"].append(float(val["loss"]))
             self._history["val_accuracy"].append(float(val["accuracy"]))
+            for key, value in extra.items():
+                self._history.setdefault(key, []).append(float(value))
             history = {k: list(v) for k, v in self._history.items()}
         self.registry.record_epoch(self.run_id, history, path)
 
@@ -285,16 +325,22 @@ class TrainingJob:
             (x_train, y_train), (x_test, y_test) = self._data
             x_train, y_train = select_subset(x_train, y_train, cfg.train_size, cfg.seed)
             x_test, y_test = select_subset(x_test, y_test, cfg.test_size, cfg.seed)
-            x = mnist_data.to_model_input(x_train)
-            y = mnist_data.one_hot(y_train)
+            if self._plan is None:
+                x, y = mnist_data.to_model_input(x_train), mnist_data.one_hot(y_train)
+            else:
+                x, y = self._plan.training_data(x_train, y_train)
             self._val = (mnist_data.to_model_input(x_test), mnist_data.one_hot(y_test))
             self._batches_per_epoch = -(-len(x) // cfg.batch_size)
-            model = build_model(
-                cfg.preset,
-                learning_rate=cfg.learning_rate,
-                seed=cfg.seed,
-                total_steps=cfg.epochs * self._batches_per_epoch,  # for LR schedules
-            )
+            total_steps = cfg.epochs * self._batches_per_epoch  # for LR schedules
+            if self._plan is None:
+                model = build_model(
+                    cfg.preset,
+                    learning_rate=cfg.learning_rate,
+                    seed=cfg.seed,
+                    total_steps=total_steps,
+                )
+            else:
+                model = self._plan.build_model(cfg, total_steps)
             model.fit(
                 x,
                 y,
@@ -341,11 +387,25 @@ def start_training(
     *,
     role: Role,
     lesson_cap: bool = True,
+    plan: Plan | None = None,
 ) -> TrainingJob:
     """Start a job unless one is running in this process (then TrainingAlreadyRunningError,
     naming the running one). Only the instructor may; with `lesson_cap` (the app) a run
-    longer than LESSON_MAX_EPOCHS needs the instructor's "long runs" setting."""
+    longer than LESSON_MAX_EPOCHS needs the instructor's "long runs" setting. A `plan`
+    changes what the run starts from and learns on (see Plan)."""
     global _current
+    check_start(config, registry, role=role, lesson_cap=lesson_cap)
+    with _guard:
+        _refuse_if_running()
+        _current = TrainingJob(config, registry, data, plan).start()
+        return _current
+
+
+def check_start(
+    config: TrainConfig, registry: RunRegistry, *, role: Role, lesson_cap: bool = True
+) -> None:
+    """Every reason `start_training` would refuse, checked without starting anything:
+    for callers that have costly preparation to do first (finetune.start_fine_tune)."""
     require(role, Action.START_TRAINING)
     config.validate()
     if lesson_cap and config.epochs > LESSON_MAX_EPOCHS and not registry.long_runs_allowed():
@@ -353,15 +413,16 @@ def start_training(
             f"at most {LESSON_MAX_EPOCHS} epochs in a lesson; the instructor can allow "
             "long runs on the Train page"
         )
-    with _guard:
-        if _current is not None and _current.is_running:
-            s = _current.snapshot()
-            raise TrainingAlreadyRunningError(
-                f"training already running: run {s.run_id} ({s.config.preset}), "
-                f"epoch {s.epoch}/{s.config.epochs}; stop it or wait for it to finish"
-            )
-        _current = TrainingJob(config, registry, data).start()
-        return _current
+    _refuse_if_running()
+
+
+def _refuse_if_running() -> None:
+    if _current is not None and _current.is_running:
+        s = _current.snapshot()
+        raise TrainingAlreadyRunningError(
+            f"training already running: run {s.run_id} ({s.config.preset}), "
+            f"epoch {s.epoch}/{s.config.epochs}; stop it or wait for it to finish"
+        )
 
 
 def current_job(registry: RunRegistry | None = None) -> TrainingJob | None:

@@ -5,12 +5,12 @@ and sets the active model (the core checks it again: a locked button is not the 
 import pandas as pd
 import streamlit as st
 
-from mnist_demo import charts, ui
+from mnist_demo import charts, finetune, ui
 from mnist_demo.classroom import Action
 from mnist_demo.data import TRAIN_SIZE
 from mnist_demo.errors import DigitLabError
 from mnist_demo.recipe import LAB_BATCH_SIZE, LAB_EPOCHS, LAB_LEARNING_RATE, LAB_SEED, PRESETS
-from mnist_demo.runs import Run
+from mnist_demo.runs import Run, available_models
 from mnist_demo.training import (
     LESSON_MAX_EPOCHS,
     MAX_EPOCHS,
@@ -84,6 +84,57 @@ if ui.is_instructor():
         "for an hour or more.",
     )
 
+
+# --- fine-tune on the class's drawings --------------------------------------------------
+
+
+def students(sessions: frozenset[str]) -> str:
+    return f"{len(sessions)} student" + ("" if len(sessions) == 1 else "s")
+
+
+with st.expander("Fine-tune on the class drawings", icon=":material/school:"):
+    split = finetune.class_split(ui.class_store())
+    st.write(
+        "Start from a trained model and train a few more epochs on MNIST mixed with the "
+        f"class's drawings ({finetune.CLASS_SHARE:.0%} of every epoch, tilted, shifted and "
+        "re-sized as they are seen). About one student in five is held out: the model "
+        "never trains on their drawings, so they show what it learnt. The result compares "
+        "before and after, on those drawings and on the MNIST test set."
+    )
+    with st.form("fine_tune", border=False):
+        models = {m.key: m for m in available_models(registry)}
+        keys = list(models)
+        chosen = st.session_state.get(ui.MODEL_KEY)
+        f1, f2 = st.columns([3, 1])
+        base_key = f1.selectbox(
+            "Start from",
+            keys,
+            index=keys.index(chosen) if chosen in keys else 0,
+            format_func=lambda k: models[k].label,
+        )
+        ft_epochs = f2.number_input(
+            "Fine-tune epochs",
+            min_value=1,
+            max_value=LESSON_MAX_EPOCHS,
+            value=finetune.FINE_TUNE_EPOCHS,
+            step=1,
+        )
+        st.caption(
+            f"Class set {split.set_id}: {split.n_train} drawings to train on "
+            f"({students(split.train_sessions)}), {split.n_held_out} held out "
+            f"({students(split.held_out_sessions)}). A snapshot is taken at start: "
+            "drawings sent meanwhile wait for the next run."
+        )
+        problem = split.problem()
+        if problem:
+            st.caption(f":material/info: {problem}")
+        may_fine_tune = ui.locked_caption(Action.START_TRAINING)
+        start_fine_tune = st.form_submit_button(
+            "Start fine-tuning",
+            disabled=running or not may_fine_tune,
+            icon=":material/play_arrow:",
+        )
+
 if running:
     s = job.snapshot()
     st.info(
@@ -104,6 +155,22 @@ if start:
     )
     try:
         start_training(config, registry, ui.dataset(), role=ui.role())
+    except DigitLabError as e:
+        st.error(f"Not started: {e}", icon="⚠️")
+    else:
+        st.rerun()
+
+if start_fine_tune:
+    try:
+        with st.spinner("Scoring the model before fine-tuning…"):
+            finetune.start_fine_tune(
+                models[base_key],
+                registry,
+                ui.class_store(),
+                ui.dataset(),
+                role=ui.role(),
+                epochs=int(ft_epochs),
+            )
     except DigitLabError as e:
         st.error(f"Not started: {e}", icon="⚠️")
     else:
@@ -139,6 +206,36 @@ def make_active_button(run_id: int, label: str, disabled: bool = False) -> None:
         st.error(error, icon="⚠️")
 
 
+def show_fine_tune(run: Run, class_by_epoch: list[float] | None = None) -> None:
+    """Before -> after for a fine-tune run: what it learnt, and whether it forgot."""
+    result = finetune.result(run)
+    if result is None:
+        return
+    st.caption(
+        f"Fine-tuned from {result.base} on {result.train_drawings} class drawings; "
+        f"{result.held_out_drawings} held out to measure the gain."
+    )
+    before, after = result.before, result.after
+    if after is None:
+        line = f"Held-out class drawings before: {before.class_held_out:.1%}"
+        if class_by_epoch:
+            line += " · after each epoch: " + ", ".join(f"{a:.1%}" for a in class_by_epoch)
+        st.write(line)
+        return
+    st.write(f"**{result.summary()}**")
+    a, b = st.columns(2)
+    a.metric(
+        "Held-out class drawings",
+        f"{after.class_held_out:.1%}",
+        delta=f"{100 * (after.class_held_out - before.class_held_out):+.1f} points",
+    )
+    b.metric(
+        "MNIST test",
+        f"{after.mnist:.2%}",
+        delta=f"{100 * (after.mnist - before.mnist):+.2f} points",
+    )
+
+
 def show_result(run: Run) -> None:
     if run.status == "failed":
         st.error(f"Run {run.id} failed: {run.error}", icon="⚠️")
@@ -154,6 +251,7 @@ def show_result(run: Run) -> None:
     b.metric("Test loss", f"{run.test_loss:.4f}")
     c.metric("Misclassified", f"{run.misclassified} of {run.test_n:,}")
     d.metric("Duration", ui.duration(run.duration_s))
+    show_fine_tune(run)
     if run.has_model:
         is_active = registry.active_run_id() == run.id
         label = "Active model" if is_active else "Make this the active model"
@@ -186,6 +284,7 @@ def live_run(was_running: bool) -> None:
     s = job.snapshot()
     st.subheader(f"Run {s.run_id} · {s.config.preset} · {s.status}")
     if s.running:
+        show_fine_tune(registry.get(s.run_id), s.history.get(finetune.HISTORY_KEY))
         eta = f" · about {ui.duration(s.eta_s)} left" if s.eta_s is not None else ""
         st.progress(
             s.progress,
@@ -234,6 +333,7 @@ table = pd.DataFrame(
             "run": r.id,
             "status": r.status + (" · active" if r.id == active_id else ""),
             "preset": r.config.get("preset"),
+            "fine-tuned from": r.config.get(finetune.CONFIG_KEY, {}).get("base", ""),
             "epochs": f"{r.epochs_done}/{r.config.get('epochs')}",
             "batch": r.config.get("batch_size"),
             "learning rate": r.config.get("learning_rate"),
