@@ -182,7 +182,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         job.stop(role=OWNER)
         job.wait()
     run = registry.get(job.run_id)
-    print(f"\nrun {run.id} {run.status} in {run.duration_s:.1f} s")
+    took = f" in {run.duration_s:.1f} s" if run.duration_s is not None else ""
+    print(f"\nrun {run.id} {run.status}{took}")
     if run.error:
         raise UserError(f"training failed: {run.error}")
     if run.test_accuracy is not None:

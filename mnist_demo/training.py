@@ -39,7 +39,7 @@ from mnist_demo.recipe import (
     LAB_SEED,
     PRESETS,
 )
-from mnist_demo.runs import Run, RunRegistry
+from mnist_demo.runs import HEARTBEAT_EVERY_S, Run, RunRegistry
 
 MAX_CHART_POINTS = 500  # per-batch points handed to a chart: about one per 1.5 pixel
 # columns of a full-width chart, and every point is sent to every watching browser
@@ -195,6 +195,10 @@ class TrainingJob:
         self._plan = plan
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # Set when the job has ended. Waiting is on this, not on Thread.join: a join
+        # interrupted by Ctrl+C leaves the thread looking dead while it still trains
+        # (the CLI then read a run with no end time and crashed).
+        self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self.run: Run | None = None
         self._status = "created"
@@ -230,6 +234,9 @@ class TrainingJob:
             target=self._train, name=f"training-run-{self.run.id}", daemon=True
         )
         self._thread.start()
+        threading.Thread(
+            target=self._heartbeat, name=f"heartbeat-run-{self.run.id}", daemon=True
+        ).start()
         return self
 
     def stop(self, *, role: Role) -> None:
@@ -239,13 +246,13 @@ class TrainingJob:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job ends; True when it has."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return not self.is_running
+        if self._thread is None:
+            return True
+        return self._done.wait(timeout)
 
     @property
     def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and not self._done.is_set()
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -372,6 +379,17 @@ class TrainingJob:
                 status = "failed"
             with self._lock:
                 self._status, self._error, self._ended = status, error, time.monotonic()
+            self._done.set()
+
+    def _heartbeat(self) -> None:
+        """Tell the registry this run is alive every few seconds, whatever the training
+        thread is doing (building a model, a long epoch): a run whose heartbeat stops
+        is interrupted (runs.training_now)."""
+        while not self._done.wait(HEARTBEAT_EVERY_S):
+            try:
+                self.registry.beat(self.run_id)
+            except Exception:
+                continue
 
 
 # --- one job per process --------------------------------------------------------------

@@ -10,7 +10,7 @@ from mnist_demo.classroom import Action
 from mnist_demo.data import TRAIN_SIZE
 from mnist_demo.errors import DigitLabError
 from mnist_demo.recipe import LAB_BATCH_SIZE, LAB_EPOCHS, LAB_LEARNING_RATE, LAB_SEED, PRESETS
-from mnist_demo.runs import Run, available_models
+from mnist_demo.runs import Run, available_models, usable
 from mnist_demo.training import (
     LESSON_MAX_EPOCHS,
     MAX_EPOCHS,
@@ -252,7 +252,7 @@ def show_result(run: Run) -> None:
     c.metric("Misclassified", f"{run.misclassified} of {run.test_n:,}")
     d.metric("Duration", ui.duration(run.duration_s))
     show_fine_tune(run)
-    if run.has_model:
+    if usable(run):  # the same rule as the sidebar: never a run still training
         is_active = registry.active_run_id() == run.id
         label = "Active model" if is_active else "Make this the active model"
         make_active_button(run.id, label, disabled=is_active)
@@ -371,7 +371,7 @@ metric = st.radio(
 )
 ui.vega_lite(charts.runs_overlay_chart({f"run {r.id}": r.history for r in selected}, metric))
 left, right = st.columns(2)
-if len(selected) == 1 and selected[0].has_model:
+if len(selected) == 1 and usable(selected[0]):
     with left:
         make_active_button(selected[0].id, f"Make run {selected[0].id} the active model")
 with right.popover(f"Delete {len(selected)} run(s)", icon=":material/delete:"):

@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import zipfile
@@ -373,3 +374,34 @@ def test_help_and_argument_errors_answer_without_importing_tensorflow(args):
         assert "usage: python -m mnist_demo" in result.stdout
     else:  # a mistake: one line, no usage block
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+
+
+def test_ctrl_c_stops_the_run_cleanly_and_keeps_activate_and_output(tmp_path):
+    """Ctrl+C used to end in a TypeError (exit 1), the run recorded as interrupted and
+    --activate / --output skipped."""
+    home, out = tmp_path / "home", tmp_path / "kept.keras"
+    args = ("--epochs", 30, "--train-size", 1000, "--test-size", 200, "--batch-size", 50)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_demo", "train", *map(str, args), "--activate",
+         "--output", str(out)],
+        cwd=REPO,
+        env=dict(os.environ, MNIST_DEMO_HOME=str(home)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("epoch 1:"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, stderr = proc.communicate(timeout=120)
+    stdout = "".join(lines) + rest
+    assert proc.returncode == 0, (stdout, stderr)
+    assert "Traceback" not in stderr, stderr
+    assert "run 1 stopped" in stdout
+    assert "run 1 is now the active model" in stdout
+    assert out.exists() and out.with_suffix(".json").exists()
+    listing = run_cli("runs", home=home)
+    assert re.match(r"\*\s+1\s+stopped\s", listing.stdout.strip()), listing.stdout
