@@ -15,7 +15,7 @@ PAGES = [
     st.Page("pages/test_set.py", title="Test set", icon=":material/grid_view:"),
     st.Page("pages/misclassified.py", title="Misclassified", icon=":material/error:"),
     st.Page("pages/draw.py", title="Draw", icon=":material/draw:"),
-    st.Page("pages/class_wall.py", title="Class", icon=":material/groups:", url_path="class"),
+    st.Page("pages/class.py", title="Class", icon=":material/groups:"),
     st.Page("pages/join.py", title="Join", icon=":material/qr_code_2:"),
 ]
 

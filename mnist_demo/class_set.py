@@ -152,6 +152,12 @@ class ClassSet:
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path else config.registry_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(self.path, timeout=30)) as con:
+            # Write-ahead logging: thirty sends at once queue on one write lock, and
+            # readers (the wall) no longer wait for writers. Measured: 30 simultaneous
+            # adds 1.87 s -> 0.35 s; the wall's p95 1.63 -> 0.78 s (class_send.py). The
+            # setting is kept in the file, for the run registry that shares it too.
+            con.execute("PRAGMA journal_mode=WAL")
         with self._transaction() as con:
             con.executescript(_SCHEMA)
 

@@ -25,6 +25,7 @@ STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
 ACTIVE_RUN = "active_run"  # settings keys
 LONG_RUNS = "long_runs"
 ACTIVE_FILE = "active.json"  # in the runs folder: which run is active, for recovery
+RESUME_FILE = "resume.keras"  # in a run folder: the training model with its optimizer state
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -182,8 +183,14 @@ class RunRegistry:
         if path.exists():
             aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
             path.replace(aside)
-        for suffix in ("-wal", "-shm", "-journal"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
+        for suffix in ("-wal", "-shm", "-journal"):  # they belong to the old file: keep
+            # them beside it (the write-ahead log may hold its newest rows)
+            companion = Path(str(path) + suffix)
+            if companion.exists():
+                if aside is not None:
+                    companion.replace(Path(str(aside) + suffix))
+                else:
+                    companion.unlink()
         registry = cls(path, rebuilding=True)
         registry._import_run_files()
         registry._restore_active()
@@ -254,6 +261,25 @@ class RunRegistry:
             "UPDATE runs SET status = ?, finished_at = ?, test_loss = ?, test_accuracy = ?,"
             " misclassified = ?, test_n = ?, error = ? WHERE id = ?",
             (status, time.time(), test_loss, test_accuracy, misclassified, test_n, error, run_id),
+        )
+        run = self.get(run_id)
+        self._write_run_file(run)
+        return run
+
+    def resume_path(self, run_id: int) -> Path:
+        """Where a run keeps its resume checkpoint (the compiled training model with its
+        optimizer state) while it can still be resumed."""
+        return self.run_dir(run_id) / RESUME_FILE
+
+    def reopen_run(self, run_id: int) -> Run:
+        """A stopped or interrupted run is being resumed: running again in this process,
+        its end, scores and error cleared; its history and epochs stay."""
+        now = time.time()
+        self._execute(
+            "UPDATE runs SET status = 'running', finished_at = NULL, test_loss = NULL,"
+            " test_accuracy = NULL, misclassified = NULL, test_n = NULL, error = NULL,"
+            " pid = ?, heartbeat = ? WHERE id = ?",
+            (os.getpid(), now, run_id),
         )
         run = self.get(run_id)
         self._write_run_file(run)

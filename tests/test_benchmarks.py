@@ -20,10 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 TIMEOUT_S = 300
 HELPERS = "nothing to measure"  # what common.py and wire.py print when run
-BROWSER = {"classroom.py", "classroom_server.py", "classroom_train.py", "page_load.py"}
+BROWSER = {
+    "class_send.py",
+    "classroom.py",
+    "classroom_server.py",
+    "classroom_train.py",
+    "page_load.py",
+}
 
 # script -> a line of its report, printed only once every figure has been computed
 REPORTS = {
+    "class_send.py": "target 0 lost",
     "classroom.py": "target RSS <= 2 GB",
     "classroom_server.py": "target RSS <= 2 GB",
     "classroom_train.py": "class polls p95 under the",
@@ -34,6 +41,7 @@ REPORTS = {
     "robust_vs_lab7.py": "drawn -> to_mnist gap",
     "training_overhead.py": "target job/plain",
     "training_speed.py": "target, a variant",
+    "upload_memory.py": "target under 2048 MB",
     "wire.py": HELPERS,
 }
 

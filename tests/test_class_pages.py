@@ -58,7 +58,7 @@ def test_a_drawing_sent_from_draw_lands_on_the_class_wall(student, canvas, mnist
     button(at, "Send to the class").click().run()  # the same drawing again
     assert any("already in the class set" in e.value for e in at.error)
 
-    wall = open_page("pages/class_wall.py")
+    wall = open_page("pages/class.py")
     assert "this class at **100.0%** — 1 drawing" in "\n".join(m.value for m in wall.markdown)
     (tiles,) = [h.proto.body for h in wall.get("html") if "digit-lab-tile" in h.proto.body]
     assert tiles.count("digit-lab-tile") == 1 and 'data-correct="true"' in tiles
@@ -73,7 +73,7 @@ def test_a_student_cannot_manage_the_class_set(student, canvas):
     image = np.zeros((28, 28), np.uint8)
     image[5:20, 12:16] = 255
     d = store.add(image, 1, session="someone", predicted=1)
-    at = open_page("pages/class_wall.py")
+    at = open_page("pages/class.py")
     assert not [b for b in at.button if b.label in ("Hide", "Delete", "Archive and start new")]
     assert any(
         "Only the instructor can hide, delete or archive the class's drawings" in c.value
@@ -91,7 +91,7 @@ def test_the_instructor_deletes_a_drawing_from_the_class_page(home, canvas, monk
     image = np.zeros((28, 28), np.uint8)
     image[5:20, 12:16] = 255
     d = store.add(image, 1, session="someone", predicted=7)
-    at = open_page("pages/class_wall.py")
+    at = open_page("pages/class.py")
     at.number_input[0].set_value(d.id)
     button(at, "Delete").click().run()
     assert not at.exception

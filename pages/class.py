@@ -66,8 +66,8 @@ def live_wall() -> None:
     table = pd.DataFrame(
         {
             str(r["digit"]): {
-                "drawings": r["support"],
-                "read right": r["support"] - r["errors"],
+                "drawings": str(r["support"]),  # one type per column: text
+                "read right": str(r["support"] - r["errors"]),
                 "share right": f"{r['recall']:.0%}" if r["support"] else "–",
             }
             for r in rows
