@@ -129,3 +129,31 @@ def test_a_run_survives_browsers_closing_and_a_server_crash_leaves_it_interrupte
         ).to_be_visible()
     finally:
         restarted.stop()
+
+
+def test_a_run_is_made_active_only_once_it_has_ended_and_new_sessions_work(app_server, new_page):
+    """Making a run active after its first epoch, while it still trained, once broke
+    every new Draw session with a KeyError until the run ended."""
+    from tests.e2e.drawing import VERTICAL, prediction_is, stroke
+
+    teacher = new_page()
+    open_as_instructor(teacher, app_server)
+    start_small_run(teacher, app_server.url)
+    expect(teacher.get_by_text("Test accuracy (last epoch)")).to_be_visible(timeout=90_000)
+    expect(teacher.get_by_role("button", name="Make this the active model")).to_have_count(0)
+    student = new_page()
+    student.goto(f"{app_server.url}/draw")
+    expect(student.locator("canvas.upper-canvas")).to_be_visible(timeout=60_000)
+    stroke(student, VERTICAL)
+    prediction_is(student, "1")
+
+    teacher.get_by_role("button", name="Stop").click()
+    expect(teacher.get_by_text("Run 1 · lab7 · stopped")).to_be_visible(timeout=60_000)
+    teacher.get_by_role("button", name="Make this the active model").click()
+    expect(teacher.get_by_role("button", name="Active model")).to_be_visible()
+    fresh = new_page()
+    fresh.goto(f"{app_server.url}/test_set")
+    expect(fresh.get_by_text(re.compile(r"Model: \*?\*?Run 1 · lab7"))).to_be_visible(
+        timeout=60_000
+    )
+    expect(fresh.get_by_text(re.compile(r"of 10,000 test images match"))).to_be_visible()
