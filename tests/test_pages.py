@@ -96,6 +96,11 @@ def canvas(monkeypatch):
     return state
 
 
+def drawn_seven(x_test: np.ndarray) -> np.ndarray:
+    """MNIST's first test digit, a 7, re-drawn as brush strokes on the Draw page's canvas."""
+    return on_the_draw_page(draw_canvas(x_test[0], np.random.default_rng(3)))
+
+
 def test_blank_canvas_shows_a_prompt_not_a_guess(home, canvas):
     canvas.image = np.zeros((280, 280, 4), np.uint8)  # transparent: nothing drawn
     at = open_page("pages/draw.py")
@@ -105,9 +110,7 @@ def test_blank_canvas_shows_a_prompt_not_a_guess(home, canvas):
 
 def test_a_drawn_digit_is_read(home, canvas, mnist):
     _, (x_test, y_test) = mnist
-    canvas.image = on_the_draw_page(
-        draw_canvas(x_test[0], np.random.default_rng(3))
-    )  # a 7, as brush strokes
+    canvas.image = drawn_seven(x_test)
     at = open_page("pages/draw.py")
     prediction = next(m for m in at.metric if m.label == "Prediction")
     assert prediction.value == str(y_test[0]) == "7"
@@ -188,7 +191,7 @@ def test_a_student_session_that_floods_the_server_is_slowed_with_a_message(
     monkeypatch.setitem(classroom.STUDENT_LIMITS, "drawing", ("drawings read", 3))
     monkeypatch.setitem(classroom.STUDENT_LIMITS, "upload", ("uploads", 2))
     _, (x_test, _) = mnist
-    canvas.image = on_the_draw_page(draw_canvas(x_test[0], np.random.default_rng(3)))
+    canvas.image = drawn_seven(x_test)
     at = open_page("pages/draw.py")  # drawing 1
     at.run()  # 2
     at.run()  # 3
@@ -222,9 +225,7 @@ def test_a_dot_and_a_painted_canvas_get_a_clear_message_not_a_guess(home, canvas
 
 def test_drawing_with_a_photo_attached_says_the_photo_is_read(home, canvas, mnist):
     _, (x_test, _) = mnist
-    canvas.image = on_the_draw_page(
-        draw_canvas(x_test[0], np.random.default_rng(3))
-    )  # a 7 on the canvas
+    canvas.image = drawn_seven(x_test)
     paper = 255 - np.array(Image.fromarray(x_test[1]).resize((300, 300), Image.BILINEAR))
     at = open_page("pages/draw.py")
     at.file_uploader[0].set_value(("photo.png", png(paper), "image/png")).run()
