@@ -143,7 +143,7 @@ def _progress_line(s: Snapshot) -> str:
 def cmd_train(args: argparse.Namespace) -> None:
     from mnist_demo.classroom import OWNER
     from mnist_demo.runs import RunRegistry
-    from mnist_demo.training import TrainConfig, start_training
+    from mnist_demo.training import TrainConfig, resume_training, start_training
 
     cfg = TrainConfig(
         preset=args.preset,
@@ -159,9 +159,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         _check_output(output)  # before minutes of training, not after
     data = _load_data()
     registry = RunRegistry()
-    job = start_training(cfg, registry, data, role=OWNER, lesson_cap=False)
-    print(f"run {job.run_id}: {cfg}")
-    shown_epochs = 0
+    if args.resume is not None:  # the run's own settings; the options above don't apply
+        job = resume_training(args.resume, registry, data, role=OWNER, lesson_cap=False)
+        shown_epochs = len(job.snapshot().history["loss"])
+        print(f"run {job.run_id} resumed after epoch {shown_epochs}: {job.config}")
+    else:
+        job = start_training(cfg, registry, data, role=OWNER, lesson_cap=False)
+        print(f"run {job.run_id}: {cfg}")
+        shown_epochs = 0
     live = sys.stdout.isatty()  # a log file gets the per-epoch lines only
     try:
         while not job.wait(timeout=0.5):
@@ -407,6 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=recipe.LAB_SEED)
     train.add_argument("--activate", action="store_true", help="make it the active model")
     train.add_argument("--output", help="also export the model to this .keras path")
+    train.add_argument(
+        "--resume",
+        type=_positive_int,
+        metavar="RUN",
+        help="continue a stopped or interrupted run from its last finished epoch, with its "
+        "own settings (the options above are ignored)",
+    )
     train.set_defaults(func=cmd_train, tensorflow=True)
 
     for name, func, text in (

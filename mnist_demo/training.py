@@ -12,6 +12,13 @@ other's speed on a classroom laptop and the live charts would have to pick one.
 A run is a fresh preset model trained on MNIST unless a `Plan` says otherwise: fine-tuning
 (finetune.py) starts from a saved model and mixes in the class's drawings, and is still
 a normal run here (thread, live charts, stop, checkpoints, history).
+
+A stopped or interrupted run can be resumed (`resume_training`) from its last finished
+epoch, as Keras's BackupAndRestore does: each finished epoch also writes the compiled
+training model (weights, optimizer state and its step count, hence the learning-rate
+schedule's position) to the run folder's resume checkpoint, which `fit` continues from
+with `initial_epoch`. The checkpoint is deleted when the run can no longer be resumed
+(finished or failed); shipped and exported models stay the small inference model.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Protocol
 
 import keras
@@ -39,7 +47,7 @@ from mnist_demo.recipe import (
     LAB_SEED,
     PRESETS,
 )
-from mnist_demo.runs import HEARTBEAT_EVERY_S, Run, RunRegistry
+from mnist_demo.runs import HEARTBEAT_EVERY_S, Run, RunRegistry, training_now
 
 MAX_CHART_POINTS = 500  # per-batch points handed to a chart: about one per 1.5 pixel
 # columns of a full-width chart, and every point is sent to every watching browser
@@ -54,6 +62,10 @@ class InvalidConfigError(DigitLabError, ValueError):
 
 class TrainingAlreadyRunningError(DigitLabError, RuntimeError):
     """A second start while a job is running in this process."""
+
+
+class CannotResumeError(DigitLabError):
+    """This run cannot be continued; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -188,11 +200,15 @@ class TrainingJob:
         registry: RunRegistry,
         data: mnist_data.Arrays,
         plan: Plan | None = None,
+        resume: tuple[Run, keras.Model] | None = None,
     ):
         self.config = config.validate()
         self.registry = registry
         self._data = data
         self._plan = plan
+        # a stopped or interrupted run to continue, and its checkpoint (see resume_training)
+        self._resume = resume
+        self._first_epoch = resume[0].epochs_done if resume is not None else 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         # Set when the job has ended. Waiting is on this, not on Thread.join: a join
@@ -226,8 +242,13 @@ class TrainingJob:
         return self.run.id
 
     def start(self) -> TrainingJob:
-        extra = self._plan.record() if self._plan is not None else {}
-        self.run = self.registry.create_run({**asdict(self.config), **extra})
+        if self._resume is not None:
+            self.run = self.registry.reopen_run(self._resume[0].id)
+            for key, values in self._resume[0].history.items():  # the history continues
+                self._history[key] = [float(v) for v in values[: self._first_epoch]]
+        else:
+            extra = self._plan.record() if self._plan is not None else {}
+            self.run = self.registry.create_run({**asdict(self.config), **extra})
         self._status = "running"
         self._started = time.monotonic()
         self._thread = threading.Thread(
@@ -283,8 +304,9 @@ class TrainingJob:
     def _eta(self, elapsed: float) -> float | None:
         if self._status != "running" or not self._batches_per_epoch:
             return None
-        done = (self._epoch - 1) * self._batches_per_epoch + self._batch
-        total = self.config.epochs * self._batches_per_epoch
+        # counted from this job's first epoch: a resumed run's earlier epochs took no time here
+        done = (self._epoch - 1 - self._first_epoch) * self._batches_per_epoch + self._batch
+        total = (self.config.epochs - self._first_epoch) * self._batches_per_epoch
         if done <= 0:
             return None
         return elapsed / done * (total - done)
@@ -314,6 +336,8 @@ class TrainingJob:
         extra = self._plan.epoch_metrics(model) if self._plan is not None else {}
         path = self.registry.run_dir(self.run_id) / "model.keras"
         save_model(model, path)
+        if self._plan is None:  # fine-tune runs are not resumable (see resume_training)
+            _save_resume_checkpoint(model, self.registry.resume_path(self.run_id))
         with self._lock:
             self._history["loss"].append(float(logs["loss"]))
             self._history["accuracy"].append(float(logs["accuracy"]))
@@ -339,7 +363,11 @@ class TrainingJob:
             self._val = (mnist_data.to_model_input(x_test), mnist_data.one_hot(y_test))
             self._batches_per_epoch = -(-len(x) // cfg.batch_size)
             total_steps = cfg.epochs * self._batches_per_epoch  # for LR schedules
-            if self._plan is None:
+            if self._resume is not None:
+                model = self._resume[1]
+                # a resume of the same run continues the same way whenever it is resumed
+                keras.utils.set_random_seed((cfg.seed + self._first_epoch) % 2**32)
+            elif self._plan is None:
                 model = build_model(
                     cfg.preset,
                     learning_rate=cfg.learning_rate,
@@ -353,6 +381,7 @@ class TrainingJob:
                 y,
                 batch_size=cfg.batch_size,
                 epochs=cfg.epochs,
+                initial_epoch=self._first_epoch,
                 verbose=0,
                 shuffle=True,
                 callbacks=[_LiveMetrics(self)],
@@ -372,6 +401,9 @@ class TrainingJob:
             error = f"{type(e).__name__}: {e}"
             traceback.print_exc()
         finally:
+            if status != "stopped" or len(self._history["loss"]) >= self.config.epochs:
+                # nothing left to resume: the optimizer state is not kept
+                self.registry.resume_path(self.run_id).unlink(missing_ok=True)
             try:
                 self.run = self.registry.finish_run(self.run_id, status, error=error, **metrics)
             except Exception as e:  # the registry itself failed: keep the job's own state
@@ -390,6 +422,33 @@ class TrainingJob:
                 self.registry.beat(self.run_id)
             except Exception:
                 continue
+
+
+def _save_resume_checkpoint(model: keras.Model, path: Path) -> None:
+    """The compiled training model with its optimizer state, to a temporary name and then
+    renamed: a crash mid-write leaves the previous epoch's checkpoint whole."""
+    tmp = path.with_name(path.name + ".tmp.keras")
+    try:
+        model.save(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_resume_checkpoint(path: Path, steps_done: int) -> keras.Model:
+    """The training model saved after the run's last recorded epoch, compiled, with the
+    optimizer's state and step count (so a learning-rate schedule goes on where it was)."""
+    try:
+        model = keras.saving.load_model(path, compile=True)
+    except Exception as e:
+        raise CannotResumeError(f"the resume checkpoint {path} is unreadable: {e}") from e
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    if steps != steps_done:  # e.g. a crash between the checkpoint and the epoch's record
+        raise CannotResumeError(
+            f"the resume checkpoint {path} is at step {steps}, the run's last recorded "
+            f"epoch at step {steps_done}"
+        )
+    return model
 
 
 # --- one job per process --------------------------------------------------------------
@@ -417,6 +476,78 @@ def start_training(
         _refuse_if_running()
         _current = TrainingJob(config, registry, data, plan).start()
         return _current
+
+
+def resume_training(
+    run_id: int,
+    registry: RunRegistry,
+    data: mnist_data.Arrays,
+    *,
+    role: Role,
+    lesson_cap: bool = True,
+) -> TrainingJob:
+    """Continue a stopped or interrupted run from its last finished epoch: the same run
+    (id, history, per-epoch records) with its weights, optimizer state and learning-rate
+    schedule position restored. Refused (CannotResumeError) for a run that is finished,
+    failed, still training, has no finished epoch or no resume checkpoint (runs from
+    before resuming existed), or is a fine-tune run."""
+    global _current
+    require(role, Action.START_TRAINING)
+    registry.mark_interrupted()  # a run left "running" by a dead process is interrupted
+    run = registry.get(run_id)
+    config = check_resume(run, registry)
+    check_start(config, registry, role=role, lesson_cap=lesson_cap)
+    # Loaded here, not in the job: an unusable checkpoint is a refusal that leaves the run
+    # as it was, not a failed run.
+    batches = -(-min(config.train_size, len(data[0][0])) // config.batch_size)
+    model = _load_resume_checkpoint(
+        registry.resume_path(run.id), steps_done=run.epochs_done * batches
+    )
+    with _guard:
+        _refuse_if_running()
+        _current = TrainingJob(config, registry, data, resume=(run, model)).start()
+        return _current
+
+
+def check_resume(run: Run, registry: RunRegistry) -> TrainConfig:
+    """Every reason a run cannot be resumed (CannotResumeError), else its settings."""
+    names = {f.name for f in fields(TrainConfig)}
+    if training_now(run):
+        raise CannotResumeError(f"{run.name} is still training")
+    if run.status == "finished":
+        raise CannotResumeError(f"{run.name} has finished: there is nothing to resume")
+    if run.status not in ("stopped", "interrupted"):
+        raise CannotResumeError(
+            f"{run.name} {run.status}: only a stopped or interrupted run can be resumed"
+        )
+    if set(run.config) - names:
+        raise CannotResumeError(
+            f"{run.name} is a fine-tune run, which cannot be resumed; start a new fine-tune"
+        )
+    if run.epochs_done < 1:
+        raise CannotResumeError(
+            f"{run.name} finished no epoch, so there is nothing to resume from; start a new run"
+        )
+    if run.epochs_done >= int(run.config.get("epochs", 0)):
+        raise CannotResumeError(f"{run.name} has all its {run.epochs_done} epochs already")
+    if not registry.resume_path(run.id).exists():
+        raise CannotResumeError(
+            f"{run.name} has no resume checkpoint (it was trained before runs could be "
+            "resumed, or its checkpoint was removed); start a new run"
+        )
+    try:
+        return TrainConfig(**{k: v for k, v in run.config.items() if k in names}).validate()
+    except (TypeError, InvalidConfigError) as e:
+        raise CannotResumeError(f"{run.name} has unusable settings: {e}") from e
+
+
+def resumable(run: Run, registry: RunRegistry) -> bool:
+    """Could `resume_training` continue this run (role and lesson cap aside)?"""
+    try:
+        check_resume(run, registry)
+    except DigitLabError:
+        return False
+    return True
 
 
 def check_start(

@@ -16,6 +16,8 @@ from mnist_demo.training import (
     MAX_EPOCHS,
     TrainConfig,
     current_job,
+    resumable,
+    resume_training,
     start_training,
 )
 
@@ -236,6 +238,26 @@ def show_fine_tune(run: Run, class_by_epoch: list[float] | None = None) -> None:
     )
 
 
+def resume_button(run: Run, where: str) -> None:
+    """Continue a stopped or interrupted run from its last finished epoch (instructor)."""
+    if not resumable(run, registry):
+        return
+    may_resume = ui.locked_caption(Action.START_TRAINING)
+    now = current_job(registry)
+    if st.button(
+        f"Resume run {run.id} from epoch {run.epochs_done + 1}",
+        key=f"resume-{where}-{run.id}",
+        disabled=not may_resume or (now is not None and now.is_running),
+        icon=":material/play_arrow:",
+    ):
+        try:
+            resume_training(run.id, registry, ui.dataset(), role=ui.role())
+        except DigitLabError as e:
+            st.error(f"Not resumed: {e}", icon="⚠️")
+        else:
+            st.rerun()
+
+
 def show_result(run: Run) -> None:
     if run.status == "failed":
         st.error(f"Run {run.id} failed: {run.error}", icon="⚠️")
@@ -244,6 +266,7 @@ def show_result(run: Run) -> None:
             f"Run {run.id} was interrupted (the server stopped) after {run.epochs_done} "
             "finished epochs; the model of the last finished epoch is kept.",
         )
+    resume_button(run, "latest")
     if run.test_accuracy is None:
         return
     a, b, c, d = st.columns(4)
@@ -271,6 +294,9 @@ def live_run(was_running: bool) -> None:
     if now_running != was_running:
         st.rerun()  # a run started or ended (maybe from another browser): redraw all
     if job is None:
+        # a run whose server died shortly before this one started still looked alive then
+        # (its heartbeat was fresh): it shows up as interrupted, and resumable, once silent
+        registry.mark_interrupted()
         latest = registry.list_runs()[:1]
         if latest:
             st.subheader(f"Latest run: {latest[0].id} · {latest[0].status}")
@@ -374,6 +400,9 @@ left, right = st.columns(2)
 if len(selected) == 1 and usable(selected[0]):
     with left:
         make_active_button(selected[0].id, f"Make run {selected[0].id} the active model")
+if len(selected) == 1:
+    with left:
+        resume_button(selected[0], "history")
 with right.popover(f"Delete {len(selected)} run(s)", icon=":material/delete:"):
     st.write(
         "Deletes the records and model files of: " + ", ".join(f"run {r.id}" for r in selected)
