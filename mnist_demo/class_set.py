@@ -406,22 +406,18 @@ class ClassSet:
         """Every visible drawing of a set as arrays: what evaluation, export and
         fine-tuning use, so a set that changes meanwhile cannot change their input. A row
         whose image is unreadable is skipped and counted, never fatal."""
+        chosen = set_id if set_id is not None else self.current_set()
         with closing(sqlite3.connect(self.path, timeout=30)) as con:
             con.row_factory = sqlite3.Row
             con.execute("BEGIN")  # one consistent read of rows and version
-            chosen = set_id if set_id is not None else _current_or_none(con)
             version_row = con.execute(
                 "SELECT value FROM settings WHERE key = ?", (_VERSION_KEY,)
             ).fetchone()
-            rows = (
-                con.execute(
-                    "SELECT id, label, session, image FROM drawings "
-                    "WHERE set_id = ? AND hidden = 0 ORDER BY id",
-                    (chosen,),
-                ).fetchall()
-                if chosen is not None
-                else []
-            )
+            rows = con.execute(
+                "SELECT id, label, session, image FROM drawings "
+                "WHERE set_id = ? AND hidden = 0 ORDER BY id",
+                (chosen,),
+            ).fetchall()
         ids, images, labels, sessions, skipped = [], [], [], [], 0
         for row in rows:
             image = np.frombuffer(row["image"], dtype=np.uint8)
@@ -433,7 +429,7 @@ class ClassSet:
             labels.append(row["label"])
             sessions.append(row["session"])
         return Snapshot(
-            set_id=chosen or 0,
+            set_id=chosen,
             version=int(version_row[0]) if version_row else 0,
             ids=np.array(ids, dtype=np.int64),
             images=np.stack(images) if images else np.zeros((0, 28, 28), np.uint8),
@@ -448,13 +444,6 @@ class ClassSet:
         out = io.BytesIO()
         np.savez_compressed(out, x=snap.images, y=snap.labels.astype(np.uint8))
         return out.getvalue()
-
-
-def _current_or_none(con: sqlite3.Connection) -> int | None:
-    row = con.execute(
-        "SELECT id FROM class_sets WHERE archived_at IS NULL ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    return int(row["id"]) if row else None
 
 
 def _row_to_drawing(row: sqlite3.Row) -> Drawing | None:
