@@ -118,14 +118,29 @@ HEARTBEAT_STALE_S = 30.0  # a "running" run silent this long was interrupted
 
 def training_now(run: Run, now: float | None = None) -> bool:
     """Is this run really being trained right now? Proven by the heartbeat its training
-    thread writes every few seconds, not by a process id: after a reboot or a container
-    restart another process may hold the same id, and the run would stay "running"
-    forever."""
+    thread writes every few seconds: a live process id alone proves nothing (after a
+    reboot or a container restart another process may hold it, and the run stayed
+    "running" forever). A dead process id does prove the end at once, so a server
+    restarted seconds after a crash sees the run interrupted without waiting out the
+    heartbeat. (Process ids are this machine's: servers on several machines sharing the
+    registry would have to record the host too.)"""
     if run.status != "running":
+        return False
+    if run.pid is not None and not _pid_alive(run.pid):
         return False
     now = time.time() if now is None else now
     last = run.heartbeat if run.heartbeat is not None else run.created_at
     return now - last < HEARTBEAT_STALE_S
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 class RunRegistry:

@@ -1,5 +1,7 @@
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -236,3 +238,19 @@ def test_a_run_still_training_is_neither_offered_nor_activated(tmp_path):
     registry.finish_run(training.id, "stopped")
     registry.set_active(training.id, role=Role.INSTRUCTOR)
     assert default_model(registry).key == str(training.id)
+
+
+def test_a_run_of_a_dead_process_is_interrupted_at_once(tmp_path):
+    """A server restarted seconds after a crash: the heartbeat is still fresh, but the
+    recorded process is gone."""
+    registry = RunRegistry(tmp_path / "runs.sqlite")
+    run = registry.create_run(CONFIG)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    with sqlite3.connect(registry.path) as con:
+        con.execute("UPDATE runs SET pid = ? WHERE id = ?", (int(dead.stdout), run.id))
+    assert registry.mark_interrupted() == [run.id]
