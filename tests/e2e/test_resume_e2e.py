@@ -4,25 +4,10 @@ the instructor resumes it from the Train page of a restarted server to its last 
 from playwright.sync_api import expect
 
 from mnist_demo.runs import RunRegistry
-from tests.e2e.test_train_e2e import PROGRESS, open_as_instructor
+from tests.e2e.test_train_e2e import PROGRESS, open_as_instructor, start_small_run
 from tools.app_server import AppServer
 
 EPOCHS = 4
-
-
-def start_small_run(page, base_url: str, epochs: int) -> None:
-    """test_train_e2e's small run (5,000 images) with fewer epochs."""
-    page.goto(f"{base_url}/train")
-    expect(page.get_by_role("heading", name="Train the CNN")).to_be_visible(timeout=60_000)
-    slider = page.get_by_role("slider")
-    slider.focus()
-    for _ in range(3):  # 60,000 -> 30,000 -> 10,000 -> 5,000 images
-        slider.press("ArrowLeft")
-    expect(page.get_by_text("5,000", exact=True)).to_be_visible()
-    page.get_by_label("Epochs", exact=True).fill(str(epochs))
-    page.get_by_label("Epochs", exact=True).press("Tab")
-    page.get_by_role("button", name="Start training").click()
-    expect(page.get_by_text(f"Epoch 1/{epochs}")).to_be_visible(timeout=60_000)
 
 
 def test_a_run_killed_with_its_server_is_resumed_from_the_train_page(app_home, new_page):

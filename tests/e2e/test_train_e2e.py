@@ -28,7 +28,8 @@ def open_as_instructor(page, server: AppServer) -> None:
         raise AssertionError("the instructor's browser kept no token")
 
 
-def start_small_run(page, base_url: str) -> None:
+def start_small_run(page, base_url: str, epochs: int | None = None) -> None:
+    """A run on 5,000 images from the Train page's form (the lab's 12 epochs, or `epochs`)."""
     page.goto(f"{base_url}/train")
     expect(page.get_by_role("heading", name="Train the CNN")).to_be_visible(timeout=60_000)
     slider = page.get_by_role("slider")
@@ -36,7 +37,12 @@ def start_small_run(page, base_url: str) -> None:
     for _ in range(3):  # 60,000 -> 30,000 -> 10,000 -> 5,000 images
         slider.press("ArrowLeft")
     expect(page.get_by_text("5,000", exact=True)).to_be_visible()
+    if epochs is not None:
+        page.get_by_label("Epochs", exact=True).fill(str(epochs))
+        page.get_by_label("Epochs", exact=True).press("Tab")
     page.get_by_role("button", name="Start training").click()
+    if epochs is not None:
+        expect(page.get_by_text(f"Epoch 1/{epochs}")).to_be_visible(timeout=60_000)
 
 
 def progress_position(page) -> tuple[int, int]:
