@@ -30,12 +30,13 @@ import numpy as np
 
 from mnist_demo import config
 from mnist_demo.classroom import Action, Role, require
-from mnist_demo.data import IMAGE_SIZE, NUM_CLASSES
+from mnist_demo.data import IMAGE_SIZE, NUM_CLASSES, to_unit_pixels
 from mnist_demo.errors import DigitLabError
 
 SENDS_PER_MINUTE = 12  # per session: a student draws a digit in a few seconds at best
 HELD_OUT_BUCKETS = 5  # one session in five is held out of fine-tuning (see held_out)
 _VERSION_KEY = "class_set_version"
+_CURRENT_SET_SQL = "SELECT id FROM class_sets WHERE archived_at IS NULL ORDER BY id DESC LIMIT 1"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS class_sets (
@@ -113,8 +114,6 @@ class Snapshot:
 
 def as_stored_image(image28: np.ndarray) -> np.ndarray:
     """A 28x28 image (float in [0, 1] as `to_mnist` returns, or uint8) as stored: uint8."""
-    from mnist_demo.data import to_unit_pixels
-
     x = np.asarray(image28)
     if x.shape != (IMAGE_SIZE, IMAGE_SIZE):
         raise ClassSetError(f"a drawing is one 28x28 image, got shape {x.shape}")
@@ -175,8 +174,8 @@ class ClassSet:
                     con.rollback()
                     raise
                 con.commit()
-        except sqlite3.IntegrityError:
-            raise
+        except sqlite3.IntegrityError:  # a refusal the caller words (a duplicate), not a
+            raise  # failure of the file: keep it out of the DatabaseError clause below
         except sqlite3.OperationalError as e:
             if "full" in str(e).lower():
                 raise ClassSetError(
@@ -204,13 +203,17 @@ class ClassSet:
     # --- the current set -------------------------------------------------------------
 
     def current_set(self) -> int:
+        """The set drawings go to now. A plain read (the wall asks every second); only
+        the very first call, with no set yet, takes the write lock to create one."""
+        with closing(sqlite3.connect(self.path, timeout=30)) as con:
+            row = con.execute(_CURRENT_SET_SQL).fetchone()
+        if row:
+            return int(row[0])
         with self._transaction() as con:
             return self._current_set(con)
 
     def _current_set(self, con: sqlite3.Connection) -> int:
-        row = con.execute(
-            "SELECT id FROM class_sets WHERE archived_at IS NULL ORDER BY id DESC LIMIT 1"
-        ).fetchone()
+        row = con.execute(_CURRENT_SET_SQL).fetchone()
         if row:
             return int(row["id"])
         cur = con.execute("INSERT INTO class_sets (created_at) VALUES (?)", (time.time(),))

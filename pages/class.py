@@ -36,9 +36,9 @@ def wall_html(set_id: int, version: int, label: int | None, outcome: str) -> tup
 @st.fragment(run_every=WALL_POLL_S)
 def live_wall() -> None:
     with ui.user_errors():
-        set_id, version = store.current_set(), store.version()
-        snapshot, result = ui.class_evaluation(ref, set_id)
+        snapshot, result = ui.class_evaluation(ref)  # cached per class-set version
         mnist = ui.evaluation(ref)
+    set_id, version = snapshot.set_id, snapshot.version
     if result.n == 0:
         st.info(
             "No drawings yet. On the Draw page, students draw a digit and press "
