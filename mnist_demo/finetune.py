@@ -54,6 +54,7 @@ from mnist_demo.model import DrawingAugmentation, load_model
 from mnist_demo.recipe import DEFAULT_PRESET, LAB_BATCH_SIZE, LAB_SEED, PRESETS
 from mnist_demo.runs import ModelRef, Run, RunRegistry
 from mnist_demo.training import (
+    FINE_TUNE_KEY,
     TrainConfig,
     TrainingJob,
     check_start,
@@ -68,7 +69,7 @@ MNIST_PER_EPOCH = 15_000  # a random subset of MNIST training images, fixed for 
 CLASS_SHARE = 0.25  # of each epoch's images: the training drawings, repeated to fill it
 MIN_TRAIN_DRAWINGS = 50  # five of each digit: fewer teach no style, only noise
 
-CONFIG_KEY = "fine_tune"  # the run config's entry
+CONFIG_KEY = FINE_TUNE_KEY  # the run config's entry
 HISTORY_KEY = "class_accuracy"  # per-epoch accuracy on the held-out class drawings
 
 

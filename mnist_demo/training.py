@@ -64,6 +64,9 @@ class TrainingAlreadyRunningError(DigitLabError, RuntimeError):
     """A second start while a job is running in this process."""
 
 
+FINE_TUNE_KEY = "fine_tune"  # in a run's config: finetune.py's record of a fine-tune run
+
+
 class CannotResumeError(DigitLabError):
     """This run cannot be continued; the message says why."""
 
@@ -520,7 +523,7 @@ def check_resume(run: Run, registry: RunRegistry) -> TrainConfig:
         raise CannotResumeError(
             f"{run.name} {run.status}: only a stopped or interrupted run can be resumed"
         )
-    if set(run.config) - names:
+    if FINE_TUNE_KEY in run.config:
         raise CannotResumeError(
             f"{run.name} is a fine-tune run, which cannot be resumed; start a new fine-tune"
         )

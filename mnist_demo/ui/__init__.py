@@ -18,7 +18,6 @@ from mnist_demo.ui.classroom import (
     role,
     session_tag,
 )
-from mnist_demo.ui.datasets import Scored
 from mnist_demo.ui.datasets import choose as choose_dataset
 from mnist_demo.ui.resources import (
     class_evaluation,
@@ -28,11 +27,9 @@ from mnist_demo.ui.resources import (
     model_summary,
     predictor,
     registry,
-    registry_notice,
 )
-from mnist_demo.ui.sidebar import DRAW_MODEL_KEY, MODEL_KEY, entry_ran, page_setup, sidebar
+from mnist_demo.ui.sidebar import MODEL_KEY, entry_ran, page_setup
 from mnist_demo.ui.widgets import (
-    ago,
     confusion_explorer,
     digit_detail,
     digit_gallery,
@@ -42,10 +39,7 @@ from mnist_demo.ui.widgets import (
 )
 
 __all__ = [
-    "DRAW_MODEL_KEY",
     "MODEL_KEY",
-    "Scored",
-    "ago",
     "choose_dataset",
     "class_evaluation",
     "class_store",
@@ -65,10 +59,8 @@ __all__ = [
     "page_setup",
     "predictor",
     "registry",
-    "registry_notice",
     "role",
     "session_tag",
-    "sidebar",
     "user_errors",
     "vega_lite",
 ]
