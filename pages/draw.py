@@ -5,6 +5,8 @@ import hashlib
 
 import numpy as np
 import streamlit as st
+from PIL import Image
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 from streamlit_drawable_canvas import st_canvas
 
 from mnist_demo import charts, class_set, ui
@@ -28,7 +30,22 @@ def has_ink(canvas_image: object) -> bool:
     return canvas_image is not None and bool(np.asarray(canvas_image)[..., :3].max() > 0)
 
 
-LAST_UPLOAD = "last_upload"  # a new file counts against the upload limit, not each rerun
+UPLOAD_KEY = "last_upload"  # (file id, decoded image): a photo is decoded once
+
+
+def uploaded_image(upload: UploadedFile) -> Image.Image:
+    """The uploaded photo, decoded once per file (every stroke or toggle reruns this
+    fragment), and counted once against this student's upload limit."""
+    file_id, image = st.session_state.get(UPLOAD_KEY, (None, None))
+    if file_id != upload.file_id:
+        with ui.user_errors():
+            ui.limit("upload")  # per student session: a class shares one server
+        st.session_state[UPLOAD_KEY] = (upload.file_id, None)
+    if image is None or file_id != upload.file_id:  # a refused file is refused again
+        image = load_image(upload.getvalue())
+        st.session_state[UPLOAD_KEY] = (upload.file_id, image)
+    return image
+
 
 ref = ui.page_setup(__file__, for_drawings=True)
 st.title("Draw a digit")
@@ -125,11 +142,7 @@ def draw_and_answer(ref: ModelRef) -> None:
     source = "photo" if upload is not None else "drawing"
     with answer_col:
         try:
-            if upload is not None and upload.file_id != st.session_state.get(LAST_UPLOAD):
-                with ui.user_errors():
-                    ui.limit("upload")  # per student session: a class shares one server
-                st.session_state[LAST_UPLOAD] = upload.file_id
-            image = load_image(upload.getvalue()) if upload is not None else canvas.image_data
+            image = uploaded_image(upload) if upload is not None else canvas.image_data
             if image is None:
                 raise BlankImageError("nothing drawn yet")
             if upload is not None and has_ink(canvas.image_data):

@@ -231,3 +231,19 @@ def test_drawing_with_a_photo_attached_says_the_photo_is_read(home, canvas, mnis
     at.file_uploader[0].set_value(("photo.png", png(paper), "image/png")).run()
     assert any("Reading your photo" in i.value for i in at.info)
     assert next(m for m in at.metric if m.label == "Prediction").value == "2"  # the photo's
+
+
+def test_an_uploaded_photo_is_decoded_once_not_on_every_rerun(home, canvas, mnist, monkeypatch):
+    from mnist_demo import preprocess
+
+    calls = []
+    real = preprocess.load_image
+    monkeypatch.setattr(preprocess, "load_image", lambda data: calls.append(1) or real(data))
+    _, (x_test, _) = mnist
+    paper = 255 - np.array(Image.fromarray(x_test[1]).resize((300, 300), Image.BILINEAR))
+    at = open_page("pages/draw.py")
+    at.file_uploader[0].set_value(("photo.png", png(paper), "image/png")).run()
+    for _ in range(3):  # strokes, toggles: the fragment reruns
+        at.run()
+    assert next(m for m in at.metric if m.label == "Prediction").value == "2"
+    assert len(calls) == 1
