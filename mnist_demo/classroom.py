@@ -196,7 +196,8 @@ def student_limiters(clock: Callable[[], float] = time.monotonic) -> dict[str, R
 
 # --- joining ----------------------------------------------------------------------------
 
-LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+EVERY_INTERFACE = ("", "0.0.0.0", "::")  # "": Streamlit's server.address unset listens on all
 
 
 def lan_address() -> str:
@@ -218,7 +219,7 @@ def join_url(listen_address: str | None, port: int, base_path: str = "") -> str:
     """The address students open: the LAN address when the server listens on every
     interface (or on that address), localhost when it only listens on this machine."""
     host = listen_address or ""
-    if host in ("0.0.0.0", "::"):
+    if host in EVERY_INTERFACE:
         host = lan_address()
     elif host in LOCAL_HOSTS:
         host = "localhost"

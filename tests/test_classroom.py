@@ -138,6 +138,7 @@ def test_each_student_session_gets_its_own_budgets():
 def test_join_url_uses_the_lan_address_when_serving_every_interface(monkeypatch):
     monkeypatch.setattr(classroom, "lan_address", lambda: "192.168.1.20")
     assert classroom.join_url("0.0.0.0", 8501) == "http://192.168.1.20:8501/"
+    assert classroom.join_url(None, 8501) == "http://192.168.1.20:8501/"  # unset: all
     assert classroom.join_url("10.1.2.3", 8600, "lab/") == "http://10.1.2.3:8600/lab/"
     local = classroom.join_url("127.0.0.1", 8501)
     assert local == "http://localhost:8501/" and classroom.serves_only_this_machine(local)
