@@ -3,15 +3,20 @@
 The model only ever saw MNIST: white digits on black, size-normalised so the longest
 side is 20 px (aspect kept, anti-aliased), then placed in 28x28 with the centre of mass
 at the centre. A drawing from a 280x280 canvas, with any colours and the digit anywhere
-and any size, fails badly unless it goes through the same steps. `to_mnist` does them:
+and any size, fails badly unless it goes through the same steps. `to_mnist` is their
+composition, `preprocessing_steps` the same with every intermediate image kept (the Draw
+page shows them):
 
 1. `ink_map`: how much "ink" each pixel holds, from 0 (background) to 1, for any colour
    scheme: distance from the background colour (estimated from the border), with alpha
    premultiplied so strokes that live only in the alpha channel count too.
-2. crop to the ink's bounding box, ignoring small specks far from the digit;
-3. scale the longest side to 20 px, and bring the stroke width to MNIST's (about 2 px):
-   a thin brush on a big digit would otherwise fade away, a fat one become a blob;
-4. place in 28x28 so the centre of mass is at (14, 14).
+2. `crop_to_ink`: the ink's bounding box, ignoring small specks far from the digit;
+3. `match_pen`: at 4x the final size, bring the stroke width to MNIST's (about 2 px): a
+   thin brush on a big digit would otherwise fade away, a fat one become a blob;
+4. `fit_box`: scale the longest side to 20 px;
+5. `centre_by_mass`: place in 28x28 so the centre of mass is at (14, 14).
+
+`squash_to_28` is what skipping 2-5 gives: the whole ink map resized to 28x28.
 
 `load_image` opens an uploaded file defensively: the errors it raises are meant to be
 shown to a student as they are.
@@ -26,6 +31,7 @@ import io
 import re
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -359,14 +365,6 @@ def _ink_bounds(profile: np.ndarray) -> tuple[int, int] | None:
     return int(starts[keep[0]]), int(stops[keep[-1]])
 
 
-def _crop_to_ink(ink: np.ndarray) -> np.ndarray:
-    rows = _ink_bounds(ink.sum(axis=1))
-    cols = _ink_bounds(ink.sum(axis=0))
-    if rows is None or cols is None:
-        raise BlankImageError("The image has no ink: draw or upload a digit.")
-    return ink[rows[0] : rows[1], cols[0] : cols[1]]
-
-
 def _resize(values: np.ndarray, height: int, width: int) -> np.ndarray:
     """Anti-aliased resize of a float image: area averaging down, bilinear up."""
     shrinking = height <= values.shape[0] and width <= values.shape[1]
@@ -426,20 +424,6 @@ def _normalise_stroke(ink: np.ndarray) -> np.ndarray:
     return ink
 
 
-def _place_by_centre_of_mass(digit: np.ndarray) -> np.ndarray:
-    """Paste into 28x28 so the centre of mass lands on pixel (14, 14), as MNIST did."""
-    h, w = digit.shape
-    mass = digit.sum()
-    cy = float((digit.sum(axis=1) * np.arange(h)).sum() / mass)
-    cx = float((digit.sum(axis=0) * np.arange(w)).sum() / mass)
-    top, left = round(IMAGE_SIZE / 2 - cy), round(IMAGE_SIZE / 2 - cx)
-    out = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + h, IMAGE_SIZE), min(left + w, IMAGE_SIZE)
-    out[y0:y1, x0:x1] = digit[y0 - top : y1 - top, x0 - left : x1 - left]
-    return out
-
-
 MIN_DIGIT_FRACTION = 0.04  # a digit's longest side, of the picture's shorter side
 MIN_DIGIT_STROKES = 3.0  # ...and of its stroke width (a round dot measures 2.5-2.7)
 MAX_CANVAS_COVER = 0.5  # a canvas more than half painted holds no digit shape
@@ -475,22 +459,94 @@ def check_canvas(canvas: np.ndarray, background: tuple[int, int, int]) -> None:
         )
 
 
-def to_mnist(image: np.ndarray | Image.Image) -> np.ndarray:
-    """(28, 28) float32 in [0, 1], a white digit on black, normalised the MNIST way.
+# --- the steps, one function each -------------------------------------------------------
+
+
+def crop_to_ink(ink: np.ndarray) -> np.ndarray:
+    """Step 2: the ink map cut to the digit's bounding box (specks far from it left out).
+    Raises DrawingTooSmallError for a dot or a tiny mark, small for this picture."""
+    rows = _ink_bounds(ink.sum(axis=1))
+    cols = _ink_bounds(ink.sum(axis=0))
+    if rows is None or cols is None:
+        raise BlankImageError("The image has no ink: draw or upload a digit.")
+    crop = ink[rows[0] : rows[1], cols[0] : cols[1]]
+    _refuse_a_dot(crop, min(ink.shape))
+    return crop
+
+
+def match_pen(crop: np.ndarray) -> np.ndarray:
+    """Step 3: the crop scaled so its longest side is WORK_SCALE x 20 px, its strokes
+    thickened or thinned there to MNIST's width (fine steps need the larger size)."""
+    height, width = _box_size(crop.shape[0], crop.shape[1], DIGIT_BOX * WORK_SCALE)
+    return _normalise_stroke(_resize(crop, height, width))
+
+
+def fit_box(work: np.ndarray) -> np.ndarray:
+    """Step 4: longest side 20 px, aspect kept, the strongest ink at 1."""
+    height, width = _box_size(work.shape[0], work.shape[1], DIGIT_BOX)
+    box = np.clip(_resize(work, height, width), 0.0, None)
+    peak = box.max()
+    if peak <= 0:
+        raise BlankImageError("The image has no ink: draw or upload a digit.")
+    return box * np.float32(1 / peak)
+
+
+def centre_by_mass(digit: np.ndarray) -> np.ndarray:
+    """Step 5: paste into 28x28 so the centre of mass lands on pixel (14, 14), as MNIST
+    did. This is the model's input."""
+    h, w = digit.shape
+    mass = digit.sum()
+    cy = float((digit.sum(axis=1) * np.arange(h)).sum() / mass)
+    cx = float((digit.sum(axis=0) * np.arange(w)).sum() / mass)
+    top, left = round(IMAGE_SIZE / 2 - cy), round(IMAGE_SIZE / 2 - cx)
+    out = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + h, IMAGE_SIZE), min(left + w, IMAGE_SIZE)
+    out[y0:y1, x0:x1] = digit[y0 - top : y1 - top, x0 - left : x1 - left]
+    return out
+
+
+def squash_to_28(ink: np.ndarray) -> np.ndarray:
+    """(28, 28) float32: the whole ink map squashed to 28x28 (area average), with no crop,
+    no size normalisation and no centring: what the model would get without steps 2-5."""
+    return np.asarray(Image.fromarray(ink).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One preprocessing step's result: `image` is (H, W) float32 ink in [0, 1]."""
+
+    name: str  # "ink", "crop", "pen", "box", "centred"
+    caption: str  # one line saying what the step did, for the Draw page
+    image: np.ndarray
+
+
+def _size(image: np.ndarray) -> str:
+    return f"{image.shape[1]}×{image.shape[0]} px"
+
+
+def preprocessing_steps(image: np.ndarray | Image.Image) -> list[Step]:
+    """Every step of `to_mnist` with its result, in order; the last is `to_mnist`'s.
 
     `image` is a canvas's RGBA array, a grey or colour photo (dark ink on light paper or
     the reverse), as a uint8 or [0, 1] float array or a PIL image. Raises
-    BlankImageError when there is no digit to see.
+    BlankImageError when there is no digit to see, DrawingTooSmallError for a dot.
     """
     ink = ink_map(image)
-    crop = _crop_to_ink(ink)
-    crop_h, crop_w = crop.shape
-    _refuse_a_dot(crop, min(ink.shape))
-    work_h, work_w = _box_size(crop_h, crop_w, DIGIT_BOX * WORK_SCALE)
-    work = _normalise_stroke(_resize(crop, work_h, work_w))
-    final = _resize(work, *_box_size(work_h, work_w, DIGIT_BOX))
-    final = np.clip(final, 0.0, None)
-    peak = final.max()
-    if peak <= 0:
-        raise BlankImageError("The image has no ink: draw or upload a digit.")
-    return _place_by_centre_of_mass(final * np.float32(1 / peak))
+    crop = crop_to_ink(ink)
+    work = match_pen(crop)
+    box = fit_box(work)
+    centred = centre_by_mass(box)
+    return [
+        Step("ink", f"The ink found ({_size(ink)})", ink),
+        Step("crop", f"Cropped to the ink ({_size(crop)})", crop),
+        Step("pen", f"Strokes at MNIST's pen width ({_size(work)})", work),
+        Step("box", f"Shrunk into the 20×20 box ({_size(box)})", box),
+        Step("centred", "Centre of mass at the middle of 28×28: the model's input", centred),
+    ]
+
+
+def to_mnist(image: np.ndarray | Image.Image) -> np.ndarray:
+    """(28, 28) float32 in [0, 1], a white digit on black, normalised the MNIST way: the
+    last of `preprocessing_steps`. Raises BlankImageError when there is no digit to see."""
+    return preprocessing_steps(image)[-1].image

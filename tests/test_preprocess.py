@@ -7,6 +7,7 @@ geometry is known exactly and no dataset is needed.
 from __future__ import annotations
 
 import io
+import itertools
 import threading
 import time
 
@@ -15,12 +16,20 @@ import pytest
 from PIL import Image, ImageDraw, ImageFile
 
 from mnist_demo import preprocess
+from mnist_demo.errors import DigitLabError
 from mnist_demo.preprocess import (
     BlankImageError,
+    centre_by_mass,
+    crop_to_ink,
+    fit_box,
     ink_map,
+    match_pen,
+    preprocessing_steps,
+    squash_to_28,
     stroke_width,
     to_mnist,
 )
+from tools.drawn_digits import make_drawn_set
 
 SUPER = 4  # shapes are drawn at 4x and reduced: anti-aliased like a browser canvas
 
@@ -394,3 +403,107 @@ def test_a_canvas_painted_all_over_says_so():
     drawn = np.zeros((280, 280, 4), np.uint8)
     drawn[40:240, 130:150] = 255
     preprocess.check_canvas(drawn, background=(0, 0, 0))  # a digit: fine
+
+
+# --- the steps the Draw page shows ---------------------------------------------------------
+
+STEP_FUNCTIONS = ("ink_map", "crop_to_ink", "match_pen", "fit_box", "centre_by_mass")
+
+
+def test_to_mnist_runs_the_named_steps_and_returns_the_last(monkeypatch):
+    """The Draw page's strip shows these very functions' results: to_mnist calls each
+    once, in order, on the previous one's output, and returns the last output."""
+    calls: list[tuple[str, object, np.ndarray]] = []
+
+    def spy(name):
+        real = getattr(preprocess, name)
+
+        def step(image):
+            out = real(image)
+            calls.append((name, image, out))
+            return out
+
+        return step
+
+    for name in STEP_FUNCTIONS:
+        monkeypatch.setattr(preprocess, name, spy(name))
+    drawing = canvas(coverage((70, 40, 210, 240), 20))
+    out = to_mnist(drawing)
+    assert [name for name, _, _ in calls] == list(STEP_FUNCTIONS)
+    assert calls[0][1] is drawing
+    for (_, _, previous), (_, given, _) in itertools.pairwise(calls):
+        assert given is previous
+    assert out is calls[-1][2]
+
+    calls.clear()
+    steps = preprocessing_steps(drawing)
+    assert [s.name for s in steps] == ["ink", "crop", "pen", "box", "centred"]
+    assert all(s.image is c for s, (_, _, c) in zip(steps, calls, strict=True))
+
+
+def composed(image) -> np.ndarray:
+    return centre_by_mass(fit_box(match_pen(crop_to_ink(ink_map(image)))))
+
+
+def same_result(a, b) -> None:
+    """Both give the same array, or both refuse with the same error."""
+    results = []
+    for f in (a, b):
+        try:
+            results.append(f())
+        except DigitLabError as e:
+            results.append(type(e))
+    if isinstance(results[0], np.ndarray):
+        np.testing.assert_array_equal(results[0], results[1])
+    else:
+        assert results[0] == results[1]
+
+
+def test_the_steps_composed_are_to_mnist_on_real_drawings(mnist):
+    _, (x_test, y_test) = mnist
+    canvases, _, _ = make_drawn_set(x_test, y_test, 60, seed=5)
+    for drawing in canvases:
+        same_result(lambda d=drawing: composed(d), lambda d=drawing: to_mnist(d))
+        same_result(
+            lambda d=drawing: preprocessing_steps(d)[-1].image, lambda d=drawing: to_mnist(d)
+        )
+
+
+def test_the_steps_composed_are_to_mnist_on_an_uploaded_photo():
+    ink = coverage((200, 100, 420, 400), 22, size=(640, 480))
+    rgb = np.stack([photo(ink, 0.75, 0.2, 0.1, 0.03, seed=c) for c in range(3)], axis=2)
+    jpeg = io.BytesIO()
+    Image.fromarray(rgb).save(jpeg, format="JPEG", quality=85)
+    upload = preprocess.load_image(jpeg.getvalue())
+    steps = preprocessing_steps(upload)
+    np.testing.assert_array_equal(composed(upload), to_mnist(upload))
+    np.testing.assert_array_equal(steps[-1].image, to_mnist(upload))
+    assert steps[0].image.shape == (240, 320)  # the whole photo, halved to under 512 px
+
+
+def test_each_step_does_what_its_caption_says():
+    drawing = canvas(coverage((5, 5, 40, 55), 4))  # tiny, thin, in the top-left corner
+    ink, crop, pen, box, centred = (s.image for s in preprocessing_steps(drawing))
+    assert ink.shape == (280, 280)
+    assert crop.shape == bbox_sides(ink)  # tight around the ink
+    assert max(pen.shape) == 80
+    target = preprocess.MNIST_STROKE * preprocess.WORK_SCALE  # MNIST's pen, at 80 px
+    scaled = stroke_width(crop) * max(pen.shape) / max(crop.shape)
+    assert scaled < target / preprocess.STROKE_TOLERANCE < stroke_width(pen) < target  # thickened
+    assert max(box.shape) == 20 and box.max() == pytest.approx(1.0)
+    cy, cx = centre_of_mass(centred)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    captions = [s.caption for s in preprocessing_steps(drawing)]
+    assert f"({crop.shape[1]}×{crop.shape[0]} px)" in captions[1]
+
+
+def test_squashing_the_whole_canvas_keeps_a_corner_digit_small_and_in_its_corner():
+    """What the Draw page shows next to the steps: without them, a small digit drawn in
+    a corner reaches the model as a few faint pixels in that corner."""
+    ink = ink_map(canvas(coverage((5, 5, 40, 55), 6)))  # 35x50 px of a 280 canvas
+    squashed = squash_to_28(ink)
+    assert squashed.shape == (28, 28) and squashed.dtype == np.float32
+    rows, cols = bbox_sides(squashed)
+    assert rows <= 6 and cols <= 5
+    assert squashed[6:].max() == 0 and squashed[:, 5:].max() == 0
+    assert squashed.max() < 0.7  # area averaging: a thin stroke turns grey

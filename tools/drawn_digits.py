@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from mnist_demo.data import load_mnist
 from mnist_demo.evaluation import predict_proba
-from mnist_demo.preprocess import BlankImageError, ink_map, to_mnist
+from mnist_demo.preprocess import BlankImageError, ink_map, squash_to_28, to_mnist
 
 CANVAS = 280
 SUPERSAMPLE = 2  # brush disks are drawn at 2x and averaged down: anti-aliased edges
@@ -351,8 +351,7 @@ def naive_resize(canvas: np.ndarray) -> np.ndarray:
     It gets the colours right (same ink map as to_mnist) so the comparison isolates the
     geometry: size normalisation, centring and stroke width.
     """
-    ink = ink_map(canvas)
-    return np.asarray(Image.fromarray(ink).resize((28, 28), Image.Resampling.BOX))
+    return squash_to_28(ink_map(canvas))
 
 
 def is_centred(canvas: np.ndarray) -> bool:
