@@ -8,6 +8,7 @@ browser. Images are encoded once per grid (not one Matplotlib figure per digit).
 from __future__ import annotations
 
 import base64
+import html
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -276,25 +277,30 @@ def wall_tiles(
     wrong: Sequence[bool],
     ids: Sequence[int],
     scale: int = 3,
+    *,
+    noun: str = "drawing",
+    label: str = "The class's newest drawings",
 ) -> str:
-    """The class wall: one tile per drawing (the 28x28 the model saw, a caption such as
-    "7 → 1", a red frame when it was read wrong) as HTML for `st.html`. Plain HTML, not a
-    chart: the projector polls it every second."""
+    """Digits as tiles (the 28x28 the model saw, a caption such as "7 → 1", the item's
+    number, a red frame when it was read wrong) as HTML for `st.html`: the class wall,
+    and Home's preview of mistakes (`noun` "test image"). Plain HTML, not a chart: the
+    projector polls the wall every second, and the captions are text a reader can copy."""
+    attribute = f"data-{noun.replace(' ', '-')}-id"
     tiles = []
-    for image, caption, is_wrong, drawing_id in zip(images, captions, wrong, ids, strict=True):
+    for image, caption, is_wrong, item_id in zip(images, captions, wrong, ids, strict=True):
         colour = WRONG_COLOR if is_wrong else "#343a40"
         tiles.append(
-            f'<figure class="digit-lab-tile" data-drawing-id="{int(drawing_id)}" '
+            f'<figure class="digit-lab-tile" {attribute}="{int(item_id)}" '
             f'data-correct="{str(not is_wrong).lower()}" style="margin:0;padding:4px;'
             f'background:{colour};border-radius:6px;text-align:center;width:{28 * scale + 8}px">'
-            f'<img src="{png_data_uri(upscale(image, scale))}" alt="drawing {int(drawing_id)}" '
+            f'<img src="{png_data_uri(upscale(image, scale))}" alt="{noun} {int(item_id)}" '
             f'width="{28 * scale}" height="{28 * scale}" style="display:block;'
             'image-rendering:pixelated">'
             f'<figcaption style="color:#fff;font:600 0.85rem/1.3 sans-serif">{caption}'
-            f'<span style="opacity:0.6;font-weight:400"> #{int(drawing_id)}</span>'
+            f'<span style="opacity:0.6;font-weight:400"> #{int(item_id)}</span>'
             "</figcaption></figure>"
         )
     return (
-        '<div role="list" aria-label="The class\'s newest drawings" '
+        f'<div role="list" aria-label="{html.escape(label)}" '
         'style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(tiles) + "</div>"
     )

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from mnist_demo.data import NUM_CLASSES, to_model_input
+from mnist_demo.errors import DigitLabError
 
 # Activations of a batch dominate memory: 1,000 robust-model images hold ~800 MB at
 # once, 256 about 200 MB, for a few percent more time.
@@ -30,6 +31,10 @@ def predict_proba(
         for i in range(0, len(x), batch_size)
     ]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, NUM_CLASSES), np.float32)
+
+
+class ImageIndexError(DigitLabError, IndexError):
+    """A number that names no image of the set (the lab's question d asks for image n)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,17 @@ class Evaluation:
     @property
     def misclassified_count(self) -> int:
         return int((~self.correct).sum())
+
+    def check_index(self, index: int) -> int:
+        """`index` itself if the set has an image with that number, else ImageIndexError."""
+        if not 0 <= index < self.n:
+            numbered = (
+                f"the {self.n:,} images are numbered 0 to {self.n - 1:,}; choose one of those"
+                if self.n
+                else "the set is empty"
+            )
+            raise ImageIndexError(f"there is no image {index}: {numbered}")
+        return index
 
     def misclassified_indices(self, most_confident_first: bool = True) -> np.ndarray:
         """Indices of the errors; by default the model's most confident mistakes first."""

@@ -4,7 +4,8 @@ as `from mnist_demo import ui`:
 - `resources`: heavy objects cached once per server (MNIST, registry, models, their
   evaluations and predictors);
 - `sidebar`: the frame every page runs in (page setup, deep links, model choice);
-- `widgets`: errors as `st.error`, times as text, charts, the test-digit gallery;
+- `widgets`: errors as `st.error`, times as text, charts (a model's recorded training
+  curves among them), the test-digit gallery;
 - `classroom`: this session's role (instructor or student), rate limits, who is here;
 - `datasets`: MNIST test or the class's drawings, scored by the page's model.
 """
@@ -34,6 +35,8 @@ from mnist_demo.ui.widgets import (
     digit_detail,
     digit_gallery,
     duration,
+    epoch_charts,
+    recorded_history,
     user_errors,
     vega_lite,
 )
@@ -50,6 +53,7 @@ __all__ = [
     "digit_gallery",
     "duration",
     "entry_ran",
+    "epoch_charts",
     "evaluation",
     "is_instructor",
     "join_url",
@@ -58,6 +62,7 @@ __all__ = [
     "model_summary",
     "page_setup",
     "predictor",
+    "recorded_history",
     "registry",
     "role",
     "session_tag",

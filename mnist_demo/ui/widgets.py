@@ -1,5 +1,6 @@
-"""Small pieces pages share: user-fixable errors as `st.error`, times as text, charts,
-and the gallery and detail view of test-set digits (Test set and Misclassified)."""
+"""Small pieces pages share: user-fixable errors as `st.error`, times as text, charts
+(a model's recorded training curves among them), and the gallery and detail view of
+test-set digits (Home, Test set and Misclassified)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,26 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from mnist_demo import charts
+from mnist_demo import charts, runs
 from mnist_demo.errors import DigitLabError
 from mnist_demo.evaluation import Evaluation, select, top_k
+from mnist_demo.ui.resources import registry
 
 # --- errors ---------------------------------------------------------------------------
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Show a problem the user can fix as `st.error` and stop the page there; the
-    server and the other sessions carry on. Bugs still raise."""
+def user_errors(stop: bool = True) -> Iterator[None]:
+    """Show a problem the user can fix as `st.error` and stop the page there (what
+    follows needs what failed); with `stop=False` only the rest of the block is skipped,
+    for a section the rest of the page does not depend on. The server and the other
+    sessions carry on. Bugs still raise."""
     try:
         yield
     except DigitLabError as e:
         st.error(str(e), icon="⚠️")
-        st.stop()
+        if stop:
+            st.stop()
 
 
 # --- time as text ---------------------------------------------------------------------
@@ -96,6 +101,22 @@ def digit_gallery(
 def vega_lite(chart: charts.VegaLite, where: Any = None) -> None:
     """Draw a `charts.VegaLite` full width, in `where` (a column) or the page."""
     (where or st).vega_lite_chart(chart.data, chart.spec, width="stretch")
+
+
+def recorded_history(ref: runs.ModelRef) -> dict[str, list[float]]:
+    """The per-epoch history recorded when the model was trained: a run's from the
+    registry, a shipped model's from the .json beside its file; {} if none was kept."""
+    if ref.key in runs.SHIPPED:
+        # runs.py reads (and caches) a shipped model's .json for the sidebar already
+        return runs._shipped_info(ref.path.with_suffix(".json")).get("history", {})
+    return registry().get(int(ref.key)).history
+
+
+def epoch_charts(history: dict[str, list[float]]) -> None:
+    """The lab's two plots side by side: "Model - Accuracy" and "Model - Loss"."""
+    left, right = st.columns(2)
+    for column, metric in ((left, "accuracy"), (right, "loss")):
+        vega_lite(charts.epoch_chart(history, metric), column)
 
 
 def digit_detail(
