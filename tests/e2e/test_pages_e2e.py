@@ -1,5 +1,6 @@
-"""The browsing and drawing pages in real Chromium: a click into the confusion matrix,
-and digits drawn with the mouse on the real canvas component."""
+"""The browsing and drawing pages in real Chromium, one server for the module: Home's
+shapes as text, a click into the confusion matrix, and digits drawn with the mouse on
+the real canvas component."""
 
 import io
 import time
@@ -10,6 +11,15 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from tests.e2e.drawing import LOOP, SEVEN, VERTICAL, line, prediction_is, stroke
+from tools.app_server import AppServer
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    """One server for the module: its tests only read, each in its own browser session."""
+    server = AppServer(tmp_path_factory.mktemp("pages") / "home").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -17,6 +27,16 @@ def page(app_server, new_page):
     p = new_page(1400, 1300)
     p.base_url = app_server.url
     return p
+
+
+def test_home_shapes_are_text_in_the_page(page):
+    """Home's small tables are HTML text (st.table): selectable, copyable, found by
+    Ctrl+F and read by screen readers, which st.dataframe's canvas grid is not."""
+    page.goto(page.base_url)
+    expect(page.get_by_text("2 · Shape the data for the network")).to_be_visible(timeout=90_000)
+    # innerText, what a reader sees and copies: a dataframe's grid keeps the cell in a
+    # hidden table, in textContent but not innerText (so plain to_contain_text passes)
+    expect(page.locator("body")).to_contain_text("(60000, 28, 28, 1)", use_inner_text=True)
 
 
 def test_a_confusion_cell_filters_the_gallery_to_that_pair(page):
