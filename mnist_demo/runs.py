@@ -465,7 +465,7 @@ class ModelRef:
         return f"{self.name} · {acc}"
 
 
-def _shipped_info(info_path: Path) -> dict:
+def shipped_info(info_path: Path) -> dict:
     """A shipped model's .json, read once per file version (the sidebar asks on every
     rerun of every page)."""
     if not info_path.exists():
@@ -485,7 +485,7 @@ def shipped_models() -> list[ModelRef]:
     for key, (name, path) in SHIPPED.items():
         if not path.exists():
             continue
-        info = _shipped_info(path.with_suffix(".json"))
+        info = shipped_info(path.with_suffix(".json"))
         trained = info.get("trained_at")
         refs.append(
             ModelRef(

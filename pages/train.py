@@ -281,12 +281,6 @@ def show_result(run: Run) -> None:
         make_active_button(run.id, label, disabled=is_active)
 
 
-def epoch_charts(history: dict) -> None:
-    left, right = st.columns(2)
-    for column, metric in ((left, "accuracy"), (right, "loss")):
-        ui.vega_lite(charts.epoch_chart(history, metric), column)
-
-
 @st.fragment(run_every=POLL_RUNNING_S if running else POLL_IDLE_S)
 def live_run(was_running: bool) -> None:
     job = current_job(registry)
@@ -302,7 +296,7 @@ def live_run(was_running: bool) -> None:
             st.subheader(f"Latest run: {latest[0].id} · {latest[0].status}")
             show_result(latest[0])
             if latest[0].history.get("loss"):
-                epoch_charts(latest[0].history)
+                ui.epoch_charts(latest[0].history)
         else:
             st.info("No run yet. Choose settings and press **Start training**.")
         return
@@ -336,7 +330,7 @@ def live_run(was_running: bool) -> None:
     elif s.running:
         st.caption("Preparing the data and building the model…")
     if s.history["loss"]:
-        epoch_charts(s.history)
+        ui.epoch_charts(s.history)
     if not s.running:
         show_result(registry.get(s.run_id))
 

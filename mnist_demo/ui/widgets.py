@@ -108,7 +108,7 @@ def recorded_history(ref: runs.ModelRef) -> dict[str, list[float]]:
     registry, a shipped model's from the .json beside its file; {} if none was kept."""
     if ref.key in runs.SHIPPED:
         # runs.py reads (and caches) a shipped model's .json for the sidebar already
-        return runs._shipped_info(ref.path.with_suffix(".json")).get("history", {})
+        return runs.shipped_info(ref.path.with_suffix(".json")).get("history", {})
     return registry().get(int(ref.key)).history
 
 
