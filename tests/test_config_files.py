@@ -3,6 +3,8 @@
 import tomllib
 from pathlib import Path
 
+from mnist_demo.ui.sidebar import PAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -11,3 +13,14 @@ def test_students_never_see_tracebacks_with_server_paths():
     (user mistakes are st.error messages with what to do, not exceptions)."""
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["client"]["showErrorDetails"] in ("type", "none")
+
+
+def test_streamlits_file_name_menu_is_off_and_the_apps_menu_lists_every_page():
+    """Streamlit serves a pages/ folder in its old mode until the entry script's
+    st.navigation first runs; that mode's menu (raw file names) must never show. The
+    app's own menu (ui.sidebar.PAGES) must then offer every page file, each once."""
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showSidebarNavigation"] is False
+    files = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pages").glob("*.py"))
+    assert sorted(p.path for p in PAGES) == files
+    assert len({p.title for p in PAGES}) == len(PAGES)

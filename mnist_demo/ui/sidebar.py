@@ -1,11 +1,13 @@
 """The frame every page runs in: page config, the deep-link detour, and the sidebar
-with the session's model choice."""
+with the page menu and the session's model choice."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
 
 from mnist_demo.runs import ModelRef, available_models, default_model
 from mnist_demo.training import current_job
@@ -19,14 +21,50 @@ ENTRY_KEY = "entry_ran"
 DEEP_LINK_KEY = "deep_link"
 
 
+@dataclass(frozen=True)
+class AppPage:
+    path: str  # relative to the entry script
+    title: str
+    icon: str
+
+
+PAGES = (  # the first is the default, at the app's root URL
+    AppPage("pages/home.py", "Home", ":material/school:"),
+    AppPage("pages/train.py", "Train", ":material/model_training:"),
+    AppPage("pages/test_set.py", "Test set", ":material/grid_view:"),
+    AppPage("pages/misclassified.py", "Misclassified", ":material/error:"),
+    AppPage("pages/draw.py", "Draw", ":material/draw:"),
+    AppPage("pages/class.py", "Class", ":material/groups:"),
+    AppPage("pages/join.py", "Join", ":material/qr_code_2:"),
+)
+
+
+def navigation() -> StreamlitPage:
+    """The entry script's st.navigation over PAGES, its menu drawn by `sidebar`.
+
+    Streamlit serves a `pages/` folder in its older multipage mode until an entry
+    script has called st.navigation once in the process: a fresh server's first run
+    sends that mode's menu, the raw file names, before our script starts (and a click
+    on one could end in "Page not found"). The config option
+    client.showSidebarNavigation = false hides that menu from the first message on, but
+    also hides st.navigation's own sidebar menu: so the menu is ours, page links drawn
+    by `sidebar` on every page.
+    """
+    return st.navigation(
+        [st.Page(p.path, title=p.title, icon=p.icon, default=p is PAGES[0]) for p in PAGES],
+        position="hidden",
+    )
+
+
 def page_setup(page_file: str, for_drawings: bool = False) -> ModelRef:
     """Every page starts here: page config, the shared sidebar, and the model it chose
     (Draw has its own choice: drawings are read best by another model than the lab's).
 
-    Streamlit treats a `pages/` folder as its older multipage mode until the entry
-    script has called st.navigation once in the process: a deep link (say /draw) to a
-    freshly started server then runs the page alone, with raw file names in the menu.
-    Such a first visit detours through the entry script, which sends it back here. The
+    Until the entry script has called st.navigation once in the process (see
+    `navigation`), a deep link (say /draw) to a freshly started server runs the page
+    alone, under the old mode's page URLs, where Home is /home: a Home link clicked
+    there ends in "Page not found" at the next refresh (the app's Home is /). So such a
+    first visit detours through the entry script, which sends it back here. The
     sidebar is drawn here rather than in the entry script so that a page run alone (as
     AppTest does) still has it.
     """
@@ -63,6 +101,9 @@ def sidebar(for_drawings: bool = False) -> ModelRef:
             st.session_state[key] = default_model(reg, for_drawings=drawings).key
     this, other = keys[for_drawings], keys[not for_drawings]
     with st.sidebar:
+        for page in PAGES:
+            st.page_link(page.path, label=page.title, icon=page.icon)
+        st.divider()
         notice = registry_notice()
         if notice:
             st.warning(notice)
