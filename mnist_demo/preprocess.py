@@ -522,7 +522,7 @@ class Step:
 
 
 def _size(image: np.ndarray) -> str:
-    return f"{image.shape[1]}×{image.shape[0]} px"
+    return f"{image.shape[1]}×{image.shape[0]}"
 
 
 def preprocessing_steps(image: np.ndarray | Image.Image) -> list[Step]:
@@ -540,9 +540,9 @@ def preprocessing_steps(image: np.ndarray | Image.Image) -> list[Step]:
     return [
         Step("ink", f"The ink found ({_size(ink)})", ink),
         Step("crop", f"Cropped to the ink ({_size(crop)})", crop),
-        Step("pen", f"Strokes at MNIST's pen width ({_size(work)})", work),
-        Step("box", f"Shrunk into the 20×20 box ({_size(box)})", box),
-        Step("centred", "Centre of mass at the middle of 28×28: the model's input", centred),
+        Step("pen", f"MNIST's pen width ({_size(work)})", work),
+        Step("box", f"Shrunk into 20×20 ({_size(box)})", box),
+        Step("centred", "Centred by mass in 28×28: the input", centred),
     ]
 
 

@@ -1,11 +1,14 @@
 """Draw: a student draws a digit (or uploads a photo of one); the model answers at once,
-then shows the 28x28 it saw, what its convolution layers saw, and which pixels mattered."""
+then shows the 28x28 it saw, how the drawing became that 28x28 (and what the model would
+answer without those steps), what its convolution layers saw, and which pixels mattered."""
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
 from PIL import Image
+from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 from streamlit_drawable_canvas import st_canvas
 
@@ -16,9 +19,11 @@ from mnist_demo.preprocess import (
     CANVAS_SIZE,
     BlankImageError,
     ImageFileError,
+    Step,
     check_canvas,
     load_image,
-    to_mnist,
+    preprocessing_steps,
+    squash_to_28,
 )
 from mnist_demo.runs import ModelRef
 
@@ -103,12 +108,60 @@ canvas_toolbar_fix = st.components.v2.component(
 )
 
 
-SHOW_INSIDE = "show_inside"  # kept outside the widget: a blank canvas returns before the
-# toggle is drawn, and Streamlit forgets the state of undrawn widgets
+# On a phone (<= 480 px) the columns stack and the answer lands under the canvas, out of
+# sight while drawing: a one-line answer above the canvas is shown there instead. The line
+# always holds one line of text, so the canvas does not jump under the finger when the
+# first answer arrives.
+PHONE_ANSWER_KEY = "phone-answer"
+NO_ANSWER = "Prediction: –"
+PHONE_ANSWER_CSS = f"""<style>
+@media (min-width: 481px) {{ .st-key-{PHONE_ANSWER_KEY} {{ display: none; }} }}
+</style>"""
 
 
-def remember_inside() -> None:
-    st.session_state[SHOW_INSIDE] = st.session_state.inside_toggle
+def remembered_toggle(label: str, name: str) -> bool:
+    """A toggle whose value is kept outside the widget: a blank canvas returns before the
+    toggle is drawn, and Streamlit forgets the state of undrawn widgets."""
+    widget, kept = f"{name}_toggle", f"show_{name}"
+
+    def remember() -> None:
+        st.session_state[kept] = st.session_state[widget]
+
+    return st.toggle(label, value=st.session_state.get(kept, False), key=widget, on_change=remember)
+
+
+@dataclass(frozen=True)
+class Answer:
+    digit: int
+    confidence: float
+    sure: bool
+    value: str  # "7", or "7?" when not sure
+    how: str  # "93% confident" or "not sure (41%)"
+
+
+def answer_of(probabilities: np.ndarray) -> Answer:
+    digit = int(probabilities.argmax())
+    confidence = float(probabilities[digit])
+    if confidence >= NOT_SURE_BELOW:
+        return Answer(digit, confidence, True, str(digit), f"{confidence:.0%} confident")
+    return Answer(digit, confidence, False, f"{digit}?", f"not sure ({confidence:.0%})")
+
+
+def show_answer(probabilities: np.ndarray, phone_line: DeltaGenerator) -> Answer:
+    """The model's answer: the metric and every digit's bar here, and the same answer as
+    one line in `phone_line` (above the canvas, shown on phones only)."""
+    answer = answer_of(probabilities)
+    st.metric(
+        "Prediction",
+        answer.value,
+        delta=answer.how,
+        delta_color="normal" if answer.sure else "off",
+        delta_arrow="off",
+        help="The digit with the highest probability, and that probability.",
+    )
+    st.html(charts.probability_bars(probabilities))
+    phone_line.markdown(f"Prediction: **{answer.value}** · {answer.how}")
+    return answer
 
 
 # A fragment: a stroke reruns only the canvas and the answer, not the sidebar and the
@@ -122,6 +175,8 @@ def draw_and_answer(ref: ModelRef) -> None:
         brush_col, clear_col = st.columns([3, 1], vertical_alignment="bottom")
         brush = brush_col.slider("Brush size", min_value=8, max_value=40, value=20, step=2)
         clear_col.button("Clear", icon=":material/delete:", on_click=clear_canvas)
+        with st.container(key=PHONE_ANSWER_KEY):
+            phone_line = st.empty()
         canvas = st_canvas(
             stroke_width=brush,
             stroke_color="#ffffff",
@@ -151,8 +206,9 @@ def draw_and_answer(ref: ModelRef) -> None:
                 check_canvas(image, background=CANVAS_BACKGROUND)
             with ui.user_errors():
                 ui.limit("drawing")
-            seen = to_mnist(image)
+            steps = preprocessing_steps(image)
         except BlankImageError:
+            phone_line.markdown(NO_ANSWER)
             if upload is not None:
                 st.error(
                     "No digit found in this photo: it looks like one flat colour. Try a "
@@ -163,35 +219,27 @@ def draw_and_answer(ref: ModelRef) -> None:
                 st.info("Draw a digit on the black square, and the model will read it.", icon="✍️")
             return
         except ImageFileError as e:
+            phone_line.markdown(NO_ANSWER)
             st.error(str(e), icon="⚠️")
             return
         except DigitLabError as e:  # too small, painted all over, the server busy
+            phone_line.markdown(NO_ANSWER)
             st.warning(str(e), icon="✍️")
             return
 
         with ui.user_errors():
             predictor = ui.predictor(ref)
-        probabilities = predictor.predict(seen)
-        digit = int(probabilities.argmax())
-        confidence = float(probabilities[digit])
-        sure = confidence >= NOT_SURE_BELOW
-        st.metric(
-            "Prediction",
-            str(digit) if sure else f"{digit}?",
-            delta=f"{confidence:.0%} confident" if sure else f"not sure ({confidence:.0%})",
-            delta_color="normal" if sure else "off",
-            delta_arrow="off",
-            help="The digit with the highest probability, and that probability.",
-        )
-        st.html(charts.probability_bars(probabilities))
+        seen = steps[-1].image
+        answer = show_answer(predictor.predict(seen), phone_line)
         st.image(
             charts.upscale(seen, 8),
             caption=f"What the model saw: your {source} as a 28×28 MNIST image",
             width=224,
             output_format="PNG",  # sharp pixels; JPEG would blur the 28x28 grid
         )
-        send_to_class(seen, image, digit, confidence, ref)
-    inside_the_network(predictor, seen, digit)
+        send_to_class(seen, image, answer.digit, answer.confidence, ref)
+    how_the_model_sees(image, source, steps, predictor)
+    inside_the_network(predictor, seen, answer.digit)
 
 
 def send_to_class(
@@ -240,16 +288,63 @@ def send_to_class(
                 st.success("Your last drawing is out of the class set.", icon="↩️")
 
 
+STEP_SIDE = 100  # px: each picture of the strip is this long on its longer side
+WITHOUT_WIDTH = 220  # px: the strip and this box share one row on a 1400 px screen
+
+
+def step_picture(image: np.ndarray | Image.Image, caption: str | None = None) -> None:
+    """`image` (uint8, or floats in [0, 1]) shown STEP_SIDE px on its longer side. A small
+    one is first enlarged by whole pixels, so a 20x20 keeps its sharp grid; a large one
+    reduced (a photo would otherwise be sent at full size on every rerun)."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    longest = max(array.shape[:2])
+    if longest <= STEP_SIDE:
+        array = charts.upscale(array, STEP_SIDE // longest)
+    else:
+        picture = Image.fromarray(array)
+        picture.thumbnail((STEP_SIDE, STEP_SIDE))
+        array = np.asarray(picture)
+    width = round(array.shape[1] * STEP_SIDE / max(array.shape[:2]))
+    st.image(array, caption=caption, width=width, output_format="PNG")
+
+
+def how_the_model_sees(picture: object, source: str, steps: list[Step], predictor) -> None:
+    """On request (the page stays quick without it): the picture after each of
+    `to_mnist`'s steps, and what the model answers when they are skipped: the whole
+    canvas squashed to 28x28, where a small digit in a corner stays small and off-centre."""
+    st.header(f"How the model sees your {source}")
+    if not remembered_toggle("Show the steps", "steps"):
+        st.caption(
+            f"Turn on to see how your {source} becomes the 28×28 image the model reads, and "
+            "what it would answer without those steps."
+        )
+        return
+    st.caption(
+        "Every MNIST digit was cropped, shrunk into a 20×20 box and centred by its centre of "
+        f"mass in 28×28, so the model only knows digits that look like that. Your {source} "
+        "goes through the same steps."
+    )
+    pictures = [(picture, f"Your {source}")] + [(s.image, s.caption) for s in steps]
+    with st.container(horizontal=True, key="preprocessing-steps"):
+        for i, (image, caption) in enumerate(pictures):
+            step_picture(image, f"{i}. {caption}")
+        squashed = squash_to_28(steps[0].image)  # the first step is the ink map
+        without = answer_of(predictor.predict(squashed))
+        with st.container(border=True, width=WITHOUT_WIDTH, key="without-steps"):
+            step_picture(squashed)
+            st.markdown(
+                f"Without the steps (the whole {source} squashed to 28×28) the model would "
+                f"read **{without.value}** ({without.how})."
+            )
+
+
 def inside_the_network(predictor, seen, digit: int) -> None:
     """On request: feature maps and saliency cost the server more than the answer
     itself, which matters when thirty students draw at once."""
     st.header("Inside the network")
-    if not st.toggle(
-        "Show what the network sees",
-        value=st.session_state.get(SHOW_INSIDE, False),
-        key="inside_toggle",
-        on_change=remember_inside,
-    ):
+    if not remembered_toggle("Show what the network sees", "inside"):
         st.caption("Turn on to see each filter's response and which pixels drove the answer.")
         return
     st.caption(
@@ -276,6 +371,7 @@ def inside_the_network(predictor, seen, digit: int) -> None:
 
 
 draw_and_answer(ref)
-# Outside the fragment, after it: mounted once for the page, and its empty element sits
-# at the page's end, where its spacing shows nowhere.
+# Outside the fragment, after it: mounted once for the page, and their empty elements sit
+# at the page's end, where their spacing shows nowhere.
 canvas_toolbar_fix(data={"css": CANVAS_TOOLBAR_CSS}, key="canvas-toolbar-fix")
+st.markdown(PHONE_ANSWER_CSS, unsafe_allow_html=True)

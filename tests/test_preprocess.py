@@ -494,7 +494,7 @@ def test_each_step_does_what_its_caption_says():
     cy, cx = centre_of_mass(centred)
     assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
     captions = [s.caption for s in preprocessing_steps(drawing)]
-    assert f"({crop.shape[1]}×{crop.shape[0]} px)" in captions[1]
+    assert f"({crop.shape[1]}×{crop.shape[0]})" in captions[1]
 
 
 def test_squashing_the_whole_canvas_keeps_a_corner_digit_small_and_in_its_corner():
