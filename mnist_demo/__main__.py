@@ -277,9 +277,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    import numpy as np
-
     from mnist_demo.inference import Predictor
+    from mnist_demo.model import load_model
+    from mnist_demo.novelty import verdict
     from mnist_demo.preprocess import (
         BlankImageError,
         DrawingTooSmallError,
@@ -295,10 +295,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
         image28 = to_mnist(load_image(path))
     except (ImageFileError, BlankImageError, DrawingTooSmallError) as e:  # name the file
         raise UserError(f"{path}: {e}") from e
-    model, label = _load_model(args)
+    model_path, label = _resolve_model(args)  # the path too: the model's rule is beside it
+    model = load_model(model_path)
     probs = Predictor(model).predict(image28)
-    digit = int(np.argmax(probs))
-    print(f"{digit} ({probs[digit]:.1%} confident, {label})")
+    print(f"{verdict(model, image28, probs, model_path).text} ({label})")
     for d, p in enumerate(probs):
         print(f"  {d}: {p:.4f} {'#' * round(p * 40)}".rstrip())
 

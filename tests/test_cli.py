@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +28,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnist_demo.config import DEFAULT_MODEL_PATH
 from mnist_demo.data import CACHE_NAME, SHA256
+from tools.drawn_digits import on_the_draw_page
+from tools.non_digits import non_digit_canvas
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = "the shipped default model"  # how the CLI names the model with no run active
@@ -277,6 +281,9 @@ def pictures(tmp_path_factory, mnist) -> Path:
     big = Image.fromarray(x_test[1]).resize((280, 280), Image.Resampling.BILINEAR)
     Image.fromarray(255 - np.asarray(big)).convert("RGB").save(folder / "two.jpg", quality=90)
     Image.new("L", (280, 280), 255).save(folder / "blank.png")
+    # A smiley, drawn as on the Draw page: not a digit at all.
+    face = non_digit_canvas("face", np.random.default_rng([7, 0]), x_test[:9])
+    Image.fromarray(on_the_draw_page(face)).save(folder / "face.png")
     (folder / "text.png").write_text("this is not a picture\n")
     return folder
 
@@ -286,7 +293,7 @@ def test_predict_a_real_digit(tmp_path, pictures, name, digit):
     result = run_cli("predict", pictures / name, home=tmp_path / "home")
     assert_clean_success(result)
     first, *rest = result.stdout.splitlines()
-    assert re.match(rf"{digit} \(\d+\.\d% confident, {SHIPPED}\)$", first), first
+    assert re.match(rf"{digit}, \d+% confident \({SHIPPED}\)$", first), first
     probs = {}
     for line in rest:
         found = re.match(r"\s+(\d): (\d\.\d{4})\b", line)
@@ -295,6 +302,31 @@ def test_predict_a_real_digit(tmp_path, pictures, name, digit):
     assert sorted(probs) == list(range(10))
     assert math.isclose(sum(probs.values()), 1.0, abs_tol=2e-3)
     assert max(probs, key=probs.get) == digit
+
+
+def test_predict_says_when_it_is_not_a_digit(tmp_path, pictures):
+    result = run_cli("predict", pictures / "face.png", home=tmp_path / "home")
+    assert_clean_success(result)
+    first, *rest = result.stdout.splitlines()
+    found = re.match(
+        rf"That doesn't look like a digit to me — the closest is (\d), (\d+)% \({SHIPPED}\)$",
+        first,
+    )
+    assert found, first
+    probs = [float(re.match(r"\s+\d: (\d\.\d{4})\b", line)[1]) for line in rest]
+    assert len(probs) == 10  # the probabilities still show
+    assert int(found[1]) == int(np.argmax(probs))
+    assert abs(int(found[2]) - 100 * max(probs)) <= 0.5 + 1e-4  # the same, rounded
+
+
+def test_predict_with_a_damaged_rule_file_is_one_line(tmp_path, pictures):
+    model = tmp_path / "lab7.keras"
+    shutil.copy(DEFAULT_MODEL_PATH, model)
+    (tmp_path / "lab7.novelty.json").write_text('{"version": 1')
+    result = run_cli("predict", pictures / "seven.png", "--model", model, home=tmp_path / "home")
+    line = assert_user_error(result, "lab7.novelty.json")
+    assert f"tools.fit_novelty --model {model}" in line
+    assert result.stdout == ""
 
 
 @pytest.mark.parametrize(
