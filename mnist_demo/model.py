@@ -9,6 +9,10 @@ zoomed, thicker or thinner strokes: augmentation layers that only act in trainin
 normalises its activations (batch norm) and walks its learning rate up and down once
 over the run (warm-up, then cosine decay).
 
+Preset `quick` is the live demo that finishes while the room watches: about 29,000
+parameters (three 3x3 conv + batch norm blocks, 16 -> 32 -> 64 filters) and one
+learning-rate cycle over a single epoch reach 99 % test accuracy in seconds.
+
 Saved models are inference models: the training-only augmentation layer is left out,
 so `keras.models.load_model(path)` works anywhere Keras does, without this package.
 """
@@ -27,6 +31,11 @@ from keras import layers, ops
 from mnist_demo.data import INPUT_SHAPE, NUM_CLASSES, TRAIN_SIZE
 from mnist_demo.errors import DigitLabError, ModelFileError
 from mnist_demo.recipe import DEFAULT_PRESET, LAB_BATCH_SIZE, LAB_LEARNING_RATE, LAB_SEED, PRESETS
+
+# Batches per call into TensorFlow: Keras reports metrics (and calls batch callbacks) once
+# per call, which keeps the per-step Python cost off small, fast steps; the live chart
+# still gets a point every 4 batches (over 100 in the quick preset's one epoch).
+STEPS_PER_EXECUTION = 4
 
 # --- the robust preset's recipe ----------------------------------------------------------
 ROTATION_DEGREES = 10  # a drawing tilts by up to this much either way
@@ -189,14 +198,38 @@ def robust_layers(seed: int | None = None) -> list[keras.layers.Layer]:
     ]
 
 
+def quick_layers(seed: int | None = None) -> list[keras.layers.Layer]:
+    """conv-BN-ReLU 16, pool, 32, pool, 64, pool, then straight to the 10 outputs: about
+    1 M multiply-adds per image, a fifth of Lab 7's. Batch norm is what makes one epoch
+    enough (without it, 98.3 % of held-out training digits right after the epoch instead
+    of 98.9 %); its momentum is 0.9 because 430 steps are too few for the default 0.99 to
+    forget the random start: the inference statistics then lag the weights (94 %)."""
+
+    def block(filters: int, name: str) -> list[keras.layers.Layer]:
+        return [
+            layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name),
+            layers.BatchNormalization(momentum=0.9, name=f"{name}_bn"),
+            layers.ReLU(name=f"{name}_relu"),
+            layers.MaxPooling2D(2, name=f"{name}_pool"),
+        ]
+
+    return [
+        *block(16, "conv1"),
+        *block(32, "conv2"),
+        *block(64, "conv3"),
+        layers.Flatten(name="flatten"),
+        layers.Dense(NUM_CLASSES, activation="softmax", name="output"),
+    ]
+
+
 def warmup_cosine(
-    peak: float, total_steps: int | None
+    peak: float, total_steps: int | None, warmup_fraction: float = WARMUP_FRACTION
 ) -> keras.optimizers.schedules.LearningRateSchedule:
-    """One cycle over the whole run: rise from peak/10 to `peak` in the first 5 % of the
-    steps (big early steps on random weights undo batch norm's start), then a cosine
-    down to 1 % of it, so the last epochs polish instead of bouncing around."""
+    """One cycle over the whole run: rise from peak/10 to `peak` in the first
+    `warmup_fraction` of the steps (big early steps on random weights undo batch norm's
+    start), then a cosine down to 1 % of it, so the end polishes instead of bouncing."""
     total = max(int(total_steps or DEFAULT_SCHEDULE_STEPS), 2)
-    warmup = max(1, round(WARMUP_FRACTION * total))
+    warmup = max(1, round(warmup_fraction * total))
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=peak / 10,
         decay_steps=max(total - warmup, 1),
@@ -212,12 +245,16 @@ class Architecture:
 
     layers: Callable[[int | None], list[keras.layers.Layer]]  # seed -> layers after the input
     schedule: bool = False  # warm-up + cosine decay instead of Lab 7's constant rate
+    warmup_fraction: float = WARMUP_FRACTION
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     "lab7": Architecture(lambda seed: lab7_layers((2, 2))),
     "lab7-5x5": Architecture(lambda seed: lab7_layers((5, 5))),
     "robust": Architecture(robust_layers, schedule=True),
+    # a fifth of its one epoch to warm up: big early steps on random weights undo
+    # batch norm's start
+    "quick": Architecture(quick_layers, schedule=True, warmup_fraction=0.2),
 }
 # Layers that only act in training; saved models leave them out (see inference_model).
 TRAINING_ONLY = (DrawingAugmentation,)
@@ -254,12 +291,17 @@ def build_model(
         [keras.Input(shape=INPUT_SHAPE), *arch.layers(seed)], name=preset.replace("-", "_")
     )
     if compile:
-        rate = warmup_cosine(learning_rate, total_steps) if arch.schedule else learning_rate
+        rate = (
+            warmup_cosine(learning_rate, total_steps, arch.warmup_fraction)
+            if arch.schedule
+            else learning_rate
+        )
         # Keras 3 compile() must get keywords: positional arguments land elsewhere.
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=rate),
             loss="categorical_crossentropy",
             metrics=["accuracy"],
+            steps_per_execution=STEPS_PER_EXECUTION,
         )
     return model
 

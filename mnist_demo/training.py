@@ -46,6 +46,9 @@ from mnist_demo.recipe import (
     LAB_LEARNING_RATE,
     LAB_SEED,
     PRESETS,
+    QUICK_BATCH_SIZE,
+    QUICK_EPOCHS,
+    QUICK_LEARNING_RATE,
 )
 from mnist_demo.runs import HEARTBEAT_EVERY_S, Run, RunRegistry, training_now
 
@@ -107,6 +110,15 @@ class TrainConfig:
         if problems:
             raise InvalidConfigError("; ".join(problems))
         return self
+
+
+# The Train page's one-click "Quick demo": the quick preset's own recipe on all 60,000.
+QUICK_DEMO = TrainConfig(
+    preset="quick",
+    epochs=QUICK_EPOCHS,
+    batch_size=QUICK_BATCH_SIZE,
+    learning_rate=QUICK_LEARNING_RATE,
+)
 
 
 @dataclass
@@ -235,7 +247,10 @@ class TrainingJob:
             "val_accuracy": [],
         }
         self._partial_epoch = False
-        self._val: tuple[np.ndarray, np.ndarray] | None = None
+        self._val: tuple[np.ndarray, np.ndarray] | None = None  # test images, labels
+        # the last recorded epoch's test scores: the saved checkpoint's, so the end of the
+        # run needs no reload and no second scoring
+        self._last_scores: dict[str, float | int] | None = None
 
     # --- public API --------------------------------------------------------------------
 
@@ -322,7 +337,9 @@ class TrainingJob:
     def _on_batch_end(self, batch: int, logs: dict) -> bool:
         loss, acc = float(logs.get("loss", np.nan)), float(logs.get("accuracy", np.nan))
         with self._lock:
-            self._batch = batch + 1
+            # Called once per execution of STEPS_PER_EXECUTION batches; Keras numbers an
+            # epoch's last, shorter execution as if it were full.
+            self._batch = min(batch + 1, self._batches_per_epoch)
             position = self._epoch - 1 + self._batch / self._batches_per_epoch
             self._batch_metrics.append((position, loss, acc))
         if self._stop.is_set():
@@ -334,18 +351,22 @@ class TrainingJob:
         if self._partial_epoch:
             return  # stopped mid-epoch: this epoch does not count and is not saved
         assert self._val is not None, "set in _train before fit starts"
-        x_val, y_val = self._val
-        val = model.evaluate(x_val, y_val, batch_size=1000, verbose=0, return_dict=True)
+        # One pass over the test subset gives the epoch's validation figures and, after
+        # the last epoch, the run's result (the misclassified count too).
+        scores = evaluate(model, *self._val).summary()
         extra = self._plan.epoch_metrics(model) if self._plan is not None else {}
         path = self.registry.run_dir(self.run_id) / "model.keras"
         save_model(model, path)
-        if self._plan is None:  # fine-tune runs are not resumable (see resume_training)
+        # Fine-tune runs are not resumable (see resume_training); after the last epoch
+        # there is nothing left to resume, so that checkpoint would only be deleted.
+        if self._plan is None and epoch + 1 < self.config.epochs:
             _save_resume_checkpoint(model, self.registry.resume_path(self.run_id))
         with self._lock:
             self._history["loss"].append(float(logs["loss"]))
             self._history["accuracy"].append(float(logs["accuracy"]))
-            self._history["val_loss"].append(float(val["loss"]))
-            self._history["val_accuracy"].append(float(val["accuracy"]))
+            self._history["val_loss"].append(float(scores["test_loss"]))
+            self._history["val_accuracy"].append(float(scores["test_accuracy"]))
+            self._last_scores = scores
             for key, value in extra.items():
                 self._history.setdefault(key, []).append(float(value))
             history = {k: list(v) for k, v in self._history.items()}
@@ -363,7 +384,7 @@ class TrainingJob:
                 x, y = mnist_data.to_model_input(x_train), mnist_data.one_hot(y_train)
             else:
                 x, y = self._plan.training_data(x_train, y_train)
-            self._val = (mnist_data.to_model_input(x_test), mnist_data.one_hot(y_test))
+            self._val = (x_test, y_test)
             self._batches_per_epoch = -(-len(x) // cfg.batch_size)
             total_steps = cfg.epochs * self._batches_per_epoch  # for LR schedules
             if self._resume is not None:
@@ -390,10 +411,12 @@ class TrainingJob:
                 callbacks=[_LiveMetrics(self)],
             )
             status = "stopped" if self._stop.is_set() else "finished"
-            if self._history["loss"]:
-                # Score the checkpoint, i.e. exactly the model a user will load.
+            summary = self._last_scores
+            if summary is None and self._history["loss"]:
+                # resumed and stopped before a new epoch: score the checkpoint it has
                 saved = load_model(self.registry.model_path(self.run_id))
                 summary = evaluate(saved, x_test, y_test).summary()
+            if summary is not None:
                 metrics = {
                     "test_loss": summary["test_loss"],
                     "test_accuracy": summary["test_accuracy"],

@@ -59,13 +59,37 @@ def wait_for_training_end(at: AppTest) -> None:
     at.run()
 
 
+def start_button(at: AppTest):
+    return next(b for b in at.button if b.label == "Start training")
+
+
+def test_quick_demo_starts_the_quick_preset_with_its_own_recipe(app):
+    at = page(app, "pages/train.py")
+    [quick] = [b for b in at.button if b.label == "Quick demo"]
+    quick.click()
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    job = training.current_job()
+    assert job is not None and job.config == training.QUICK_DEMO
+    assert (job.config.preset, job.config.epochs, job.config.train_size) == ("quick", 1, 60000)
+    assert (job.config.batch_size, job.config.learning_rate) == (128, 0.01)
+    # the form keeps the lab's recipe as its default
+    form = {w.label: w for w in at.number_input}
+    assert (form["Epochs"].value, form["Batch size"].value) == (12, 128)
+    assert next(s for s in at.selectbox if s.label == "Preset").value == "lab7"
+    wait_for_training_end(at)
+    run = at.dataframe[0].value.iloc[0]
+    assert run["status"] == "finished" and run["images"] == 60000 and run["epochs"] == "1/1"
+    assert run["test accuracy"] > 0.95
+
+
 def test_a_tiny_run_started_from_the_train_page_lands_in_the_history(app):
     at = page(app, "pages/train.py")
     assert "No run yet" in "\n".join(i.value for i in at.info)
     form = {w.label: w for w in at.number_input}
     form["Epochs"].set_value(1)
     at.select_slider[0].set_value(500)
-    at.button[0].click()  # the form's Start button
+    start_button(at).click()
     at.run()
     assert not at.error, [e.value for e in at.error]
     wait_for_training_end(at)
@@ -97,7 +121,7 @@ def test_invalid_settings_are_refused_in_the_form(app, epochs, batch, images, me
     form["Epochs"].set_value(epochs)
     form["Batch size"].set_value(batch)
     at.select_slider[0].set_value(images)
-    at.button[0].click()
+    start_button(at).click()
     at.run()
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert training.current_job() is None or not training.current_job().is_running
@@ -111,10 +135,10 @@ def test_a_failed_run_shows_its_error_and_the_page_keeps_working(app, monkeypatc
     at = page(app, "pages/train.py")
     {w.label: w for w in at.number_input}["Epochs"].set_value(1)
     at.select_slider[0].set_value(500)
-    at.button[0].click()
+    start_button(at).click()
     at.run()
     wait_for_training_end(at)
     assert not at.exception
     assert any("failed: MemoryError: failed to allocate" in e.value for e in at.error)
     assert at.dataframe[0].value.iloc[0]["status"] == "failed"
-    assert at.button[0].label == "Start training" and not at.button[0].disabled
+    assert not start_button(at).disabled

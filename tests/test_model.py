@@ -8,7 +8,10 @@ import pytest
 
 from mnist_demo import config
 from mnist_demo.errors import ModelFileError
+from mnist_demo.data import one_hot, to_model_input
+from mnist_demo.evaluation import evaluate
 from mnist_demo.model import (
+    STEPS_PER_EXECUTION,
     UnknownPresetError,
     build_model,
     load_model,
@@ -65,6 +68,36 @@ def test_same_seed_same_initial_weights():
     c = build_model(seed=8)
     assert np.array_equal(a.get_weights()[0], b.get_weights()[0])
     assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])
+
+
+QUICK_MAX_PARAMS = 35_000  # about 1 % of Lab 7's 3.16 M
+
+
+def test_quick_preset_is_small_and_follows_a_one_cycle_schedule():
+    model = build_model("quick", learning_rate=0.01, total_steps=100)
+    assert model.count_params() < QUICK_MAX_PARAMS
+    assert [model.get_layer(f"conv{i}").filters for i in (1, 2, 3)] == [16, 32, 64]
+    assert all(model.get_layer(f"conv{i}_bn").momentum == 0.9 for i in (1, 2, 3))
+    assert model.output_shape == (None, 10)
+    schedule = keras.optimizers.schedules.deserialize(
+        model.optimizer.get_config()["learning_rate"]
+    )
+    rate = [float(schedule(step)) for step in (0, 20, 60, 100)]
+    # warm-up over the first fifth from a tenth of the peak, then down to 1 % of it
+    assert rate[0] == pytest.approx(0.001) and rate[1] == pytest.approx(0.01)
+    assert rate[1] > rate[2] > rate[3] and rate[3] == pytest.approx(0.0001, rel=0.01)
+    assert model.get_compile_config()["steps_per_execution"] == STEPS_PER_EXECUTION
+
+
+def test_quick_preset_learns_from_a_small_subset(mnist):
+    (x_train, y_train), (x_test, y_test) = mnist
+    x, y = x_train[:3000], y_train[:3000]
+    epochs, batch = 3, 64
+    model = build_model(
+        "quick", learning_rate=0.01, seed=7, total_steps=epochs * -(-len(x) // batch)
+    )
+    model.fit(to_model_input(x), one_hot(y), batch_size=batch, epochs=epochs, verbose=0)
+    assert evaluate(model, x_test[:1000], y_test[:1000]).accuracy > 0.9
 
 
 def test_unknown_preset_names_the_choices():

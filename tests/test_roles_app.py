@@ -78,6 +78,7 @@ def select_history_row(at: AppTest, row: int = 0) -> AppTest:
 def test_a_student_sees_every_instructor_control_locked_with_the_reason(code, finished):
     at = select_history_row(train_page())
     assert button(at, "Start training").disabled
+    assert button(at, "Quick demo").disabled
     assert button(at, "Make this the active model").disabled
     assert button(at, f"Make run {finished.id} the active model").disabled
     assert button(at, "Delete for good").disabled
@@ -101,6 +102,8 @@ def test_forged_clicks_from_a_student_session_change_nothing(code, finished, reg
     at = select_history_row(train_page())
     forge_click(at, "Start training")
     assert training.current_job(registry) is None
+    forge_click(at, "Quick demo")
+    assert training.current_job(registry) is None
     forge_click(at, "Make this the active model")
     assert registry.active_run_id() is None
     select_history_row(at)
@@ -115,6 +118,9 @@ def test_hiding_buttons_is_not_the_guard_the_core_refuses(code, finished, regist
     monkeypatch.setattr(ui, "locked_caption", lambda action: True)
     at = select_history_row(train_page())
     button(at, "Start training").click().run()
+    assert any("Only the instructor can start training" in e.value for e in at.error)
+    assert training.current_job(registry) is None
+    button(at, "Quick demo").click().run()
     assert any("Only the instructor can start training" in e.value for e in at.error)
     assert training.current_job(registry) is None
     button(at, "Make this the active model").click().run()

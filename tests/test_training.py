@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from mnist_demo.classroom import PermissionDeniedError, Role
+from mnist_demo.evaluation import evaluate
+from mnist_demo.model import load_model
 from mnist_demo.runs import RunRegistry
 from mnist_demo.training import (
     LESSON_MAX_EPOCHS,
@@ -47,8 +49,10 @@ def test_a_tiny_run_learns_checkpoints_each_epoch_and_is_recorded(registry, tiny
     s = job.snapshot()
     assert s.status == "finished" and s.error is None
     assert saved_epochs == [(1, True), (2, True)]  # a checkpoint on disk at every epoch
-    losses = [p["loss"] for p in s.batch_metrics]
-    assert len(losses) == 2 * 19  # 600 / 32 -> 19 batches per epoch, every one reported
+    # 600 / 32 -> 19 batches per epoch, reported once per execution of 4 batches
+    # (model.STEPS_PER_EXECUTION): after batches 4, 8, 12, 16 and 19 of each epoch
+    positions = [p["epoch"] for p in s.batch_metrics]
+    assert positions == pytest.approx([e + b / 19 for e in (0, 1) for b in (4, 8, 12, 16, 19)])
     assert s.history["loss"][1] < s.history["loss"][0]
     assert s.history["val_accuracy"][-1] > 0.5  # 600 images are enough to beat chance
     run = registry.get(job.run_id)
@@ -56,6 +60,14 @@ def test_a_tiny_run_learns_checkpoints_each_epoch_and_is_recorded(registry, tiny
     assert run.test_n == 200 and run.test_accuracy == pytest.approx(1 - run.misclassified / 200)
     assert run.test_accuracy == pytest.approx(s.history["val_accuracy"][-1], abs=1e-4)
     assert s.progress == 1.0 and s.eta_s is None
+    # the result is the saved checkpoint's, though the job scores it only once, in training
+    (_, _), (x_test, y_test) = tiny_mnist
+    x_test, y_test = select_subset(x_test, y_test, TINY.test_size, TINY.seed)
+    reloaded = evaluate(load_model(registry.model_path(job.run_id)), x_test, y_test)
+    assert run.misclassified == reloaded.misclassified_count
+    assert run.test_loss == pytest.approx(reloaded.loss, rel=1e-5)
+    # nothing to resume after the last epoch: no resume checkpoint was written for it
+    assert not registry.resume_path(job.run_id).exists()
 
 
 def test_stop_ends_within_one_batch_and_keeps_the_last_full_epoch(registry, tiny_mnist):
