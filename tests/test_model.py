@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mnist_demo import config
-from mnist_demo.errors import ModelFileError
 from mnist_demo.data import one_hot, to_model_input
+from mnist_demo.errors import ModelFileError
 from mnist_demo.evaluation import evaluate
 from mnist_demo.model import (
     STEPS_PER_EXECUTION,
@@ -79,9 +79,7 @@ def test_quick_preset_is_small_and_follows_a_one_cycle_schedule():
     assert [model.get_layer(f"conv{i}").filters for i in (1, 2, 3)] == [16, 32, 64]
     assert all(model.get_layer(f"conv{i}_bn").momentum == 0.9 for i in (1, 2, 3))
     assert model.output_shape == (None, 10)
-    schedule = keras.optimizers.schedules.deserialize(
-        model.optimizer.get_config()["learning_rate"]
-    )
+    schedule = keras.optimizers.schedules.deserialize(model.optimizer.get_config()["learning_rate"])
     rate = [float(schedule(step)) for step in (0, 20, 60, 100)]
     # warm-up over the first fifth from a tenth of the peak, then down to 1 % of it
     assert rate[0] == pytest.approx(0.001) and rate[1] == pytest.approx(0.01)

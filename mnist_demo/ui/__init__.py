@@ -29,7 +29,7 @@ from mnist_demo.ui.resources import (
     predictor,
     registry,
 )
-from mnist_demo.ui.sidebar import MODEL_KEY, entry_ran, page_setup
+from mnist_demo.ui.sidebar import MODEL_KEY, page_setup
 from mnist_demo.ui.widgets import (
     confusion_explorer,
     digit_detail,
@@ -52,7 +52,6 @@ __all__ = [
     "digit_detail",
     "digit_gallery",
     "duration",
-    "entry_ran",
     "epoch_charts",
     "evaluation",
     "is_instructor",
