@@ -3,7 +3,6 @@ then shows the 28x28 it saw, how the drawing became that 28x28 (and what the mod
 answer without those steps), what its convolution layers saw, and which pixels mattered."""
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
@@ -12,7 +11,7 @@ from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 from streamlit_drawable_canvas import st_canvas
 
-from mnist_demo import charts, class_set, ui
+from mnist_demo import charts, class_set, novelty, ui
 from mnist_demo.errors import DigitLabError
 from mnist_demo.inference import feature_grid
 from mnist_demo.preprocess import (
@@ -27,7 +26,6 @@ from mnist_demo.preprocess import (
 )
 from mnist_demo.runs import ModelRef
 
-NOT_SURE_BELOW = 0.6  # below this top probability the answer is shown as a guess
 CANVAS_BACKGROUND = (0, 0, 0)  # white strokes on black, as MNIST's digits are
 
 
@@ -130,38 +128,45 @@ def remembered_toggle(label: str, name: str) -> bool:
     return st.toggle(label, value=st.session_state.get(kept, False), key=widget, on_change=remember)
 
 
-@dataclass(frozen=True)
-class Answer:
-    digit: int
-    confidence: float
-    sure: bool
-    value: str  # "7", or "7?" when not sure
-    how: str  # "93% confident" or "not sure (41%)"
+def read(ref: ModelRef, predictor, image28: np.ndarray) -> tuple[np.ndarray, novelty.Verdict]:
+    """The model's probabilities for a 28x28 and what to say about them (a digit, not
+    sure, or not a digit: novelty.verdict, with the rule fitted for this model file)."""
+    probabilities = predictor.predict(image28)
+    with ui.user_errors():
+        verdict = novelty.verdict(predictor.model, image28, probabilities, ref.path)
+    return probabilities, verdict
 
 
-def answer_of(probabilities: np.ndarray) -> Answer:
-    digit = int(probabilities.argmax())
-    confidence = float(probabilities[digit])
-    if confidence >= NOT_SURE_BELOW:
-        return Answer(digit, confidence, True, str(digit), f"{confidence:.0%} confident")
-    return Answer(digit, confidence, False, f"{digit}?", f"not sure ({confidence:.0%})")
+def metric_words(verdict: novelty.Verdict) -> tuple[str, str]:
+    """(value, note) for the Prediction metric: "7" / "93% confident", "7?" / "not sure
+    (41%)", "?" / "not a digit"."""
+    if verdict.kind == novelty.NOT_A_DIGIT:
+        return "?", "not a digit"
+    if verdict.kind == novelty.NOT_SURE:
+        return f"{verdict.digit}?", f"not sure ({verdict.confidence:.0%})"
+    return str(verdict.digit), f"{verdict.confidence:.0%} confident"
 
 
-def show_answer(probabilities: np.ndarray, phone_line: DeltaGenerator) -> Answer:
-    """The model's answer: the metric and every digit's bar here, and the same answer as
-    one line in `phone_line` (above the canvas, shown on phones only)."""
-    answer = answer_of(probabilities)
+def show_answer(
+    probabilities: np.ndarray, verdict: novelty.Verdict, phone_line: DeltaGenerator
+) -> None:
+    """The model's answer: the metric, a plain sentence when it does not think this is a
+    digit, and every digit's bar here; the same answer as one line in `phone_line`
+    (above the canvas, shown on phones only)."""
+    value, note = metric_words(verdict)
     st.metric(
         "Prediction",
-        answer.value,
-        delta=answer.how,
-        delta_color="normal" if answer.sure else "off",
+        value,
+        delta=note,
+        delta_color="normal" if verdict.kind == novelty.DIGIT else "off",
         delta_arrow="off",
-        help="The digit with the highest probability, and that probability.",
+        help="The digit with the highest probability, and that probability. A drawing "
+        "unlike any digit the model knows is flagged, whatever that probability says.",
     )
+    if verdict.kind == novelty.NOT_A_DIGIT:
+        st.warning(f"{verdict.text}.", icon="🤔")
     st.html(charts.probability_bars(probabilities))
-    phone_line.markdown(f"Prediction: **{answer.value}** · {answer.how}")
-    return answer
+    phone_line.markdown(f"Prediction: **{value}** · {note}")
 
 
 # A fragment: a stroke reruns only the canvas and the answer, not the sidebar and the
@@ -230,16 +235,17 @@ def draw_and_answer(ref: ModelRef) -> None:
         with ui.user_errors():
             predictor = ui.predictor(ref)
         seen = steps[-1].image
-        answer = show_answer(predictor.predict(seen), phone_line)
+        probabilities, verdict = read(ref, predictor, seen)
+        show_answer(probabilities, verdict, phone_line)
         st.image(
             charts.upscale(seen, 8),
             caption=f"What the model saw: your {source} as a 28×28 MNIST image",
             width=224,
             output_format="PNG",  # sharp pixels; JPEG would blur the 28x28 grid
         )
-        send_to_class(seen, image, answer.digit, answer.confidence, ref)
-    how_the_model_sees(image, source, steps, predictor)
-    inside_the_network(predictor, seen, answer.digit)
+        send_to_class(seen, image, verdict.digit, verdict.confidence, ref)
+    how_the_model_sees(image, source, steps, predictor, ref)
+    inside_the_network(predictor, seen, verdict.digit)
 
 
 def send_to_class(
@@ -310,7 +316,9 @@ def step_picture(image: np.ndarray | Image.Image, caption: str | None = None) ->
     st.image(array, caption=caption, width=width, output_format="PNG")
 
 
-def how_the_model_sees(picture: object, source: str, steps: list[Step], predictor) -> None:
+def how_the_model_sees(
+    picture: object, source: str, steps: list[Step], predictor, ref: ModelRef
+) -> None:
     """On request (the page stays quick without it): the picture after each of
     `to_mnist`'s steps, and what the model answers when they are skipped: the whole
     canvas squashed to 28x28, where a small digit in a corner stays small and off-centre."""
@@ -331,12 +339,12 @@ def how_the_model_sees(picture: object, source: str, steps: list[Step], predicto
         for i, (image, caption) in enumerate(pictures):
             step_picture(image, f"{i}. {caption}")
         squashed = squash_to_28(steps[0].image)  # the first step is the ink map
-        without = answer_of(predictor.predict(squashed))
+        value, note = metric_words(read(ref, predictor, squashed)[1])
         with st.container(border=True, width=WITHOUT_WIDTH, key="without-steps"):
             step_picture(squashed)
             st.markdown(
                 f"Without the steps (the whole {source} squashed to 28×28) the model would "
-                f"read **{without.value}** ({without.how})."
+                f"read **{value}**, {note}."
             )
 
 

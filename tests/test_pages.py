@@ -13,7 +13,14 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from mnist_demo import classroom, config
-from tools.drawn_digits import draw_canvas, on_the_draw_page
+from tools.drawn_digits import (
+    draw_canvas,
+    on_the_draw_page,
+    pen_strokes,
+    place_strokes,
+    render_strokes,
+)
+from tools.non_digits import non_digit_canvas
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 pytestmark = pytest.mark.slow
@@ -117,6 +124,39 @@ def test_a_drawn_digit_is_read(home, canvas, mnist):
     assert "confident" in prediction.delta
     (bars,) = [h.proto.body for h in at.get("html")]  # the probability bars
     assert 'data-digit="7" data-top="true"' in bars and bars.count('data-top="true"') == 1
+
+
+def test_two_digits_side_by_side_are_not_read_as_one_digit(home, canvas, mnist):
+    """The Draw page's model (robust) says so in words, and still shows every bar."""
+    (x_train, _), _ = mnist
+    canvas.image = on_the_draw_page(
+        non_digit_canvas("two digits", np.random.default_rng([98, 0]), x_train[:20])
+    )
+    at = open_page("pages/draw.py")
+    prediction = next(m for m in at.metric if m.label == "Prediction")
+    assert (prediction.value, prediction.delta) == ("?", "not a digit")
+    (warning,) = at.warning
+    assert warning.value.startswith("That doesn't look like a digit to me — the closest is ")
+    (bars,) = [h.proto.body for h in at.get("html")]
+    assert bars.count("data-digit=") == 10 and bars.count('data-top="true"') == 1
+
+
+def test_the_steps_show_how_a_small_corner_digit_becomes_mnist_like(home, canvas, mnist):
+    _, (x_test, y_test) = mnist
+    small = place_strokes(pen_strokes(x_test[0]), size=80, top=10, left=190)
+    canvas.image = on_the_draw_page(render_strokes(small, brush=10))
+    at = open_page("pages/draw.py")
+    # the strip is off by default: the page stays quick
+    assert not [m for m in at.markdown if "Without the steps" in m.value]
+    next(t for t in at.toggle if t.label == "Show the steps").set_value(True).run()
+    captions = [c for img in at.get("image") for c in [img.proto.imgs[0].caption]]
+    numbered = [c for c in captions if c[:2] in {f"{i}." for i in range(6)}]
+    assert [c[:2] for c in numbered] == ["0.", "1.", "2.", "3.", "4.", "5."]
+    (without,) = [m.value for m in at.markdown if "Without the steps" in m.value]
+    # the lesson: through the steps the corner 7 is a 7; squashed whole, it is not
+    prediction = next(m for m in at.metric if m.label == "Prediction")
+    assert prediction.value == str(y_test[0])
+    assert "the model would read **7" not in without
 
 
 def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
