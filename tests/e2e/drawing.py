@@ -152,6 +152,19 @@ class SentDrawings:
         return np.asarray(Image.open(io.BytesIO(base64.b64decode(found.group(1)))))
 
 
+def open_draw(browser, server, **context_options):
+    """A new browser session on the Draw page, its canvas ready and blank; `page.sent`
+    records the drawings the page sends."""
+    context = browser.new_context(**context_options)
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    page.sent = SentDrawings(page)
+    page.goto(f"{server.url}/draw")
+    expect(page.locator("canvas.upper-canvas")).to_be_visible(timeout=90_000)
+    expect(page.get_by_text(BLANK_PROMPT)).to_be_visible()
+    return context, page
+
+
 def shown_picture(page) -> np.ndarray | None:
     """The 28x28 picture the Draw page says the model saw (its 8x enlargement, decoded),
     None while there is none or it is being replaced."""

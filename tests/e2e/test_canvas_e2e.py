@@ -18,8 +18,8 @@ from mnist_demo.charts import upscale
 from mnist_demo.preprocess import to_mnist
 from tests.e2e.drawing import (
     BLANK_PROMPT,
-    SentDrawings,
     mouse_strokes,
+    open_draw,
     ready_canvas,
     shown_picture,
     touch_stroke,
@@ -56,17 +56,6 @@ def server(tmp_path_factory):
     app = AppServer(tmp_path_factory.mktemp("canvas") / "home").start()
     yield app
     app.stop()
-
-
-def open_draw(browser, server, **context_options):
-    context = browser.new_context(**context_options)
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    page.sent = SentDrawings(page)
-    page.goto(f"{server.url}/draw")
-    expect(page.locator("canvas.upper-canvas")).to_be_visible(timeout=90_000)
-    expect(page.get_by_text(BLANK_PROMPT)).to_be_visible()
-    return context, page
 
 
 @pytest.fixture(scope="module")

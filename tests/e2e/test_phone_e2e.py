@@ -22,9 +22,9 @@ from mnist_demo.preprocess import ink_map, squash_to_28, to_mnist
 from tests.e2e.drawing import (
     BLANK_PROMPT,
     SEVEN,
-    SentDrawings,
     line,
     mouse_strokes,
+    open_draw,
     ready_canvas,
     touch_stroke,
 )
@@ -51,17 +51,6 @@ def server(tmp_path_factory):
     app = AppServer(tmp_path_factory.mktemp("phone") / "home").start()
     yield app
     app.stop()
-
-
-def open_draw(browser, server, **context_options):
-    context = browser.new_context(**context_options)
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    page.sent = SentDrawings(page)
-    page.goto(f"{server.url}/draw")
-    expect(page.locator("canvas.upper-canvas")).to_be_visible(timeout=90_000)
-    expect(page.get_by_text(BLANK_PROMPT)).to_be_visible()
-    return context, page
 
 
 @pytest.fixture(scope="module")

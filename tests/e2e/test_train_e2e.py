@@ -191,4 +191,6 @@ def test_the_quick_demo_chart_moves_smoothly_and_ends_with_its_result(app_server
     expect(accuracy).to_be_visible()
     value = float(re.search(r"([\d.]+)%", accuracy.inner_text()).group(1))
     assert value > 97.0, accuracy.inner_text()
-    expect(teacher.get_by_test_id("stMetric").filter(has_text="Misclassified").first).to_be_visible()
+    expect(
+        teacher.get_by_test_id("stMetric").filter(has_text="Misclassified").first
+    ).to_be_visible()
