@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import common
+import keras
 import numpy as np
 
 from mnist_demo import config, novelty
@@ -46,6 +47,64 @@ def share(flags: np.ndarray) -> str:
     return f"{100 * flags.mean():5.1f} %" if len(flags) else "   -   "
 
 
+def drawn_sets(
+    n_digits: int, n_non_digits: int
+) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray, str]:
+    """(drawn test digits through to_mnist, their labels, non-digit kinds, non-digits
+    through to_mnist, which of those to_mnist refused, a line describing the sets)."""
+    start = time.perf_counter()
+    (x_train, _), (x_test, y_test) = load_mnist()
+    _, val = validation_split(len(x_train))
+    indices, digits, digit_refused = through_to_mnist(iter_drawn(x_test, n_digits, DIGIT_SEED))
+    labels = y_test[indices][~digit_refused]
+    digits = digits[~digit_refused]
+    kinds, non_digits, refused = through_to_mnist(
+        iter_non_digits(n_non_digits, HELD_OUT_SEED, x_train[val])
+    )
+    about = (
+        f"drawn test digits: n={len(digits)} (seed {DIGIT_SEED}, {int(digit_refused.sum())} "
+        f"refused by to_mnist, left out); non-digits: n={len(kinds)} (seed {HELD_OUT_SEED}, "
+        f"{int(refused.sum())} refused by to_mnist, counted as flagged); drawn in "
+        f"{time.perf_counter() - start:.0f} s"
+    )
+    return digits, labels, list(kinds), non_digits, refused, about
+
+
+def flag_figures(
+    model: keras.Model,
+    path: Path,
+    digits: np.ndarray,
+    labels: np.ndarray,
+    non_digits: np.ndarray,
+    refused: np.ndarray,
+) -> dict:
+    """The old rule and novelty's on the two sets: boolean flags per picture and the ECE."""
+    rule = novelty.load_rule(model, path)
+    p_digits, p_non = predict_proba(model, digits), predict_proba(model, non_digits)
+    confidence = p_digits.max(axis=1)
+    non_kinds = rule.kinds(p_non.max(axis=1), rule.scores(model, non_digits))
+    return {
+        "rule": rule,
+        "right": p_digits.argmax(axis=1) == labels,
+        "before": confidence < OLD_NOT_SURE_BELOW,
+        "after": rule.kinds(confidence, rule.scores(model, digits)) != novelty.DIGIT,
+        "non_before": (p_non.max(axis=1) < OLD_NOT_SURE_BELOW) | refused,
+        "non_after": (non_kinds != novelty.DIGIT) | refused,
+        "said_not_a_digit": non_kinds == novelty.NOT_A_DIGIT,
+        "ece": novelty.calibration_error(confidence, p_digits.argmax(axis=1) == labels),
+    }
+
+
+def meets_targets(f: dict) -> bool:
+    right = f["right"]
+    return bool(
+        f["non_after"].mean() >= 0.8
+        and f["after"][right].mean() <= 0.02
+        and (f["after"][~right].mean() >= 0.5 if (~right).any() else True)
+        and f["ece"] <= 0.02
+    )
+
+
 def main() -> None:
     parser = common.ArgumentParser(__doc__, digits=30, non_digits=14)
     parser.add_argument("--digits", type=int, default=10000, help="drawn test digits")
@@ -54,22 +113,11 @@ def main() -> None:
     args = parser.parse_args()
     common.header(__doc__)
 
-    start = time.perf_counter()
-    (x_train, _), (x_test, y_test) = load_mnist()
-    _, val = validation_split(len(x_train))
-    indices, digits, digit_refused = through_to_mnist(iter_drawn(x_test, args.digits, DIGIT_SEED))
-    labels = y_test[indices][~digit_refused]
-    digits = digits[~digit_refused]
-    kinds, non_digits, refused = through_to_mnist(
-        iter_non_digits(args.non_digits, HELD_OUT_SEED, x_train[val])
+    digits, labels, kinds_list, non_digits, refused, about = drawn_sets(
+        args.digits, args.non_digits
     )
-    kinds = np.array(kinds)
-    print(
-        f"drawn test digits: n={len(digits)} (seed {DIGIT_SEED}, {int(digit_refused.sum())} "
-        f"refused by to_mnist, left out); non-digits: n={len(kinds)} (seed {HELD_OUT_SEED}, "
-        f"{int(refused.sum())} refused by to_mnist, counted as flagged); drawn in "
-        f"{time.perf_counter() - start:.0f} s"
-    )
+    kinds = np.array(kinds_list)
+    print(about)
 
     summaries = []
     for path in args.models:
@@ -78,7 +126,8 @@ def main() -> None:
         except ModelFileError as e:
             print(f"skipping {path.name}: {e}")
             continue
-        rule = novelty.load_rule(model, path)
+        f = flag_figures(model, path, digits, labels, non_digits, refused)
+        rule = f["rule"]
         how = (
             f"fitted rule: not sure below {rule.sure_below:.3f}, not a digit above head "
             f"score {rule.not_digit_above:.3f}"
@@ -87,24 +136,15 @@ def main() -> None:
             f"not sure below {rule.sure_below:.2f}"
         )
         print(f"\n{path.name}: {how}")
-
-        p_digits, p_non = predict_proba(model, digits), predict_proba(model, non_digits)
-        confidence = p_digits.max(axis=1)
-        right = p_digits.argmax(axis=1) == labels
-        before = confidence < OLD_NOT_SURE_BELOW
-        after = rule.kinds(confidence, rule.scores(model, digits)) != novelty.DIGIT
-        non_before = (p_non.max(axis=1) < OLD_NOT_SURE_BELOW) | refused
-        non_kinds = rule.kinds(p_non.max(axis=1), rule.scores(model, non_digits))
-        non_after = (non_kinds != novelty.DIGIT) | refused
-        ece = novelty.calibration_error(confidence, right)
+        right, before, after = f["right"], f["before"], f["after"]
+        non_before, non_after, ece = f["non_before"], f["non_after"], f["ece"]
 
         print(f"  {'':30s} {'before':>8s} {'after':>8s}")
         print(f"  {'non-digits flagged':30s} {share(non_before)} {share(non_after)}")
         for kind in dict.fromkeys(kinds.tolist()):
             one = kinds == kind
             print(f"    {kind:28s} {share(non_before[one])} {share(non_after[one])}")
-        said = non_kinds == novelty.NOT_A_DIGIT
-        print(f"    {'of them: said not a digit':28s} {'':8s} {share(said)}")
+        print(f"    {'of them: said not a digit':28s} {'':8s} {share(f['said_not_a_digit'])}")
         print(
             f"  {'right answers flagged':30s} {share(before[right])} {share(after[right])}"
             f"   (n={int(right.sum())})"
@@ -117,13 +157,7 @@ def main() -> None:
             f"  {'ECE of the confidence shown':30s} {ece:8.4f} {ece:8.4f}   (the rule never "
             "changes the probabilities)"
         )
-        met = (
-            non_after.mean() >= 0.8
-            and after[right].mean() <= 0.02
-            and (after[~right].mean() >= 0.5 if (~right).any() else True)
-            and ece <= 0.02
-        )
-        summaries.append(f"{path.name}: {common.verdict(bool(met))}")
+        summaries.append(f"{path.name}: {common.verdict(meets_targets(f))}")
 
     print(f"\ntarget {TARGETS}: " + "; ".join(summaries))
 

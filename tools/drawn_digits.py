@@ -291,10 +291,15 @@ def _coverage(
     return np.asarray(small, dtype=np.float32) / 255
 
 
+def _brush(rng: np.random.Generator) -> float:
+    """The brush diameter, canvas pixels: the first draw of a drawing's generator."""
+    return float(np.exp(rng.uniform(np.log(BRUSH_MIN), np.log(BRUSH_MAX))))
+
+
 def draw_canvas(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Re-draw one 28x28 uint8 MNIST digit as a (280, 280, 4) uint8 RGBA canvas."""
     points = pen_path(digit)
-    brush = float(np.exp(rng.uniform(np.log(BRUSH_MIN), np.log(BRUSH_MAX))))
+    brush = _brush(rng)
     painted = rng.uniform(max(MIN_DIGIT, MIN_DIGIT_PER_BRUSH * brush), MAX_DIGIT)
     low, high = points.min(axis=0), points.max(axis=0)
     extent = max(float((high - low).max()), 1.0)
@@ -330,6 +335,15 @@ def iter_drawn(images: np.ndarray, n: int, seed: int) -> Iterator[tuple[int, np.
     for position, index in enumerate(_sample_indices(len(images), n, seed)):
         rng = np.random.default_rng([seed, position])
         yield int(index), draw_canvas(images[index], rng)
+
+
+def brush_of(seed: int, position: int) -> float:
+    """The brush the `position`-th drawing of `iter_drawn(..., seed)` was drawn with."""
+    return _brush(np.random.default_rng([seed, position]))
+
+
+# brush diameters, canvas pixels: a fine pen, a marker, a finger, a fat finger
+BRUSH_BINS = ((8, 13), (13, 20), (20, 28), (28, 40))
 
 
 def make_drawn_set(
@@ -379,10 +393,11 @@ def drawn_accuracy(model: keras.Model, n: int = 2000, seed: int = 0) -> dict[str
     centred and MNIST-sized: the best case for squashing the canvas.
     """
     _, (x_test, y_test) = load_mnist()
-    indices, normalised, naive, centred = [], [], [], []
+    indices, normalised, naive, centred, brushes = [], [], [], [], []
     blank = np.zeros((28, 28), np.float32)
-    for index, canvas in iter_drawn(x_test, n, seed):
+    for position, (index, canvas) in enumerate(iter_drawn(x_test, n, seed)):
         indices.append(index)
+        brushes.append(brush_of(seed, position))
         try:
             normalised.append(to_mnist(canvas))
             naive.append(naive_resize(canvas))
@@ -396,12 +411,19 @@ def drawn_accuracy(model: keras.Model, n: int = 2000, seed: int = 0) -> dict[str
     through = _correct(model, np.stack(normalised), labels)
     squashed = _correct(model, np.stack(naive), labels)
     centred = np.array(centred, dtype=bool)
+    brush = np.array(brushes)
+    by_brush = {
+        f"{low}-{high} px": float(through[(brush >= low) & (brush < high)].mean())
+        for low, high in BRUSH_BINS
+        if ((brush >= low) & (brush < high)).any()
+    }
     return {
         "n": len(indices),
         "seed": seed,
         "original_accuracy": float(original.mean()),
         "to_mnist_accuracy": float(through.mean()),
         "naive_accuracy": float(squashed.mean()),
+        "to_mnist_by_brush": by_brush,
         "gap_points": 100 * float(original.mean() - through.mean()),
         "naive_gap_points": 100 * float(original.mean() - squashed.mean()),
         "centred_n": int(centred.sum()),
