@@ -9,8 +9,8 @@ zoomed, thicker or thinner strokes: augmentation layers that only act in trainin
 normalises its activations (batch norm) and walks its learning rate up and down once
 over the run (warm-up, then cosine decay).
 
-Preset `quick` is the live demo that finishes while the room watches: about 29,000
-parameters (three 3x3 conv + batch norm blocks, 16 -> 32 -> 64 filters) and one
+Preset `quick` is the live demo that finishes while the room watches: about 61,000
+parameters (three 3x3 conv + batch norm blocks, 24 -> 48 -> 96 filters) and one
 learning-rate cycle over a single epoch reach 99 % test accuracy in seconds.
 
 Saved models are inference models: the training-only augmentation layer is left out,
@@ -199,11 +199,14 @@ def robust_layers(seed: int | None = None) -> list[keras.layers.Layer]:
 
 
 def quick_layers(seed: int | None = None) -> list[keras.layers.Layer]:
-    """conv-BN-ReLU 16, pool, 32, pool, 64, pool, then straight to the 10 outputs: about
-    1 M multiply-adds per image, a fifth of Lab 7's. Batch norm is what makes one epoch
-    enough (without it, 98.3 % of held-out training digits right after the epoch instead
-    of 98.9 %); its momentum is 0.9 because 430 steps are too few for the default 0.99 to
-    forget the random start: the inference statistics then lag the weights (94 %)."""
+    """conv-BN-ReLU 24, pool, 48, pool, 96, pool, then straight to the 10 outputs: 61,000
+    weights to update per step against Lab 7's 3.2 M. Measured on held-out training
+    digits after one epoch (seeds 1-3, tools: data.validation_split): 98.89 % on
+    average; half the filters (16/32/64) 98.72 % and a worst seed of 98.56 %, which left
+    the 5-seed median on the test set at 99.01 %. Batch norm is what makes one epoch
+    enough (the 16/32/64 net without it: 98.3 %); its momentum is 0.9 because 430 steps
+    are too few for the default 0.99 to forget the random start: the inference statistics
+    then lag the weights (94 %)."""
 
     def block(filters: int, name: str) -> list[keras.layers.Layer]:
         return [
@@ -214,9 +217,9 @@ def quick_layers(seed: int | None = None) -> list[keras.layers.Layer]:
         ]
 
     return [
-        *block(16, "conv1"),
-        *block(32, "conv2"),
-        *block(64, "conv3"),
+        *block(24, "conv1"),
+        *block(48, "conv2"),
+        *block(96, "conv3"),
         layers.Flatten(name="flatten"),
         layers.Dense(NUM_CLASSES, activation="softmax", name="output"),
     ]
