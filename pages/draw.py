@@ -164,7 +164,7 @@ def show_answer(
         "unlike any digit the model knows is flagged, whatever that probability says.",
     )
     if verdict.kind == novelty.NOT_A_DIGIT:
-        st.warning(f"{verdict.text}.", icon="🤔")
+        st.warning(f"{verdict.text}.", icon=":material/help:")
     st.html(charts.probability_bars(probabilities))
     phone_line.markdown(f"Prediction: **{value}** · {note}")
 

@@ -158,7 +158,8 @@ with st.expander("Fine-tune on the class drawings", icon=":material/school:"):
 if running:
     s = job.snapshot()
     st.info(
-        f"Run {s.run_id} ({s.config.preset}, {s.config.epochs} epochs on "
+        f"Run {s.run_id} ({s.config.preset}, {s.config.epochs} "
+        f"epoch{'s' if s.config.epochs != 1 else ''} on "
         f"{s.config.train_size:,} images) is training. One run at a time: stop it below or "
         "wait for it to finish.",
         icon="⏳",
