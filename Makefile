@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 PORT ?= 8501
 
-.PHONY: setup data chromium run class test test-fast lint format bench clean
+.PHONY: setup data chromium fonts run class test test-fast lint format bench clean
 
 setup: $(INSTALLED) data
 
@@ -34,6 +34,19 @@ chromium:
 		exit 1; \
 	fi
 
+# The generated non-digits (tools/non_digits.py: tests, the novelty fit, benchmarks) are
+# letters and symbols drawn with these fonts; without them Pillow's tiny built-in font
+# would make other sets than the ones the shipped rules were fitted against.
+fonts:
+	@if [ -d /usr/share/fonts/truetype/dejavu ] && [ -d /usr/share/fonts/truetype/liberation ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing the DejaVu and Liberation fonts for the generated non-digits"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core fonts-liberation >/dev/null; \
+	else \
+		echo "The non-digit tests need fonts: run 'sudo apt-get install -y fonts-dejavu-core fonts-liberation'"; \
+		exit 1; \
+	fi
+
 # On this machine only, solo: every browser has the instructor's controls.
 run: setup
 	$(PY) -m mnist_demo serve --port $(PORT)
@@ -43,13 +56,13 @@ run: setup
 class: setup
 	$(PY) -m mnist_demo serve --class --port $(PORT)
 
-test: setup chromium
+test: setup chromium fonts
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
 
 # Everything but the browser tests and the quick benchmarks, for a loop while editing.
-test-fast: setup
+test-fast: setup fonts
 	$(PY) -m pytest -m "not e2e and not bench"
 
 lint: setup
@@ -61,7 +74,7 @@ format:
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-bench: setup
+bench: setup fonts
 	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
