@@ -108,6 +108,21 @@ def header(doc: str) -> None:
     )
 
 
+def loaded_models(paths: Sequence[Path]) -> Iterator[tuple[Path, object]]:
+    """(path, model) for each model file that loads; one that does not is skipped with a
+    line saying why (a benchmark compares what it can)."""
+    from mnist_demo.errors import ModelFileError
+    from mnist_demo.model import load_model
+
+    for path in paths:
+        try:
+            model = load_model(path)
+        except ModelFileError as e:
+            print(f"skipping {path.name}: {e}")
+            continue
+        yield path, model
+
+
 # --- a fresh process per measurement --------------------------------------------------
 
 RESULT_PREFIX = "RESULT "

@@ -30,9 +30,7 @@ import numpy as np
 
 from mnist_demo import config, novelty
 from mnist_demo.data import load_mnist, validation_split
-from mnist_demo.errors import ModelFileError
 from mnist_demo.evaluation import predict_proba
-from mnist_demo.model import load_model
 from tools.drawn_digits import iter_drawn
 from tools.fit_novelty import HELD_OUT_SEED
 from tools.non_digits import iter_non_digits, through_to_mnist
@@ -120,12 +118,7 @@ def main() -> None:
     print(about)
 
     summaries = []
-    for path in args.models:
-        try:
-            model = load_model(path)
-        except ModelFileError as e:
-            print(f"skipping {path.name}: {e}")
-            continue
+    for path, model in common.loaded_models(args.models):
         f = flag_figures(model, path, digits, labels, non_digits, refused)
         rule = f["rule"]
         how = (

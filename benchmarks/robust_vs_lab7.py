@@ -36,9 +36,7 @@ from PIL import Image
 
 from mnist_demo import config
 from mnist_demo.data import IMAGE_SIZE, TEST_SIZE, load_mnist
-from mnist_demo.errors import ModelFileError
 from mnist_demo.evaluation import evaluate, predict_proba
-from mnist_demo.model import load_model
 from mnist_demo.preprocess import BlankImageError, to_mnist
 from tools.drawn_digits import drawn_accuracy
 
@@ -96,12 +94,7 @@ def main() -> None:
     print(about)
 
     columns = []
-    for path in args.models:
-        try:
-            model = load_model(path)
-        except ModelFileError as e:
-            print(f"skipping {path.name}: {e}")
-            continue
+    for path, model in common.loaded_models(args.models):
         start = time.perf_counter()
         info = model_info(path)
         flags = flag_figures(model, path, digits, labels, non_digits, refused)

@@ -1,7 +1,14 @@
-"""Train the shipped robust model: the `robust` preset, also shown every training digit
-re-drawn as a canvas drawing, with 5,000 training digits held out for choices.
+"""The `robust` preset also shown every training digit re-drawn as a canvas drawing,
+with 5,000 training digits held out for choices: a lever of issue 17, measured once.
 
-    python -m tools.train_robust [--epochs 14] [--output mnist_demo/assets/robust_model.keras]
+    python -m tools.train_robust [--epochs 14] [--output M.keras]
+
+Measured (2026-11-25, 1,653 s on 2 cores shared with other work): 99.55 % on MNIST test,
+99.35 % of the 10,000 re-drawn test digits, 99.46 % / 99.32 % of the held-out training
+digits as written / re-drawn. The shipped robust model (no copies, all 60,000 digits,
+25 epochs) has 99.65 % and 99.23 %: the copies halve the drawn-vs-written gap but cost
+MNIST accuracy, and neither reaches issue 17's 99.6 % / 99.7 %, so this one is not
+shipped. The run lands in the registry like any other; `--output` exports it.
 
 Why re-drawn copies: on drawings the robust model made twice the errors it made on the
 same digits as MNIST wrote them (the gap is the pen: a round brush of constant width
@@ -140,7 +147,7 @@ class DrawnStylePlan:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--output", type=Path, default=config.ROBUST_MODEL_PATH)
+    parser.add_argument("--output", type=Path, help="also export the model to this .keras path")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
 
@@ -174,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run {run.id} {run.status}: {run.error}", file=sys.stderr)
         return 1
     print(f"run {run.id} finished in {run.duration_s:.0f} s")
+    if args.output is None:
+        return 0
     _export(run, args.output)
     info_path = args.output.with_suffix(".json")
     info = json.loads(info_path.read_text())
