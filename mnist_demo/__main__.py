@@ -140,6 +140,18 @@ def _progress_line(s: Snapshot) -> str:
     )
 
 
+def _print_epochs(history: dict[str, list[float]], shown: int) -> int:
+    """Print the epochs of `history` after the first `shown`; returns how many are shown."""
+    for i in range(shown, len(history["loss"])):
+        h = history
+        print(
+            f"\nepoch {i + 1}: loss {h['loss'][i]:.4f} acc {h['accuracy'][i]:.4f} "
+            f"val_loss {h['val_loss'][i]:.4f} val_acc {h['val_accuracy'][i]:.4f}",
+            flush=True,  # a pipe (a log, a test) gets each epoch as it ends
+        )
+    return len(history["loss"])
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from mnist_demo.classroom import OWNER
     from mnist_demo.runs import RunRegistry
@@ -174,18 +186,13 @@ def cmd_train(args: argparse.Namespace) -> None:
             if live:
                 sys.stdout.write(_progress_line(s))
                 sys.stdout.flush()
-            while shown_epochs < len(s.history["loss"]):
-                h = s.history
-                i = shown_epochs
-                print(
-                    f"\nepoch {i + 1}: loss {h['loss'][i]:.4f} acc {h['accuracy'][i]:.4f} "
-                    f"val_loss {h['val_loss'][i]:.4f} val_acc {h['val_accuracy'][i]:.4f}"
-                )
-                shown_epochs += 1
+            shown_epochs = _print_epochs(s.history, shown_epochs)
     except KeyboardInterrupt:
         print("\nstopping after this batch (the last finished epoch is kept)...")
         job.stop(role=OWNER)
         job.wait()
+    # epochs recorded after the last poll: the end of a run takes well under a poll now
+    _print_epochs(job.snapshot().history, shown_epochs)
     run = registry.get(job.run_id)
     took = f" in {run.duration_s:.1f} s" if run.duration_s is not None else ""
     print(f"\nrun {run.id} {run.status}{took}")

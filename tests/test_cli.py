@@ -195,6 +195,9 @@ def test_train_activate_export_then_runs(tmp_path):
     )
     assert_clean_success(result)
     assert "run 1 finished" in result.stdout
+    # the last epoch's line too, though the run ends well within one poll of it
+    last_epoch = re.search(r"^epoch 1: loss [\d.]+ .* val_acc [\d.]+$", result.stdout, re.M)
+    assert last_epoch, result.stdout
     found = re.search(r"test accuracy (\d\.\d{4}), misclassified (\d+) of 100", result.stdout)
     assert found, result.stdout
     accuracy, misclassified = float(found[1]), int(found[2])
@@ -432,7 +435,7 @@ def test_ctrl_c_stops_the_run_cleanly_and_keeps_activate_and_output(tmp_path):
     stdout = "".join(lines) + rest
     assert proc.returncode == 0, (stdout, stderr)
     assert "Traceback" not in stderr, stderr
-    assert "run 1 stopped" in stdout
+    assert "run 1 stopped" in stdout, stdout
     assert "run 1 is now the active model" in stdout
     assert out.exists() and out.with_suffix(".json").exists()
     listing = run_cli("runs", home=home)
