@@ -68,7 +68,7 @@ def one_round(browser, i: int, pages: list[str]) -> dict:
             cold_s = time.monotonic() - server.started_at
             rss_after = {"Home (cold)": common.tree_rss_bytes(server.pid)}
             switches: dict[str, list[float]] = {name: [] for name in pages}
-            nav = page.get_by_test_id("stSidebarNav")
+            nav = page.get_by_test_id("stSidebar")  # the app's own menu (ui.sidebar.PAGES)
             for _visit in range(2):
                 for name in pages:
                     link = nav.get_by_role("link", name=name, exact=True)
