@@ -424,6 +424,9 @@ def test_ctrl_c_stops_the_run_cleanly_and_keeps_activate_and_output(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background (`make test &`) inherits SIGINT ignored, and
+        # Python then never raises KeyboardInterrupt: give the CLI the terminal's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     lines = []
     for line in proc.stdout:
