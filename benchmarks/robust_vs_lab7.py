@@ -38,7 +38,7 @@ from mnist_demo import config
 from mnist_demo.data import IMAGE_SIZE, TEST_SIZE, load_mnist
 from mnist_demo.evaluation import evaluate, predict_proba
 from mnist_demo.preprocess import BlankImageError, to_mnist
-from tools.drawn_digits import drawn_accuracy
+from tools.drawn_digits import drawn_accuracy, drawn_inputs
 
 MODELS = [config.DEFAULT_MODEL_PATH, config.ROBUST_MODEL_PATH]
 SKLEARN_MAX = 16  # load_digits grey levels are 0..16, ink bright
@@ -92,6 +92,7 @@ def main() -> None:
         print("note: scikit-learn is not installed; skipping the other-writers row")
     digits, labels, kinds, non_digits, refused, about = drawn_sets(args.n, args.non_digits)
     print(about)
+    drawn = drawn_inputs(args.n, args.seed)  # once, for every model
 
     columns = []
     for path, model in common.loaded_models(args.models):
@@ -104,7 +105,7 @@ def main() -> None:
                 "model": path.name,
                 "preset": info.get("config", {}).get("preset", "?"),
                 "mnist": evaluate(model, x_test, y_test).accuracy,
-                **drawn_accuracy(model, n=args.n, seed=args.seed),
+                **drawn_accuracy(model, inputs=drawn),
                 "sklearn": None
                 if sk is None
                 else float((predict_proba(model, sk[0]).argmax(axis=1) == sk[1]).mean()),

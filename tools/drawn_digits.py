@@ -16,6 +16,7 @@ baseline that shows why the MNIST steps matter.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -385,13 +386,22 @@ def _correct(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> np.n
     return predict_proba(model, images).argmax(axis=1) == labels
 
 
-def drawn_accuracy(model: keras.Model, n: int = 2000, seed: int = 0) -> dict[str, float | int]:
-    """The model on n MNIST test digits: as written, re-drawn then `to_mnist`, and
-    re-drawn then `naive_resize`. Gaps are in percentage points, original - drawn.
+@dataclass(frozen=True)
+class DrawnInputs:
+    """n MNIST test digits re-drawn (seed), as each model is shown them: the originals,
+    through `to_mnist`, squashed whole (`naive_resize`); made once, scored per model."""
 
-    The `centred_*` figures repeat the naive gap on the drawings that happen to be
-    centred and MNIST-sized: the best case for squashing the canvas.
-    """
+    n: int
+    seed: int
+    originals: np.ndarray  # (n, 28, 28) uint8
+    labels: np.ndarray
+    normalised: np.ndarray  # to_mnist; a drawing it loses is blank (a mistake)
+    naive: np.ndarray
+    centred: np.ndarray  # bool: centred and MNIST-sized (see is_centred)
+    brush: np.ndarray  # brush diameter of each drawing, canvas pixels
+
+
+def drawn_inputs(n: int = 2000, seed: int = 0) -> DrawnInputs:
     _, (x_test, y_test) = load_mnist()
     indices, normalised, naive, centred, brushes = [], [], [], [], []
     blank = np.zeros((28, 28), np.float32)
@@ -406,20 +416,41 @@ def drawn_accuracy(model: keras.Model, n: int = 2000, seed: int = 0) -> dict[str
             normalised.append(blank)
             naive.append(blank)
             centred.append(False)
-    labels = y_test[indices]
-    original = _correct(model, x_test[indices], labels)
-    through = _correct(model, np.stack(normalised), labels)
-    squashed = _correct(model, np.stack(naive), labels)
-    centred = np.array(centred, dtype=bool)
-    brush = np.array(brushes)
+    return DrawnInputs(
+        n=len(indices),
+        seed=seed,
+        originals=x_test[indices],
+        labels=y_test[indices],
+        normalised=np.stack(normalised),
+        naive=np.stack(naive),
+        centred=np.array(centred, dtype=bool),
+        brush=np.array(brushes),
+    )
+
+
+def drawn_accuracy(
+    model: keras.Model, n: int = 2000, seed: int = 0, inputs: DrawnInputs | None = None
+) -> dict[str, float | int]:
+    """The model on n MNIST test digits: as written, re-drawn then `to_mnist`, and
+    re-drawn then `naive_resize`. Gaps are in percentage points, original - drawn.
+    `inputs` (drawn_inputs) saves re-drawing the set for every model compared.
+
+    The `centred_*` figures repeat the naive gap on the drawings that happen to be
+    centred and MNIST-sized: the best case for squashing the canvas.
+    """
+    d = inputs if inputs is not None else drawn_inputs(n, seed)
+    original = _correct(model, d.originals, d.labels)
+    through = _correct(model, d.normalised, d.labels)
+    squashed = _correct(model, d.naive, d.labels)
+    centred, brush = d.centred, d.brush
     by_brush = {
         f"{low}-{high} px": float(through[(brush >= low) & (brush < high)].mean())
         for low, high in BRUSH_BINS
         if ((brush >= low) & (brush < high)).any()
     }
     return {
-        "n": len(indices),
-        "seed": seed,
+        "n": d.n,
+        "seed": d.seed,
         "original_accuracy": float(original.mean()),
         "to_mnist_accuracy": float(through.mean()),
         "naive_accuracy": float(squashed.mean()),
