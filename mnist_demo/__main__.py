@@ -207,7 +207,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         registry.set_active(run.id, role=OWNER)
         print(f"run {run.id} is now the active model")
     if output is not None:
-        _export(run, output)
+        export_run(run, output)
 
 
 def _check_output(output: Path) -> None:
@@ -222,9 +222,10 @@ def _check_output(output: Path) -> None:
         raise UserError(f"--output {output}: cannot write in {existing}")
 
 
-def _export(run: Run, output: Path) -> None:
+def export_run(run: Run, output: Path, trained_by: str = "python -m mnist_demo train") -> None:
     """Copy a run's model to OUTPUT and write OUTPUT.json beside it (what the shipped
-    default model carries: settings, history, test metrics, data hash, versions)."""
+    default model carries: settings, history, test metrics, data hash, versions);
+    `trained_by` is the command that trained it (tools/train_robust.py exports too)."""
     import platform
 
     import keras
@@ -240,7 +241,7 @@ def _export(run: Run, output: Path) -> None:
     # the inference model (no training-only layers), loadable by plain Keras.
     save_model(load_model(Path(run.model_path)), output)
     info = {
-        "name": f"{run.config.get('preset')} model, trained by `python -m mnist_demo train`",
+        "name": f"{run.config.get('preset')} model, trained by `{trained_by}`",
         "run_id": run.id,
         "status": run.status,
         "config": run.config,

@@ -28,7 +28,6 @@ The run is a normal run of the registry (live on the Train page), exported with 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
 
-    from mnist_demo.__main__ import _export  # the CLI's export: model + .json
+    from mnist_demo.__main__ import export_run  # the CLI's export: model + .json
     from mnist_demo.classroom import OWNER
     from mnist_demo.runs import RunRegistry
     from mnist_demo.training import TrainConfig, start_training
@@ -183,11 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run {run.id} finished in {run.duration_s:.0f} s")
     if args.output is None:
         return 0
-    _export(run, args.output)
-    info_path = args.output.with_suffix(".json")
-    info = json.loads(info_path.read_text())
-    info["name"] = "robust model, trained by `python -m tools.train_robust`"
-    info_path.write_text(json.dumps(info, indent=1) + "\n")
+    export_run(run, args.output, trained_by="python -m tools.train_robust")
     return 0
 
 
