@@ -38,6 +38,16 @@ def app_server(app_home):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, request):
+    """One server for a whole module, for modules whose tests can share it (each test in
+    its own browser session); `app_server` is a fresh one per test."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    app = AppServer(tmp_path_factory.mktemp(name) / "home").start()
+    yield app
+    app.stop()
+
+
 @pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import sync_playwright

@@ -165,6 +165,11 @@ def open_draw(browser, server, **context_options):
     return context, page
 
 
+PHONE = {"width": 390, "height": 844}
+# a phone's browser: small viewport, retina pixels, touch events
+PHONE_CONTEXT = {"viewport": PHONE, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+
+
 def shown_picture(page) -> np.ndarray | None:
     """The 28x28 picture the Draw page says the model saw (its 8x enlargement, decoded),
     None while there is none or it is being replaced."""

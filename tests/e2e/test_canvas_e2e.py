@@ -18,13 +18,13 @@ from mnist_demo.charts import upscale
 from mnist_demo.preprocess import to_mnist
 from tests.e2e.drawing import (
     BLANK_PROMPT,
+    PHONE_CONTEXT,
     mouse_strokes,
     open_draw,
     ready_canvas,
     shown_picture,
     touch_stroke,
 )
-from tools.app_server import AppServer
 from tools.drawn_digits import pen_strokes, place_strokes
 
 CANVAS = 280
@@ -52,13 +52,6 @@ REPLAY_STEP = 12.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    app = AppServer(tmp_path_factory.mktemp("canvas") / "home").start()
-    yield app
-    app.stop()
-
-
-@pytest.fixture(scope="module")
 def desktop(browser, server):
     context, page = open_draw(browser, server, viewport={"width": 1400, "height": 1000})
     yield page
@@ -67,14 +60,7 @@ def desktop(browser, server):
 
 @pytest.fixture(scope="module")
 def phone(browser, server):
-    context, page = open_draw(
-        browser,
-        server,
-        viewport={"width": 390, "height": 844},
-        device_scale_factor=2,
-        is_mobile=True,
-        has_touch=True,
-    )
+    context, page = open_draw(browser, server, **PHONE_CONTEXT)
     yield page
     context.close()
 

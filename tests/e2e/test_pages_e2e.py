@@ -11,21 +11,12 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from tests.e2e.drawing import LOOP, SEVEN, VERTICAL, line, prediction_is, stroke
-from tools.app_server import AppServer
-
-
-@pytest.fixture(scope="module")
-def app_server(tmp_path_factory):
-    """One server for the module: its tests only read, each in its own browser session."""
-    server = AppServer(tmp_path_factory.mktemp("pages") / "home").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
-def page(app_server, new_page):
+def page(server, new_page):
     p = new_page(1400, 1300)
-    p.base_url = app_server.url
+    p.base_url = server.url
     return p
 
 

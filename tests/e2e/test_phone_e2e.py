@@ -21,6 +21,8 @@ from mnist_demo.charts import upscale
 from mnist_demo.preprocess import ink_map, squash_to_28, to_mnist
 from tests.e2e.drawing import (
     BLANK_PROMPT,
+    PHONE,
+    PHONE_CONTEXT,
     SEVEN,
     line,
     mouse_strokes,
@@ -28,9 +30,7 @@ from tests.e2e.drawing import (
     ready_canvas,
     touch_stroke,
 )
-from tools.app_server import AppServer
 
-PHONE = {"width": 390, "height": 844}
 PHONE_LINE = ".st-key-phone-answer"
 # A small 7 in the canvas's top-left corner: squashed whole to 28x28 it stays a few
 # pixels in a corner; through the steps it fills the 20x20 box in the middle.
@@ -47,17 +47,8 @@ STRIP_SCALE = 3  # pages/draw.py STEP_SIDE (100 px) // 28: a 28x28 is shown 3x e
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    app = AppServer(tmp_path_factory.mktemp("phone") / "home").start()
-    yield app
-    app.stop()
-
-
-@pytest.fixture(scope="module")
 def phone(browser, server):
-    context, page = open_draw(
-        browser, server, viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True
-    )
+    context, page = open_draw(browser, server, **PHONE_CONTEXT)
     yield page
     context.close()
 
