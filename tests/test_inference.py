@@ -64,14 +64,27 @@ def test_predict_accepts_uint8_and_float_alike(predictor, digits):
 
 
 def test_predict_never_calls_model_predict(trained, monkeypatch, digits):
+    """Past the constructor's tracing, a call is one graph execution: no `model.predict`,
+    and no layer's Python code (an eager `model(x)` or a retrace would run each one)."""
+
     def slow_path(*args, **kwargs):
         raise AssertionError("model.predict was called")
 
     monkeypatch.setattr(trained, "predict", slow_path)
     p = Predictor(trained)
-    p.predict(digits[0][0])
-    p.feature_maps(digits[0][0])
-    p.saliency(digits[0][0])
+    ran: list[str] = []
+    for layer in trained.layers:
+
+        def counted(*args, _layer=layer, _call=layer.call, **kwargs):
+            ran.append(_layer.name)
+            return _call(*args, **kwargs)
+
+        monkeypatch.setattr(layer, "call", counted)
+    for method in ("occlusion", "gradient"):
+        p.predict(digits[0][0])
+        p.feature_maps(digits[0][0])
+        p.saliency(digits[0][0], method=method)
+    assert ran == []
 
 
 @pytest.mark.parametrize(
