@@ -58,6 +58,7 @@ class: setup
 
 test: setup chromium fonts
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest
 

@@ -221,9 +221,7 @@ def main() -> None:
         f"{fmt(eval_s, 's')}; save_model {fmt(save_s, 's')}"
     )
     extra = [j - p for j, p in zip(job_total_s, plain_s, strict=True)]
-    print(
-        f"the whole job (start to result recorded) minus plain fit, per pair: {fmt(extra, 's')}"
-    )
+    print(f"the whole job (start to result recorded) minus plain fit, per pair: {fmt(extra, 's')}")
     print()
     print(
         f"ratio job/plain (samples/s, medians): {ratio:.3f} to the last checkpoint, "
