@@ -114,10 +114,13 @@ def test_refused_requests_do_not_extend_the_wait():
     limiter = RateLimiter("uploads", 2, 60, clock=clock)
     limiter.take()
     limiter.take()
-    for _ in range(20):  # hammering while blocked
-        with pytest.raises(RateLimitedError):
+    for waited in range(1, 21):  # hammering while blocked, once a second
+        clock.now += 1
+        with pytest.raises(RateLimitedError, match=rf"Try again in {60 - waited} s"):
             limiter.take()
-    clock.now += 60
+    clock.now += 40  # a minute after the two that counted; the refused ones never did
+    assert limiter.remaining() == 2
+    limiter.take()
     limiter.take()
 
 

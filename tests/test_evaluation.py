@@ -217,11 +217,16 @@ def test_compare_fixed_introduced_both_wrong(ev):
     np.testing.assert_array_equal(back["both_wrong"], [3, 6])
 
 
-def test_compare_with_itself_changes_nothing(ev):
-    diff = compare(ev, ev)
-    assert diff["fixed"].size == 0
-    assert diff["introduced"].size == 0
-    np.testing.assert_array_equal(diff["both_wrong"], ev.misclassified_indices(False))
+def test_compare_same_rights_and_wrongs_fixes_and_introduces_nothing(ev):
+    """Another model, right and wrong on the same images but sure of every answer and
+    wrong in other ways on 2, 3 and 6: a different wrong answer fixes nothing."""
+    b_predicted = [0, 1, 2, 8, 3, 3, 4]
+    b = Evaluation(np.eye(10)[b_predicted], np.array(LABELS))
+    np.testing.assert_array_equal(b.correct, CORRECT)
+    for diff in (compare(ev, b), compare(b, ev), compare(ev, ev)):
+        np.testing.assert_array_equal(diff["fixed"], [])
+        np.testing.assert_array_equal(diff["introduced"], [])
+        np.testing.assert_array_equal(diff["both_wrong"], [2, 3, 4, 6])
 
 
 # --- select ---------------------------------------------------------------------------
@@ -304,10 +309,25 @@ def test_select_wrong_confidence_matches_misclassified_indices(ev):
     )
 
 
-def test_every_order_is_accepted_and_is_a_permutation(ev):
-    assert set(ORDERS) == {"index", "confidence", "loss", "wrong_confidence"}
-    for order in ORDERS:
-        assert sorted(select(ev, order=order)) == list(range(7))
+def test_every_order_sorts_by_its_key_with_ties_in_index_order():
+    """500 random answers with many ties (probabilities in tenths): each order is its
+    key's sort, ties broken by image number, every image once."""
+    rng = np.random.default_rng(3)
+    p = rng.integers(0, 4, size=(500, 10)).astype(np.float64)
+    p[:, 0] += 0.5  # no all-zero rows
+    p = np.round(p / p.sum(axis=1, keepdims=True), 1)
+    r = Evaluation(p, rng.integers(0, 10, 500))
+    keys = {
+        "index": np.zeros(500),
+        "confidence": r.confidence,
+        "loss": -r.per_image_loss,
+        "wrong_confidence": -r.confidence,
+    }
+    assert set(ORDERS) == set(keys)
+    for order, key in keys.items():
+        got = select(r, order=order)
+        expected = sorted(range(500), key=lambda i, key=key: (key[i], i))
+        assert got.tolist() == expected, order
 
 
 @pytest.mark.parametrize("outcome", ["Wrong", "correct", "", None, "any"])
