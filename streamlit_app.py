@@ -1,13 +1,36 @@
 """Digit Lab: the entry point. Navigation over pages/ (listed in `ui.sidebar.PAGES`);
 each page draws the shared sidebar, menu included, itself through `ui.page_setup` (see
-there why)."""
+there why).
+
+A fresh server's first visitor would otherwise stare at a blank page while TensorFlow is
+imported (4-7 s on 2 cores): so, while it is not imported yet, this script paints the
+page's frame, the title and a line saying what is loading before it imports anything
+heavy, and clears them once the page has run."""
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mnist_demo.ui import sidebar
+import streamlit as st
+
+APP_TITLE = "Digit Lab"
+LOADING = "Loading TensorFlow and the model…"
+
+loading = None
+if "tensorflow" not in sys.modules:  # only the first runs of a fresh server wait
+    st.set_page_config(page_title=APP_TITLE, page_icon="✍️", layout="wide")
+    loading = st.empty()
+    with loading.container():
+        st.title(APP_TITLE)
+        st.caption(LOADING)
+
+from mnist_demo.ui import sidebar  # noqa: E402  (imports TensorFlow: after the paint)
 
 page = sidebar.navigation()
 sidebar.entry_ran()
-page.run()
+try:
+    page.run()
+finally:
+    if loading is not None:
+        loading.empty()
