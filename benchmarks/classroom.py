@@ -374,7 +374,7 @@ def stop_profile(spy: subprocess.Popen | None, path: str | None) -> None:
 
 # py-spy names files relative to sys.path: "mnist_demo/charts.py", a page as "draw.py".
 PROJECT_FRAME = re.compile(
-    r"\((mnist_demo/[\w/]+|draw|home|train|test_set|misclassified|streamlit_app)\.py:\d+\)"
+    r"\((mnist_demo/[\w/]+|draw|home|train|browse|misclassified|streamlit_app)\.py:\d+\)"
 )
 
 

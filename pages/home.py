@@ -114,7 +114,9 @@ n = st.columns([1, 4])[0].number_input(
 with st.columns([3, 2])[0], ui.user_errors(stop=False):  # a wrong n spoils only (d)
     ui.digit_detail(result.check_index(n), result, x_test)
 st.page_link(
-    "pages/test_set.py", label="Browse and filter all the test images", icon=":material/grid_view:"
+    "pages/browse.py",
+    label="Browse and filter all the test images",
+    icon=":material/grid_view:",
 )
 
 st.subheader("(e) The misclassified images")
@@ -145,6 +147,6 @@ st.page_link(
 st.header("Explore")
 cols = st.columns(4)
 cols[0].page_link("pages/train.py", label="Train a model live", icon=":material/model_training:")
-cols[1].page_link("pages/test_set.py", label="Browse the test set", icon=":material/grid_view:")
+cols[1].page_link("pages/browse.py", label="Browse the test set", icon=":material/grid_view:")
 cols[2].page_link("pages/misclassified.py", label="See the mistakes", icon=":material/error:")
 cols[3].page_link("pages/draw.py", label="Draw a digit", icon=":material/draw:")

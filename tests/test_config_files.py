@@ -24,3 +24,11 @@ def test_streamlits_file_name_menu_is_off_and_the_apps_menu_lists_every_page():
     files = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pages").glob("*.py"))
     assert sorted(p.path for p in PAGES) == files
     assert len({p.title for p in PAGES}) == len(PAGES)
+    assert len({p.url for p in PAGES}) == len(PAGES)
+
+
+def test_no_page_file_is_named_like_a_test_and_the_test_sets_url_stays():
+    """pytest collects test_*.py, so a page is never named like one; the Test set page
+    (pages/browse.py) keeps the URL /test_set that links and bookmarks already use."""
+    assert not [p.path for p in PAGES if Path(p.path).name.startswith("test_")]
+    assert {p.title: p.url for p in PAGES}["Test set"] == "test_set"

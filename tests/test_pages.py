@@ -47,7 +47,7 @@ def answers(at: AppTest):
 
 
 def test_filters_change_the_count(home):
-    at = open_page("pages/test_set.py")
+    at = open_page("pages/browse.py")
     assert matching(at).startswith("**10,000** of 10,000")
     answers(at).set_value("wrong").run()
     assert matching(at).startswith("**68** of")
@@ -61,7 +61,7 @@ def test_filters_change_the_count(home):
 
 
 def test_go_to_an_index_opens_its_detail(home):
-    at = open_page("pages/test_set.py")
+    at = open_page("pages/browse.py")
     at.number_input(key="go_to").set_value(2130).run()
     prediction = next(m for m in at.metric if m.label == "Prediction")
     assert prediction.value == "9" and "wrong: the label is 4" in prediction.delta

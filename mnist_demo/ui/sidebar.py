@@ -26,12 +26,17 @@ class AppPage:
     path: str  # relative to the entry script
     title: str
     icon: str
+    url_path: str = ""  # the page's URL (not the default one's: that is the root)
+
+    @property
+    def url(self) -> str:
+        return self.url_path or Path(self.path).stem
 
 
 PAGES = (  # the first is the default, at the app's root URL
     AppPage("pages/home.py", "Home", ":material/school:"),
     AppPage("pages/train.py", "Train", ":material/model_training:"),
-    AppPage("pages/test_set.py", "Test set", ":material/grid_view:"),
+    AppPage("pages/browse.py", "Test set", ":material/grid_view:", url_path="test_set"),
     AppPage("pages/misclassified.py", "Misclassified", ":material/error:"),
     AppPage("pages/draw.py", "Draw", ":material/draw:"),
     AppPage("pages/class.py", "Class", ":material/groups:"),
@@ -51,7 +56,10 @@ def navigation() -> StreamlitPage:
     by `sidebar` on every page.
     """
     return st.navigation(
-        [st.Page(p.path, title=p.title, icon=p.icon, default=p is PAGES[0]) for p in PAGES],
+        [
+            st.Page(p.path, title=p.title, icon=p.icon, url_path=p.url, default=p is PAGES[0])
+            for p in PAGES
+        ],
         position="hidden",
     )
 

@@ -12,7 +12,6 @@ very first render, at every change and every 50 ms.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from playwright.sync_api import expect
 
@@ -44,7 +43,7 @@ HEADINGS = {  # each page's h1
     "Class": "The class's drawings",
     "Join": "Join the class",
 }
-URLS = {p.title: "" if p is PAGES[0] else Path(p.path).stem for p in PAGES}
+URLS = {p.title: "" if p is PAGES[0] else p.url for p in PAGES}
 FIRST_LOAD_S = 120  # a fresh server imports TensorFlow and loads a model first
 
 
