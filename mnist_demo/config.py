@@ -24,10 +24,6 @@ def data_dir() -> Path:
     return Path(env).expanduser() if env else home() / "data"
 
 
-def runs_dir() -> Path:
-    return home() / "runs"
-
-
 def registry_path() -> Path:
     return home() / "runs.sqlite"
 

@@ -4,8 +4,8 @@ import streamlit as st
 
 from mnist_demo import ui
 from mnist_demo.evaluation import ORDERS, select
+from mnist_demo.ui.widgets import ANY
 
-ANY = "any"
 DETAIL_KEY = "test_set_detail"
 
 ref = ui.page_setup(__file__)

@@ -9,10 +9,10 @@ import streamlit as st
 
 from mnist_demo import charts, ui
 from mnist_demo.classroom import Action
+from mnist_demo.ui.widgets import ANY
 
 WALL_POLL_S = 1.0  # a sent drawing is on the projector within about a second
 WALL_SIZE = 48  # newest drawings on the wall
-ANY = "any"
 
 ref = ui.page_setup(__file__, for_drawings=True)
 st.title("The class's drawings")
