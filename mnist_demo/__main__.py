@@ -285,29 +285,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from mnist_demo.inference import Predictor
-    from mnist_demo.model import load_model
-    from mnist_demo.novelty import verdict
-    from mnist_demo.preprocess import (
-        BlankImageError,
-        DrawingTooSmallError,
-        ImageFileError,
-        load_image,
-        to_mnist,
-    )
+    from mnist_demo.preprocess import BlankImageError, DrawingTooSmallError, ImageFileError
+    from mnist_demo.reader import Reader
 
     path = Path(args.image)
     if not path.is_file():
         raise UserError(f"{path} is not a file")
+    model_path, label = _resolve_model(args)  # the path too: the model's rule is beside it
+    reader = Reader.load(model_path)
     try:
-        image28 = to_mnist(load_image(path))
+        reading = reader.read(path)  # a photo: decoded, the steps, one pass, the verdict
     except (ImageFileError, BlankImageError, DrawingTooSmallError) as e:  # name the file
         raise UserError(f"{path}: {e}") from e
-    model_path, label = _resolve_model(args)  # the path too: the model's rule is beside it
-    model = load_model(model_path)
-    probs = Predictor(model).predict(image28)
-    print(f"{verdict(model, image28, probs, model_path).text} ({label})")
-    for d, p in enumerate(probs):
+    print(f"{reading.sentence} ({label})")
+    for d, p in enumerate(reading.probabilities):
         print(f"  {d}: {p:.4f} {'#' * round(p * 40)}".rstrip())
 
 

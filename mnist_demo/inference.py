@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from mnist_demo.data import IMAGE_SIZE, INPUT_SHAPE, NUM_CLASSES, PixelValueError, to_unit_pixels
 from mnist_demo.errors import ModelShapeError
+from mnist_demo.novelty import output_layer
 
 # Occlusion: a 4x4 patch every 2 pixels gives 13 x 13 = 169 occluded copies, all sent
 # through the network in one batch. Black, because MNIST's background is black: the
@@ -155,8 +156,17 @@ class Predictor:
         self._cover_counts = self._cover.sum(axis=0)
         n_batch = len(cover) + 1  # the original image rides along as row 0
 
+        # The answer and, for a model ending in a softmax Dense layer, the activations
+        # entering it (what novelty's head reads) come out of ONE graph: one pass.
+        last = output_layer(model)
+        answer = model
+        if last is not None:
+            answer = keras.Model(
+                model.inputs[0], [model.outputs[0], last.input], name=f"{model.name}_answer"
+            )
+        self.has_penultimate = last is not None
         one = tf.TensorSpec((1, *INPUT_SHAPE), tf.float32)
-        self._probs_fn = tf.function(lambda x: model(x, training=False), input_signature=[one])
+        self._forward_fn = tf.function(lambda x: answer(x, training=False), input_signature=[one])
         self._features_fn = tf.function(
             lambda x: features(x, training=False), input_signature=[one]
         )
@@ -194,8 +204,18 @@ class Predictor:
     def predict(self, image28: np.ndarray) -> np.ndarray:
         """Ten class probabilities (float32) for one 28x28 image, as `model.predict`
         would give them, in about a millisecond."""
+        return self.forward(image28)[0]
+
+    def forward(self, image28: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """One pass through the network for one 28x28 image: (the ten probabilities,
+        the activations entering the softmax layer), float32; the second is None for a
+        model that does not end in a softmax Dense layer (`has_penultimate`)."""
         x = as_image(image28).reshape(1, *INPUT_SHAPE)
-        return self._probs_fn(x).numpy()[0].astype(np.float32, copy=False)
+        out = self._forward_fn(x)
+        if not self.has_penultimate:
+            return _f32(out), None
+        probabilities, penultimate = out
+        return _f32(probabilities), _f32(penultimate)
 
     # - what the network sees -
 
@@ -261,6 +281,10 @@ class Predictor:
         t = int(np.argmax(self.predict(image))) if target is None else int(target)
         g = self._grad_fn(x, tf.constant(t, tf.int32), tf.constant(log_odds)).numpy()
         return _unit(np.abs(g.reshape(IMAGE_SIZE, IMAGE_SIZE)))
+
+
+def _f32(batch_of_one: tf.Tensor) -> np.ndarray:
+    return np.asarray(batch_of_one)[0].astype(np.float32, copy=False)
 
 
 def _unit(heat: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ page shows them):
 `squash_to_28` is what skipping 2-5 gives: the whole ink map resized to 28x28.
 
 `load_image` opens an uploaded file defensively: the errors it raises are meant to be
-shown to a student as they are.
+shown to a student as they are. `for_display` sizes any of these pictures for the page.
 
 Only NumPy and Pillow: this runs on every stroke, so it must take a few milliseconds.
 """
@@ -550,3 +550,22 @@ def to_mnist(image: np.ndarray | Image.Image) -> np.ndarray:
     """(28, 28) float32 in [0, 1], a white digit on black, normalised the MNIST way: the
     last of `preprocessing_steps`. Raises BlankImageError when there is no digit to see."""
     return preprocessing_steps(image)[-1].image
+
+
+# --- showing the pictures ----------------------------------------------------------------
+
+
+def for_display(image: np.ndarray | Image.Image, side: int) -> np.ndarray:
+    """uint8 pixels of `image` (uint8, or floats in [0, 1]) about `side` px on its longer
+    side: a small one enlarged by whole pixels, so a 20x20 keeps its sharp grid; a large
+    one reduced (a photo would otherwise be sent to the browser at full size)."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    longest = max(array.shape[:2])
+    if longest <= side:
+        scale = max(1, side // longest)
+        return array.repeat(scale, axis=0).repeat(scale, axis=1)
+    picture = Image.fromarray(array)
+    picture.thumbnail((side, side))
+    return np.asarray(picture)

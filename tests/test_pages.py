@@ -255,11 +255,11 @@ def test_a_dot_and_a_painted_canvas_get_a_clear_message_not_a_guess(home, canvas
     dot[130:150, 130:150] = 255  # one click of a 20 px brush
     canvas.image = dot
     at = open_page("pages/draw.py")
-    assert any("too small to read" in w.value for w in at.warning)
+    assert any("too small to read" in e.value for e in at.error)  # ui.user_errors
     assert not [m for m in at.metric if m.label == "Prediction"]
     canvas.image = np.full((280, 280, 4), 255, np.uint8)  # painted all over
     at.run()
-    assert any("painted nearly all over" in w.value for w in at.warning)
+    assert any("painted nearly all over" in e.value for e in at.error)
     assert not [m for m in at.metric if m.label == "Prediction"]
 
 

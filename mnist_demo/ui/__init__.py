@@ -7,9 +7,17 @@ as `from mnist_demo import ui`:
 - `widgets`: errors as `st.error`, times as text, charts (a model's recorded training
   curves among them), the test-digit gallery;
 - `classroom`: this session's role (instructor or student), rate limits, who is here;
-- `datasets`: MNIST test or the class's drawings, scored by the page's model.
+- `datasets`: MNIST test or the class's drawings, scored by the page's model;
+- `canvas`: the Draw page's inputs (the canvas and its toolbar fix, a photo upload).
 """
 
+from mnist_demo.ui.canvas import (
+    canvas_styles,
+    drawing_canvas,
+    photo_upload,
+    remembered_toggle,
+    uploaded_photo,
+)
 from mnist_demo.ui.classroom import (
     connected,
     is_instructor,
@@ -27,6 +35,7 @@ from mnist_demo.ui.resources import (
     evaluation,
     model_summary,
     predictor,
+    reader,
     registry,
 )
 from mnist_demo.ui.sidebar import MODEL_KEY, page_setup
@@ -43,6 +52,7 @@ from mnist_demo.ui.widgets import (
 
 __all__ = [
     "MODEL_KEY",
+    "canvas_styles",
     "choose_dataset",
     "class_evaluation",
     "class_store",
@@ -51,6 +61,7 @@ __all__ = [
     "dataset",
     "digit_detail",
     "digit_gallery",
+    "drawing_canvas",
     "duration",
     "epoch_charts",
     "evaluation",
@@ -60,11 +71,15 @@ __all__ = [
     "locked_caption",
     "model_summary",
     "page_setup",
+    "photo_upload",
     "predictor",
+    "reader",
     "recorded_history",
     "registry",
+    "remembered_toggle",
     "role",
     "session_tag",
+    "uploaded_photo",
     "user_errors",
     "vega_lite",
 ]
