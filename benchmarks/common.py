@@ -93,6 +93,21 @@ def timed(fn: Callable[[], object], runs: int = 1) -> tuple[list[float], object]
     return times, out
 
 
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print rows under a header, each column as wide as its widest cell: numbers right-
+    aligned, the first column (names) and the last (verdicts) left."""
+    widths = [max(len(r[i]) for r in [header, *rows] if i < len(r)) for i in range(len(header))]
+    last = len(widths) - 1
+    for n, row in enumerate([header, *rows]):
+        cells = [
+            f"{c:<{widths[i]}}" if i in (0, last) else f"{c:>{widths[i]}}"
+            for i, c in enumerate(row)
+        ]
+        print("  ".join(cells).rstrip())
+        if n == 0:
+            print("-" * (sum(widths) + 2 * last))
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
@@ -106,6 +121,15 @@ def header(doc: str) -> None:
         f"machine: {os.cpu_count()} CPUs, load average {load} (1/5/15 min; figures on a busy "
         "machine are only indicative)"
     )
+
+
+def mnist(test_size: int | None = None) -> tuple:
+    """MNIST from the verified cache, ((x_train, y_train), (x_test, y_test)), the test
+    set cut to its first `test_size` images (None: all 10,000)."""
+    from mnist_demo.data import load_mnist
+
+    train, (x_test, y_test) = load_mnist()
+    return train, (x_test[:test_size], y_test[:test_size])
 
 
 def loaded_models(paths: Sequence[Path]) -> Iterator[tuple[Path, object]]:
