@@ -93,19 +93,18 @@ def timed(fn: Callable[[], object], runs: int = 1) -> tuple[list[float], object]
     return times, out
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print rows under a header, each column as wide as its widest cell: numbers right-
-    aligned, the first column (names) and the last (verdicts) left."""
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], left_last: bool = False) -> None:
+    """Print rows under a header, each column as wide as its widest cell: values right-
+    aligned, the first column (names) left, and the last too with `left_last` (verdicts)."""
     widths = [max(len(r[i]) for r in [header, *rows] if i < len(r)) for i in range(len(header))]
-    last = len(widths) - 1
+    left = {0, len(widths) - 1} if left_last else {0}
     for n, row in enumerate([header, *rows]):
         cells = [
-            f"{c:<{widths[i]}}" if i in (0, last) else f"{c:>{widths[i]}}"
-            for i, c in enumerate(row)
+            f"{c:<{widths[i]}}" if i in left else f"{c:>{widths[i]}}" for i, c in enumerate(row)
         ]
         print("  ".join(cells).rstrip())
         if n == 0:
-            print("-" * (sum(widths) + 2 * last))
+            print("-" * (sum(widths) + 2 * (len(widths) - 1)))
 
 
 def verdict(ok: bool) -> str:

@@ -35,7 +35,7 @@ from non_digits import drawn_sets, flag_figures
 from PIL import Image
 
 from mnist_demo import config
-from mnist_demo.data import IMAGE_SIZE, TEST_SIZE, load_mnist
+from mnist_demo.data import IMAGE_SIZE, TEST_SIZE
 from mnist_demo.evaluation import evaluate, predict_proba
 from mnist_demo.preprocess import BlankImageError, to_mnist
 from tools.drawn_digits import drawn_accuracy, drawn_inputs
@@ -75,60 +75,43 @@ def model_info(path: Path) -> dict:
     return json.loads(info_path.read_text()) if info_path.exists() else {}
 
 
-def main() -> None:
-    parser = common.ArgumentParser(__doc__, n=20, non_digits=14, test_size=500)
-    parser.add_argument("--n", type=int, default=10000, help="drawn digits (default all)")
-    parser.add_argument("--non-digits", type=int, default=2800)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--models", type=Path, nargs="+", default=MODELS)
-    parser.add_argument("--test-size", type=int, default=TEST_SIZE, help="first N test images")
-    args = parser.parse_args()
-    common.header(__doc__)
+def column(path: Path, model, sets: dict) -> dict:  # type: ignore[no-untyped-def]
+    """One model's figures on every set."""
+    start = time.perf_counter()
+    info = model_info(path)
+    flags = flag_figures(model, path, *sets["novelty"])
+    right, sk = flags["right"], sets["sklearn"]
+    return {
+        "model": path.name,
+        "preset": info.get("config", {}).get("preset", "?"),
+        "mnist": evaluate(model, *sets["mnist"]).accuracy,
+        **drawn_accuracy(model, inputs=sets["drawn"]),
+        "sklearn": None
+        if sk is None
+        else float((predict_proba(model, sk[0]).argmax(axis=1) == sk[1]).mean()),
+        "non_digits": float(flags["non_after"].mean()),
+        "right_flagged": float(flags["after"][right].mean()),
+        "wrong_flagged": float(flags["after"][~right].mean()) if (~right).any() else None,
+        "ece": flags["ece"],
+        "fitted": flags["rule"].fitted,
+        "train_s": info.get("training_seconds"),
+        "params": model.count_params(),
+        "size_mb": path.stat().st_size / 1e6,
+        "bench_s": time.perf_counter() - start,
+    }
 
-    _, (x_test, y_test) = load_mnist()
-    x_test, y_test = x_test[: args.test_size], y_test[: args.test_size]
-    sk = sklearn_digits_as_mnist()
-    if sk is None:
-        print("note: scikit-learn is not installed; skipping the other-writers row")
-    digits, labels, kinds, non_digits, refused, about = drawn_sets(args.n, args.non_digits)
-    print(about)
-    drawn = drawn_inputs(args.n, args.seed)  # once, for every model
 
-    columns = []
-    for path, model in common.loaded_models(args.models):
-        start = time.perf_counter()
-        info = model_info(path)
-        flags = flag_figures(model, path, digits, labels, non_digits, refused)
-        right = flags["right"]
-        columns.append(
-            {
-                "model": path.name,
-                "preset": info.get("config", {}).get("preset", "?"),
-                "mnist": evaluate(model, x_test, y_test).accuracy,
-                **drawn_accuracy(model, inputs=drawn),
-                "sklearn": None
-                if sk is None
-                else float((predict_proba(model, sk[0]).argmax(axis=1) == sk[1]).mean()),
-                "non_digits": float(flags["non_after"].mean()),
-                "right_flagged": float(flags["after"][right].mean()),
-                "wrong_flagged": float(flags["after"][~right].mean()) if (~right).any() else None,
-                "ece": flags["ece"],
-                "fitted": flags["rule"].fitted,
-                "train_s": info.get("training_seconds"),
-                "params": model.count_params(),
-                "size_mb": path.stat().st_size / 1e6,
-                "bench_s": time.perf_counter() - start,
-            }
-        )
+def pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f} %"
 
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{100 * v:.2f} %"
 
+def print_table(columns: list[dict], sets: dict, n: int) -> None:
+    sk, n_kinds = sets["sklearn"], len(sets["novelty"][2])
     rows: list[tuple[str, list[str]]] = [
         ("preset", [c["preset"] for c in columns]),
-        (f"MNIST test (n={len(y_test):,})", [pct(c["mnist"]) for c in columns]),
+        (f"MNIST test (n={len(sets['mnist'][1]):,})", [pct(c["mnist"]) for c in columns]),
         (
-            f"drawn digits through to_mnist (n={args.n:,})",
+            f"drawn digits through to_mnist (n={n:,})",
             [pct(c["to_mnist_accuracy"]) for c in columns],
         ),
     ]
@@ -142,7 +125,7 @@ def main() -> None:
             [pct(c["sklearn"]) for c in columns],
         ),
         (
-            f"non-digits flagged (n={len(kinds):,})",
+            f"non-digits flagged (n={n_kinds:,})",
             [pct(c["non_digits"]) + ("" if c["fitted"] else " (fallback)") for c in columns],
         ),
         ("drawn digits: right answers flagged", [pct(c["right_flagged"]) for c in columns]),
@@ -155,11 +138,34 @@ def main() -> None:
         ("parameters", [f"{c['params']:,}" for c in columns]),
         ("file size", [f"{c['size_mb']:.1f} MB" for c in columns]),
     ]
-    width = max(len(r[0]) for r in rows) + 2
     print()
-    print(f"{'':{width}s}" + "".join(f"{c['model']:>22s}" for c in columns))
-    for label, values in rows:
-        print(f"{label:{width}s}" + "".join(f"{v:>22s}" for v in values))
+    common.table(["", *(c["model"] for c in columns)], [[label, *values] for label, values in rows])
+
+
+def main() -> None:
+    parser = common.ArgumentParser(__doc__, n=20, non_digits=14, test_size=500)
+    parser.add_argument("--n", type=int, default=10000, help="drawn digits (default all)")
+    parser.add_argument("--non-digits", type=int, default=2800)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", type=Path, nargs="+", default=MODELS)
+    parser.add_argument("--test-size", type=int, default=TEST_SIZE, help="first N test images")
+    args = parser.parse_args()
+    common.header(__doc__)
+
+    _, mnist_test = common.mnist(args.test_size)
+    sk = sklearn_digits_as_mnist()
+    if sk is None:
+        print("note: scikit-learn is not installed; skipping the other-writers row")
+    digits, labels, _, non_digits, refused, about = drawn_sets(args.n, args.non_digits)
+    print(about)
+    sets = {
+        "mnist": mnist_test,
+        "sklearn": sk,
+        "novelty": (digits, labels, non_digits, refused),
+        "drawn": drawn_inputs(args.n, args.seed),  # once, for every model
+    }
+    columns = [column(path, model, sets) for path, model in common.loaded_models(args.models)]
+    print_table(columns, sets, args.n)
     print()
     for c in columns:
         print(
