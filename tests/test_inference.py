@@ -46,6 +46,43 @@ def test_predict_matches_model_predict(predictor, trained, digits):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_forward_gives_the_answer_and_the_activations_the_head_reads_in_one_pass(
+    predictor, trained, digits, monkeypatch
+):
+    """What novelty's head reads (the input of the softmax layer) comes out of the same
+    traced call as the probabilities: one execution, the same numbers as the model's own
+    layers give."""
+    from mnist_demo.novelty import output_layer
+
+    last = output_layer(trained)
+    penultimate = keras.Model(trained.inputs[0], last.input)
+    calls = []
+    traced = predictor._forward_fn
+    monkeypatch.setattr(predictor, "_forward_fn", lambda x: calls.append(1) or traced(x))
+    image = digits[0][5].astype(np.float32) / 255.0
+    probabilities, features = predictor.forward(image)
+    assert len(calls) == 1 and predictor.has_penultimate
+    x = image.reshape(1, 28, 28, 1)
+    np.testing.assert_allclose(features, penultimate(x, training=False).numpy()[0], atol=1e-5)
+    np.testing.assert_allclose(probabilities, trained(x, training=False).numpy()[0], atol=1e-6)
+    np.testing.assert_array_equal(predictor.predict(image), probabilities)  # same call
+
+
+def test_a_model_without_a_softmax_dense_ending_has_no_activations_to_give():
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(2, 3, name="conv1"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+            keras.layers.Softmax(),
+        ]
+    )
+    p = Predictor(model)
+    probabilities, features = p.forward(np.zeros((28, 28), np.float32))
+    assert features is None and not p.has_penultimate and probabilities.shape == (10,)
+
+
 def test_model_learned_something(predictor, digits):
     images, labels = digits
     answers = [int(np.argmax(predictor.predict(im))) for im in images]

@@ -507,3 +507,20 @@ def test_squashing_the_whole_canvas_keeps_a_corner_digit_small_and_in_its_corner
     assert rows <= 6 and cols <= 5
     assert squashed[6:].max() == 0 and squashed[:, 5:].max() == 0
     assert squashed.max() < 0.7  # area averaging: a thin stroke turns grey
+
+
+# --- for_display ---------------------------------------------------------------------------
+
+
+def test_for_display_enlarges_small_pictures_by_whole_pixels():
+    box = np.zeros((20, 14), np.float32)
+    box[3, 4] = 1.0
+    shown = preprocess.for_display(box, 100)
+    assert shown.dtype == np.uint8 and shown.shape == (100, 70)  # 5x, sharp squares
+    assert shown[15:20, 20:25].min() == 255 and shown[14, 20] == 0 and shown[15, 19] == 0
+
+
+def test_for_display_reduces_large_pictures_keeping_their_shape():
+    photo = Image.fromarray(np.full((600, 900, 3), 80, np.uint8))
+    shown = preprocess.for_display(photo, 100)
+    assert shown.shape == (67, 100, 3) and shown.dtype == np.uint8
