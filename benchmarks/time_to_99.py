@@ -153,6 +153,80 @@ def recorded(path: Path) -> dict | None:
     }
 
 
+def run_all(args, seeds: list[int]) -> dict:  # type: ignore[no-untyped-def]
+    """Every run: the quick seeds, lab7, robust (trained or recorded), the crossing."""
+    from mnist_demo.training import QUICK_DEMO, TrainConfig
+
+    data = common.mnist()
+    sizes = {"train_size": args.train_size, "test_size": args.test_size}
+    quick = replace(QUICK_DEMO, **sizes)
+    out: dict = {"quick": []}
+    with tempfile.TemporaryDirectory(prefix="digit-lab-99-") as tmp:
+        # untimed warm-up: TensorFlow's thread pools and oneDNN kernels
+        engine_run(replace(quick, train_size=1000, test_size=200), data, Path(tmp) / "warm")
+        for seed in seeds:
+            r = engine_run(replace(quick, seed=seed), data, Path(tmp) / f"quick-{seed}")
+            out["quick"].append(r)
+            print(
+                f"quick seed {seed}: last batch at {r['last_batch']:.2f} s, result recorded at "
+                f"{r['total']:.2f} s, test accuracy {r['final']:.4f} "
+                f"({r['misclassified']} misclassified)",
+                flush=True,
+            )
+        lab = TrainConfig(preset="lab7", epochs=args.lab_epochs, **sizes)
+        out["lab7"] = engine_run(lab, data, Path(tmp) / "lab7")
+        by_epoch = zip(out["lab7"]["epoch_times"], out["lab7"]["accuracies"], strict=True)
+        print("lab7: test accuracy by epoch " + ", ".join(f"{a:.4f}@{t:.0f}s" for t, a in by_epoch))
+        robust = TrainConfig(preset="robust", epochs=25, **sizes)
+        out["robust"] = (
+            engine_run(robust, data, Path(tmp) / "robust")
+            if args.train_robust
+            else recorded(config.ROBUST_MODEL_PATH)
+        )
+        out["crossing"] = crossing(quick, data)
+    return out
+
+
+def to_text(seconds: float | None, digits: int = 0) -> str:
+    return "never" if seconds is None else f"{seconds:.{digits}f} s"
+
+
+def report(runs: dict, seeds: list[int], trained_robust: bool) -> None:
+    quick = runs["quick"]
+    accs = [r["final"] for r in quick]
+    quick_to = [r["to_target"] for r in quick if r["to_target"] is not None]
+    rows = [["lab7", "1", to_text(runs["lab7"]["to_target"]), f"{runs['lab7']['total']:.0f} s",
+             f"{runs['lab7']['final']:.2%}", ""],
+            ["quick", str(len(seeds)),
+             to_text(float(np.median(quick_to)), 1) if len(quick_to) == len(seeds) else "not all",
+             f"{np.median([r['total'] for r in quick]):.1f} s", f"{np.median(accs):.2%}",
+             "(medians)"]]  # fmt: skip
+    if runs["robust"] is not None:
+        r = runs["robust"]
+        source = "trained here" if trained_robust else "from the shipped model's record"
+        rows.append(["robust", "1", to_text(r["to_target"]), f"{r['total']:.0f} s",
+                     f"{r['final']:.2%}", f"({source})"])  # fmt: skip
+    print("\ntime to 99.0 % test accuracy, through the app's training engine")
+    common.table(["preset", "runs", "to 99 %", "training", "final test", ""], rows, left_last=True)
+    print()
+    print(f"quick, {len(seeds)} seeds ({', '.join(map(str, seeds))}):")
+    print(f"  test accuracy         {fmt(accs, digits=4)}; worst: seed {seeds[np.argmin(accs)]}")
+    print(f"  start to last batch   {fmt([r['last_batch'] for r in quick], 's')}")
+    print(f"  start to result       {fmt([r['total'] for r in quick], 's')}")
+    ends = [r["total"] - r["last_batch"] for r in quick]
+    print(f"  last batch to result  {fmt(ends, 's')} (validation, checkpoint, record)")
+    median_last = float(np.median([r["last_batch"] for r in quick]))
+    print(
+        f"  targets: median >= 99.0 %: {common.verdict(float(np.median(accs)) >= TARGET)}; "
+        f"start to last batch <= {QUICK_TARGET_S:.0f} s: "
+        f"{common.verdict(median_last <= QUICK_TARGET_S)}"
+    )
+    print(
+        "  test accuracy within the epoch (seed 7, plain fit, training seconds): "
+        + ", ".join(f"{f:.0%} {a:.4f} at {t:.1f} s" for f, t, a in runs["crossing"])
+    )
+
+
 def main() -> None:
     parser = common.ArgumentParser(__doc__, seeds=1, train_size=3000, test_size=500, lab_epochs=1)
     parser.add_argument("--seeds", type=int, default=5, help="quick-preset seeds (default 5)")
@@ -162,87 +236,9 @@ def main() -> None:
     parser.add_argument("--train-robust", action="store_true")
     args = parser.parse_args()
     common.header(__doc__)
-
-    from mnist_demo.data import load_mnist
-    from mnist_demo.training import QUICK_DEMO, TrainConfig
-
-    data = load_mnist()
-    sizes = {"train_size": args.train_size, "test_size": args.test_size}
-    lab = TrainConfig(preset="lab7", epochs=args.lab_epochs, **sizes)
-    quick = replace(QUICK_DEMO, **sizes)
-    robust = TrainConfig(preset="robust", epochs=25, **sizes)
-    seeds = [LAB_SEED + i for i in range(args.seeds)]
     print(f"{args.train_size:,} training images, validation on {args.test_size:,} test images\n")
-
-    rows: list[tuple[str, dict]] = []
-    with tempfile.TemporaryDirectory(prefix="digit-lab-99-") as tmp:
-        # untimed warm-up: TensorFlow's thread pools and oneDNN kernels
-        engine_run(replace(quick, train_size=1000, test_size=200), data, Path(tmp) / "warm")
-        quick_runs = []
-        for seed in seeds:
-            r = engine_run(replace(quick, seed=seed), data, Path(tmp) / f"quick-{seed}")
-            quick_runs.append(r)
-            print(
-                f"quick seed {seed}: last batch at {r['last_batch']:.2f} s, result recorded at "
-                f"{r['total']:.2f} s, test accuracy {r['final']:.4f} "
-                f"({r['misclassified']} misclassified)",
-                flush=True,
-            )
-        lab_run = engine_run(lab, data, Path(tmp) / "lab7")
-        print(
-            "lab7: test accuracy by epoch "
-            + ", ".join(
-                f"{a:.4f}@{t:.0f}s"
-                for t, a in zip(lab_run["epoch_times"], lab_run["accuracies"], strict=True)
-            ),
-            flush=True,
-        )
-        rows.append(("lab7", lab_run))
-        robust_run = (
-            engine_run(robust, data, Path(tmp) / "robust")
-            if args.train_robust
-            else recorded(config.ROBUST_MODEL_PATH)
-        )
-        points = crossing(quick, data)
-
-    accs = [r["final"] for r in quick_runs]
-    worst = int(np.argmin(accs))
-    print("\ntime to 99.0 % test accuracy, through the app's training engine")
-    print(f"{'preset':8s} {'runs':>5s} {'to 99 %':>10s} {'training':>10s} {'final test':>11s}")
-    for name, r in rows:
-        to = f"{r['to_target']:.0f} s" if r["to_target"] is not None else "never"
-        print(f"{name:8s} {1:5d} {to:>10s} {r['total']:8.0f} s {r['final']:10.2%}")
-    quick_to = [r["to_target"] for r in quick_runs if r["to_target"] is not None]
-    print(
-        f"{'quick':8s} {len(seeds):5d} "
-        f"{(f'{np.median(quick_to):.1f} s' if len(quick_to) == len(seeds) else 'not all'):>10s} "
-        f"{np.median([r['total'] for r in quick_runs]):8.1f} s {np.median(accs):10.2%}"
-        "   (medians)"
-    )
-    if robust_run is not None:
-        source = "trained here" if args.train_robust else "from the shipped model's record"
-        to = f"{robust_run['to_target']:.0f} s" if robust_run["to_target"] is not None else "never"
-        print(
-            f"{'robust':8s} {1:5d} {to:>10s} {robust_run['total']:8.0f} s "
-            f"{robust_run['final']:10.2%}   ({source})"
-        )
-    print()
-    print(f"quick, {len(seeds)} seeds ({', '.join(map(str, seeds))}):")
-    print(f"  test accuracy         {fmt(accs, digits=4)}; worst: seed {seeds[worst]}")
-    print(f"  start to last batch   {fmt([r['last_batch'] for r in quick_runs], 's')}")
-    print(f"  start to result       {fmt([r['total'] for r in quick_runs], 's')}")
-    ends = [r["total"] - r["last_batch"] for r in quick_runs]
-    print(f"  last batch to result  {fmt(ends, 's')} (validation, checkpoint, record)")
-    median_last = float(np.median([r["last_batch"] for r in quick_runs]))
-    print(
-        f"  targets: median >= 99.0 %: {common.verdict(float(np.median(accs)) >= TARGET)}; "
-        f"start to last batch <= {QUICK_TARGET_S:.0f} s: "
-        f"{common.verdict(median_last <= QUICK_TARGET_S)}"
-    )
-    print(
-        "  test accuracy within the epoch (seed 7, plain fit, training seconds): "
-        + ", ".join(f"{f:.0%} {a:.4f} at {t:.1f} s" for f, t, a in points)
-    )
+    seeds = [LAB_SEED + i for i in range(args.seeds)]
+    report(run_all(args, seeds), seeds, args.train_robust)
 
 
 if __name__ == "__main__":
