@@ -49,7 +49,7 @@ from common import fmt, percentile, spread, verdict
 
 from mnist_demo.classroom import TOKEN_COOKIE
 from mnist_demo.preprocess import CANVAS_SIZE
-from tools.app_server import AppServer, launch_chromium
+from tools.app_server import AppServer
 
 TARGET_P95_S = 2.0
 SETTLE_S = 0.5  # after the students' page loads, before the sends
@@ -196,8 +196,7 @@ def split_sends(rec: wire.Recording, n: int) -> list[tuple[bytes, bytes]]:
 async def open_wall(browser, server: AppServer):
     """The projector: the instructor's Chromium on /class, tiles stamped from now on."""
     timeout_ms = wire.TIMEOUT_S * 1000
-    context = await browser.new_context(viewport=common.VIEWPORT)
-    page = await context.new_page()
+    context, page = await common.new_page(browser)
     # The instructor link, then the Class page, as tests/e2e/test_train_e2e.py opens it
     # (a first visit to a fresh server straight at /class gets a "Page not found" dialog).
     await page.goto(server.instructor_url, timeout=timeout_ms)
@@ -323,12 +322,9 @@ def figures(students: list[Student], run: dict, rows: list[tuple[int, int, str]]
 
 
 async def main_async(args) -> None:
-    from playwright.async_api import async_playwright
-
     runs = []
     with common.app_server("digit-lab-class-send-") as server:
-        async with async_playwright() as p:
-            browser = await launch_chromium(p)
+        async with common.chromium() as browser:
             wall = asyncio.create_task(open_wall(browser, server))  # while the recording runs
             try:
                 t = time.monotonic()
@@ -349,7 +345,6 @@ async def main_async(args) -> None:
                     )
             finally:
                 wall.cancel()
-                await browser.close()
         rows = stored(server.home)  # the table at the end
         log_tail = server.log_tail(4000)
     report(

@@ -37,10 +37,9 @@ from collections import Counter
 from pathlib import Path
 
 import common
-from common import VIEWPORT, app_server, fmt, percentile, spread, verdict
+from common import app_server, fmt, percentile, spread, verdict
 
 from mnist_demo.preprocess import CANVAS_SIZE
-from tools.app_server import launch_chromium
 
 TARGET_P95_S = 1.0
 TARGET_RSS_BYTES = 2 * 2**30
@@ -153,8 +152,7 @@ async def wait_js(page, js: str, timeout_ms: int) -> None:
 
 
 async def open_draw(browser, url: str) -> tuple:
-    context = await browser.new_context(viewport=VIEWPORT)
-    page = await context.new_page()
+    context, page = await common.new_page(browser)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     t = time.monotonic()
@@ -242,8 +240,7 @@ async def student(browser, url: str, i: int, go: asyncio.Event, ready: list) -> 
 async def watcher(browser, url: str, go: asyncio.Event) -> dict:
     await go.wait()
     out: dict = {"load_s": None, "error": None, "st_exceptions": 0, "js_errors": []}
-    context = await browser.new_context(viewport=VIEWPORT)
-    page = await context.new_page()
+    context, page = await common.new_page(browser)
     page.on("pageerror", lambda e: out["js_errors"].append(str(e)))
     t = time.monotonic()
     try:
@@ -260,8 +257,7 @@ async def watcher(browser, url: str, go: asyncio.Event) -> dict:
 async def warm_up(browser, url: str) -> float:
     """The instructor's check before class: Home (evaluation cached), then one drawing."""
     t = time.monotonic()
-    context = await browser.new_context(viewport=VIEWPORT)
-    page = await context.new_page()
+    context, page = await common.new_page(browser)
     await page.goto(url + "/", timeout=LOAD_TIMEOUT_MS)
     await page.get_by_text("The answers").first.wait_for(timeout=LOAD_TIMEOUT_MS)
     await context.close()
@@ -273,8 +269,6 @@ async def warm_up(browser, url: str) -> float:
 
 
 async def classroom(args) -> None:
-    from playwright.async_api import async_playwright
-
     server_cpus = None
     if args.pin:
         # The server gets CPU 0 to itself; this process, the driver and Chromium (which
@@ -286,44 +280,39 @@ async def classroom(args) -> None:
     with app_server("digit-lab-classroom-", cpus=server_cpus) as server:
         sampler = RssSampler(server.pid)
         sampler.start()
-        async with async_playwright() as p:
-            browser = await launch_chromium(p)  # the async API: launch is a coroutine
-            try:
-                if not args.cold:
-                    warm_s = await warm_up(browser, server.url)
-                    print(f"warm-up (Home, then one drawing): {warm_s:.1f} s")
-                await asyncio.sleep(1.0)
-                rss_before = common.tree_rss_bytes(server.pid)
-                cpu = [common.cpu_now(server.pid)]
-                sampler.mark("during")
-                go, ready = asyncio.Event(), []
-                t0 = time.monotonic()
-                students = [
-                    asyncio.create_task(student(browser, server.url, i, go, ready))
-                    for i in range(args.students)
-                ]
-                watchers = [
-                    asyncio.create_task(watcher(browser, server.url, go))
-                    for _ in range(args.watchers)
-                ]
-                while len(ready) < args.students:
-                    await asyncio.sleep(0.05)
-                loaded_s = time.monotonic() - t0
-                cpu.append(common.cpu_now(server.pid))
-                spy = start_profile(args.profile, server.pid)
-                go.set()
-                t_draw = time.monotonic()
-                results = await asyncio.gather(*students)
-                watched = await asyncio.gather(*watchers)
-                class_s = time.monotonic() - t_draw
-                cpu.append(common.cpu_now(server.pid))
-                stop_profile(spy, args.profile)
-                sampler.mark("closing")
-                for r in [*results, *watched]:
-                    if r.get("context"):
-                        await r.pop("context").close()
-            finally:
-                await browser.close()
+        async with common.chromium() as browser:
+            if not args.cold:
+                warm_s = await warm_up(browser, server.url)
+                print(f"warm-up (Home, then one drawing): {warm_s:.1f} s")
+            await asyncio.sleep(1.0)
+            rss_before = common.tree_rss_bytes(server.pid)
+            cpu = [common.cpu_now(server.pid)]
+            sampler.mark("during")
+            go, ready = asyncio.Event(), []
+            t0 = time.monotonic()
+            students = [
+                asyncio.create_task(student(browser, server.url, i, go, ready))
+                for i in range(args.students)
+            ]
+            watchers = [
+                asyncio.create_task(watcher(browser, server.url, go)) for _ in range(args.watchers)
+            ]
+            while len(ready) < args.students:
+                await asyncio.sleep(0.05)
+            loaded_s = time.monotonic() - t0
+            cpu.append(common.cpu_now(server.pid))
+            spy = start_profile(args.profile, server.pid)
+            go.set()
+            t_draw = time.monotonic()
+            results = await asyncio.gather(*students)
+            watched = await asyncio.gather(*watchers)
+            class_s = time.monotonic() - t_draw
+            cpu.append(common.cpu_now(server.pid))
+            stop_profile(spy, args.profile)
+            sampler.mark("closing")
+            for r in [*results, *watched]:
+                if r.get("context"):
+                    await r.pop("context").close()
         await asyncio.sleep(2.0)
         sampler.mark("after")
         await asyncio.sleep(1.0)

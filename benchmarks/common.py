@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +235,7 @@ def cpu_now(server_pid: int) -> tuple[float, float]:
 
 from tools.app_server import (  # noqa: E402  (after the sys.path line above)
     AppServer,
+    launch_chromium,
 )
 
 
@@ -249,6 +250,25 @@ def app_server(
             yield server.start(wait_healthy)
         finally:
             server.stop()
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator:
+    """Debian's Chromium through Playwright's async API, closed afterwards."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await launch_chromium(p)  # the async API: launch is a coroutine
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def new_page(browser) -> tuple:  # type: ignore[no-untyped-def]
+    """(context, page): a fresh browser session at the benchmarks' viewport."""
+    context = await browser.new_context(viewport=VIEWPORT)
+    return context, await context.new_page()
 
 
 if __name__ == "__main__":

@@ -48,8 +48,6 @@ from urllib.parse import urlsplit
 
 import common
 
-from tools.app_server import launch_chromium
-
 TIMEOUT_S = 120
 STREAM_PATH = "/_stcore/stream"
 SUBPROTOCOL = "streamlit"
@@ -160,25 +158,18 @@ async def record(
     """Open url+path in Chromium, `await ready(page)`, then `await act(page)`, recording
     the frames sent from the start and the HTTP requests made during `act`; then check
     that a light client can replay the page load (`check_live`)."""
-    from playwright.async_api import async_playwright
-
     check_protocol()
-    async with async_playwright() as p:
-        browser = await launch_chromium(p)
-        try:
-            context = await browser.new_context(viewport=common.VIEWPORT)
-            page = await context.new_page()
-            cdp = await context.new_cdp_session(page)
-            handshakes, frames, fetched = [], [], []
-            cdp.on("Network.webSocketWillSendHandshakeRequest", lambda e: handshakes.append(e))
-            cdp.on("Network.webSocketFrameSent", lambda e: frames.append(e["response"]))
-            await cdp.send("Network.enable")
-            await page.goto(url + path, timeout=TIMEOUT_S * 1000)
-            await ready(page)
-            page.on("request", lambda r: fetched.append(urlsplit(r.url).path))
-            await act(page)
-        finally:
-            await browser.close()
+    async with common.chromium() as browser:
+        context, page = await common.new_page(browser)
+        cdp = await context.new_cdp_session(page)
+        handshakes, frames, fetched = [], [], []
+        cdp.on("Network.webSocketWillSendHandshakeRequest", lambda e: handshakes.append(e))
+        cdp.on("Network.webSocketFrameSent", lambda e: frames.append(e["response"]))
+        await cdp.send("Network.enable")
+        await page.goto(url + path, timeout=TIMEOUT_S * 1000)
+        await ready(page)
+        page.on("request", lambda r: fetched.append(urlsplit(r.url).path))
+        await act(page)
     binary = [base64.b64decode(f["payloadData"]) for f in frames if f["opcode"] == 2]
     if not handshakes or not binary:
         raise SystemExit(f"could not record {path}: {len(binary)} frames sent")
