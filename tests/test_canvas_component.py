@@ -1,6 +1,6 @@
 """What the Draw page's canvas fix relies on, in streamlit-drawable-canvas and Streamlit.
 
-pages/draw.py adopts CANVAS_TOOLBAR_CSS into the canvas's shadow root: it moves the
+mnist_demo/ui/canvas.py adopts CANVAS_TOOLBAR_CSS into the canvas's shadow root: it moves the
 component's toolbar, which 0.13.0 hides over the canvas's top-right strip (where it
 swallowed strokes), into a row of its own above the canvas. The rules target the
 component's private class names and undo its private layout, so an upgrade of either
@@ -21,6 +21,7 @@ import pytest
 import streamlit
 
 ROOT = Path(__file__).resolve().parents[1]
+CANVAS_WIDGET = ROOT / "mnist_demo" / "ui" / "canvas.py"
 # Found, not imported: importing it registers a component, which needs a running app.
 PACKAGE = Path(importlib.util.find_spec("streamlit_drawable_canvas").origin).parent
 BUILD = PACKAGE / "frontend" / "build"
@@ -54,14 +55,14 @@ def build_js() -> str:
 
 
 def override_css() -> str:
-    """CANVAS_TOOLBAR_CSS from pages/draw.py, read without running the page."""
-    tree = ast.parse((ROOT / "pages" / "draw.py").read_text())
+    """CANVAS_TOOLBAR_CSS from the canvas widget, read without running a page."""
+    tree = ast.parse(CANVAS_WIDGET.read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "CANVAS_TOOLBAR_CSS" for t in node.targets
         ):
             return ast.literal_eval(node.value)
-    raise AssertionError("pages/draw.py has no CANVAS_TOOLBAR_CSS")
+    raise AssertionError(f"{CANVAS_WIDGET} has no CANVAS_TOOLBAR_CSS")
 
 
 def test_the_pinned_canvas_version_is_the_one_installed():
@@ -119,5 +120,5 @@ def test_the_canvas_renders_in_an_open_shadow_root_where_the_page_adopts_the_rul
     frontend = bidi.read_text()
     assert "stBidiComponentIsolated" in frontend
     assert "attachShadow({mode:`open`})" in frontend
-    draw = (ROOT / "pages" / "draw.py").read_text()
-    assert '[data-testid="stBidiComponentIsolated"]' in draw
+    widget = CANVAS_WIDGET.read_text()
+    assert '[data-testid="stBidiComponentIsolated"]' in widget
