@@ -1,10 +1,15 @@
 """The class's own digits: drawings students send from the Draw page, kept as a dataset.
 
-Each drawing is a row in the run registry's SQLite file (so every app server sharing
-that file sees the same class set, and a restart loses nothing): the 28x28 the model
-saw (784 bytes), a small PNG of the canvas, the digit the student *meant*, the model's
-answer and confidence, the time and an anonymous per-session tag. A row and its images
-are written in one transaction: a drawing is stored whole or not at all.
+Each drawing is a row in the store (so every app server sharing it sees the same class
+set, and a restart loses nothing): the 28x28 the model saw (784 bytes), a small PNG of
+the canvas, the digit the student *meant*, the model's answer and confidence, the time
+and an anonymous per-session tag. A row and its images are written in one transaction:
+a drawing is stored whole or not at all.
+
+Each drawing is also kept as files beside the database, written atomically in the same
+step (`<home>/class/<set>/<id>.json`, its record with the 28x28, and `<id>.png`, the
+canvas), as is each set (`set.json`): a damaged database loses no drawing, recovery
+re-imports them (`restore_from_files`), as it does runs from their run.json.
 
 A class set is a run of lessons' drawings. "Start a new class set" archives the current
 one (never deletes it). Every change bumps a version counter, which is what cached
@@ -17,51 +22,39 @@ drawing back, only the instructor hides, deletes, or starts a new set.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
-import sqlite3
+import json
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from mnist_demo import config
 from mnist_demo.classroom import Action, Role, require
 from mnist_demo.data import IMAGE_SIZE, NUM_CLASSES, to_unit_pixels
 from mnist_demo.errors import DigitLabError
+from mnist_demo.store import (
+    Store,
+    StoreError,
+    atomic_write,
+    class_sets,
+    drawings,
+    settings,
+)
 
 SENDS_PER_MINUTE = 12  # per session: a student draws a digit in a few seconds at best
 HELD_OUT_BUCKETS = 5  # one session in five is held out of fine-tuning (see held_out)
 _VERSION_KEY = "class_set_version"
-_CURRENT_SET_SQL = "SELECT id FROM class_sets WHERE archived_at IS NULL ORDER BY id DESC LIMIT 1"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS class_sets (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at REAL NOT NULL,
-    archived_at REAL
-);
-CREATE TABLE IF NOT EXISTS drawings (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    set_id INTEGER NOT NULL REFERENCES class_sets(id),
-    created_at REAL NOT NULL,
-    session TEXT NOT NULL,
-    label INTEGER NOT NULL CHECK (label BETWEEN 0 AND 9),
-    predicted INTEGER,
-    confidence REAL,
-    model TEXT,
-    digest TEXT NOT NULL,
-    image BLOB NOT NULL,
-    canvas_png BLOB,
-    hidden INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (set_id, digest)
-);
-CREATE INDEX IF NOT EXISTS drawings_by_session ON drawings (set_id, session, created_at);
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT);
-"""
+FILES_KEY = "class_files"  # setting: "1" once every drawing has its files (see __init__)
+CLASS_DIR = "class"  # in the data home: <set id>/set.json, <drawing id>.json and .png
+SET_FILE = "set.json"
 
 
 class ClassSetError(DigitLabError):
@@ -145,118 +138,229 @@ def held_out(session: str) -> bool:
 
 
 class ClassSet:
-    """The class's drawings in the registry's SQLite file. Connections per call, so any
-    thread (thirty students' sessions) may use one object."""
+    """The class's drawings in the store. Any thread (thirty students' sessions) may use
+    one object; any number of processes may share the store."""
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = Path(path) if path else config.registry_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=30)) as con:
-            # Write-ahead logging: thirty sends at once queue on one write lock, and
-            # readers (the wall) no longer wait for writers. Measured: 30 simultaneous
-            # adds 1.87 s -> 0.35 s; the wall's p95 1.63 -> 0.78 s (class_send.py). The
-            # setting is kept in the file, for the run registry that shares it too.
-            con.execute("PRAGMA journal_mode=WAL")
-        with self._transaction() as con:
-            con.executescript(_SCHEMA)
+    def __init__(self, store: Store | Path | str | None = None) -> None:
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.path = self.store.path  # the SQLite file (None on PostgreSQL)
+        self.files_dir = self.store.home / CLASS_DIR
+        self._ensure_files()
+
+    # --- the files beside the database ---------------------------------------------------
+
+    def _ensure_files(self) -> None:
+        """A registry from before drawings had files keeps them only in the database:
+        write every set's and drawing's files once (then mark it done). On a read-only
+        or full data home this waits for a later open; reading works meanwhile."""
+        try:
+            if self.store.setting(FILES_KEY) == "1":
+                return
+            with self.store.read() as con:
+                set_rows = con.execute(sa.select(class_sets)).fetchall()
+                drawing_ids = con.execute(sa.select(drawings.c.id)).scalars().all()
+            for s in set_rows:
+                self._write_set_file(s._mapping)
+            for drawing_id in drawing_ids:  # one at a time: a large set fits in memory
+                with self.store.read() as con:
+                    row = con.execute(
+                        sa.select(drawings).where(drawings.c.id == drawing_id)
+                    ).first()
+                if row is not None:
+                    self._write_drawing_files(row._mapping)
+            self.store.set_setting(FILES_KEY, "1")
+        except StoreError:
+            pass
+
+    def set_dir(self, set_id: int) -> Path:
+        return self.files_dir / str(int(set_id))
+
+    def _write_set_file(self, row: Any) -> None:
+        record = {k: row[k] for k in ("id", "created_at", "archived_at")}
+        atomic_write(self.set_dir(row["id"]) / SET_FILE, json.dumps(record))
+
+    def _drawing_files(self, set_id: int, drawing_id: int) -> tuple[Path, Path]:
+        folder = self.set_dir(set_id)
+        return folder / f"{int(drawing_id)}.json", folder / f"{int(drawing_id)}.png"
+
+    def _write_drawing_files(self, row: Any, written: list[Path] | None = None) -> None:
+        """The drawing's record (every column; the 28x28 in base64) and its canvas PNG.
+        `written` collects the files made, for the caller to remove should its
+        transaction fail."""
+        record_file, png_file = self._drawing_files(row["set_id"], row["id"])
+        record = {
+            k: row[k]
+            for k in (c.name for c in drawings.columns)
+            if k not in ("image", "canvas_png")
+        }
+        record["hidden"] = int(record["hidden"])
+        record["image"] = base64.b64encode(bytes(row["image"])).decode("ascii")
+        record["canvas_png"] = png_file.name if row["canvas_png"] is not None else None
+        if row["canvas_png"] is not None:
+            atomic_write(png_file, bytes(row["canvas_png"]))
+            if written is not None:
+                written.append(png_file)
+        atomic_write(record_file, json.dumps(record))
+        if written is not None:
+            written.append(record_file)
+
+    def _remove_drawing_files(self, set_id: int, drawing_id: int) -> None:
+        for path in self._drawing_files(set_id, drawing_id):
+            # The row is gone; a leftover file would come back only through recovery.
+            with suppress(OSError):
+                path.unlink(missing_ok=True)
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One connection, one transaction (BEGIN IMMEDIATE: writers queue instead of
-        failing), errors turned into messages a user can act on."""
+    def _writing(self) -> Iterator[tuple[Connection, list[Path]]]:
+        """A write transaction whose files are written inside it: should the files or
+        the commit fail, nothing is saved and the new files are removed again."""
+        written: list[Path] = []
         try:
-            with closing(sqlite3.connect(self.path, timeout=30)) as con:
-                con.row_factory = sqlite3.Row
-                con.execute("BEGIN IMMEDIATE")
-                try:
-                    yield con
-                except BaseException:
-                    con.rollback()
-                    raise
-                con.commit()
-        except sqlite3.IntegrityError:  # a refusal the caller words (a duplicate), not a
-            raise  # failure of the file: keep it out of the DatabaseError clause below
-        except sqlite3.OperationalError as e:
-            if "full" in str(e).lower():
-                raise ClassSetError(
-                    f"the disk holding {self.path} is full: free some space; nothing was saved"
-                ) from e
-            raise ClassSetError(f"the class set in {self.path} failed: {e}") from e
-        except sqlite3.DatabaseError as e:
-            raise ClassSetError(f"the class set in {self.path} is unreadable: {e}") from e
+            with self.store.write(lock=drawings) as con:
+                yield con, written
+        except BaseException:
+            for path in written:
+                with suppress(OSError):
+                    path.unlink(missing_ok=True)
+            raise
 
-    def salvage_from(self, old: Path) -> int:
-        """Copy the class sets and drawings that an unreadable registry file (moved aside
-        by recovery) still gives up; returns how many drawings came back (0 when the old
-        file is too damaged: it is kept aside either way)."""
-        try:
-            with closing(sqlite3.connect(self.path, timeout=30)) as con:
-                con.execute("ATTACH DATABASE ? AS old", (str(old),))
-                with con:
-                    con.execute("INSERT OR IGNORE INTO class_sets SELECT * FROM old.class_sets")
-                    cur = con.execute("INSERT OR IGNORE INTO drawings SELECT * FROM old.drawings")
-                    self._bump(con)
-                return max(cur.rowcount, 0)
-        except sqlite3.DatabaseError:
-            return 0
+    def restore_from_files(self) -> int:
+        """Re-import every set and drawing from the files beside the database (after
+        recovery moved a damaged one aside); rows already present are kept. Returns how
+        many drawings came back. An unreadable file is skipped, the others still count."""
+        restored = 0
+        with self.store.write(lock=drawings) as con:
+            known_sets = set(con.execute(sa.select(class_sets.c.id)).scalars())
+            known = set(con.execute(sa.select(drawings.c.id)).scalars())
+            digests = {
+                (s, d) for s, d in con.execute(sa.select(drawings.c.set_id, drawings.c.digest))
+            }
+            folders = [p for p in self.files_dir.glob("*") if p.name.isdigit() and p.is_dir()]
+            for folder in sorted(folders, key=lambda p: int(p.name)):
+                set_id = int(folder.name)
+                rows = []
+                for record_file in folder.glob("*.json"):
+                    if record_file.name == SET_FILE or not record_file.stem.isdigit():
+                        continue
+                    row = _read_drawing_file(record_file)
+                    if row is not None and row["set_id"] == set_id:
+                        rows.append(row)
+                if set_id not in known_sets:
+                    record = _read_json(folder / SET_FILE) or {}
+                    created = record.get("created_at")
+                    if not isinstance(created, int | float):
+                        created = min((r["created_at"] for r in rows), default=time.time())
+                    archived = record.get("archived_at")
+                    con.execute(
+                        sa.insert(class_sets).values(
+                            id=set_id,
+                            created_at=float(created),
+                            archived_at=archived if isinstance(archived, int | float) else None,
+                        )
+                    )
+                    known_sets.add(set_id)
+                for row in sorted(rows, key=lambda r: r["id"]):
+                    if row["id"] in known or (set_id, row["digest"]) in digests:
+                        continue
+                    con.execute(sa.insert(drawings).values(**row))
+                    known.add(row["id"])
+                    digests.add((set_id, row["digest"]))
+                    restored += 1
+            self._bump(con)
+            self.store.set_setting(FILES_KEY, "1", con)
+        return restored
 
     # --- the current set -------------------------------------------------------------
 
     def current_set(self) -> int:
         """The set drawings go to now. A plain read (the wall asks every second); only
         the very first call, with no set yet, takes the write lock to create one."""
-        with closing(sqlite3.connect(self.path, timeout=30)) as con:
-            row = con.execute(_CURRENT_SET_SQL).fetchone()
-        if row:
-            return int(row[0])
-        with self._transaction() as con:
-            return self._current_set(con)
+        found = self._current_set_or_none()
+        if found is not None:
+            return found
+        with self._writing() as (con, written):
+            return self._current_set(con, written)
 
-    def _current_set(self, con: sqlite3.Connection) -> int:
-        row = con.execute(_CURRENT_SET_SQL).fetchone()
-        if row:
-            return int(row["id"])
-        cur = con.execute("INSERT INTO class_sets (created_at) VALUES (?)", (time.time(),))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+    def _current_set_or_none(self) -> int | None:
+        with self.store.read() as con:
+            return con.execute(_CURRENT_SET).scalar_one_or_none()
+
+    def _reading_set(self, set_id: int | None) -> int:
+        """The set a read is about: the one asked for, or the current one. With no set
+        yet and a disk that refuses to make one, the set that would come next (empty):
+        a page that only reads keeps working."""
+        if set_id is not None:
+            return int(set_id)
+        try:
+            return self.current_set()
+        except StoreError:
+            found = self._current_set_or_none()
+            return found if found is not None else self._next_set_id_read()
+
+    def _next_set_id_read(self) -> int:
+        with self.store.read() as con:
+            return self._next_set_id(con)
+
+    def _next_set_id(self, con: Connection) -> int:
+        """Never the id of a set the table had, nor of one whose folder exists (a replaced
+        database must not let new drawings overwrite an old set's files)."""
+        highest = con.execute(sa.select(sa.func.max(class_sets.c.id))).scalar_one() or 0
+        folders = [int(p.name) for p in self.files_dir.glob("*") if p.name.isdigit()]
+        return max(highest, *folders, 0) + 1
+
+    def _current_set(self, con: Connection, written: list[Path]) -> int:
+        found = con.execute(_CURRENT_SET).scalar_one_or_none()
+        if found is not None:
+            return int(found)
+        return self._new_set(con, written)
+
+    def _new_set(self, con: Connection, written: list[Path]) -> int:
+        set_id = self._next_set_id(con)
+        values = {"id": set_id, "created_at": time.time(), "archived_at": None}
+        con.execute(sa.insert(class_sets).values(**values))
+        self._write_set_file(values)
+        written.append(self.set_dir(set_id) / SET_FILE)
+        return set_id
 
     def version(self) -> int:
         """Changes with every add, take-back, hide, delete and new set."""
-        with closing(sqlite3.connect(self.path, timeout=30)) as con:
-            row = con.execute("SELECT value FROM settings WHERE key = ?", (_VERSION_KEY,))
-            found = row.fetchone()
-        return int(found[0]) if found else 0
+        value = self.store.setting(_VERSION_KEY)
+        return int(value) if value else 0
 
-    @staticmethod
-    def _bump(con: sqlite3.Connection) -> None:
-        con.execute(
-            "INSERT INTO settings (key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE "
-            "SET value = CAST(value AS INTEGER) + 1",
-            (_VERSION_KEY,),
-        )
+    def _bump(self, con: Connection) -> None:
+        value = con.execute(
+            sa.select(settings.c.value).where(settings.c.key == _VERSION_KEY)
+        ).scalar_one_or_none()
+        self.store.set_setting(_VERSION_KEY, str(int(value or 0) + 1), con)
 
     def start_new_set(self, *, role: Role) -> int:
         """Archive the current set (kept, browsable, exportable) and start an empty one."""
         require(role, Action.MANAGE_CLASS_SET)
-        with self._transaction() as con:
-            current = self._current_set(con)
+        with self._writing() as (con, written):
+            current = self._current_set(con, written)
             con.execute(
-                "UPDATE class_sets SET archived_at = ? WHERE id = ?", (time.time(), current)
+                sa.update(class_sets)
+                .where(class_sets.c.id == current)
+                .values(archived_at=time.time())
             )
-            cur = con.execute("INSERT INTO class_sets (created_at) VALUES (?)", (time.time(),))
+            archived = con.execute(sa.select(class_sets).where(class_sets.c.id == current)).one()
+            self._write_set_file(archived._mapping)  # rewritten: an old copy is harmless
+            new = self._new_set(con, written)
             self._bump(con)
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+        return new
 
     def sets(self) -> list[dict[str, float | int | None]]:
         """Every set, newest first, with its number of drawings."""
-        with self._transaction() as con:
-            self._current_set(con)
-            rows = con.execute(
-                "SELECT s.id, s.created_at, s.archived_at, count(d.id) AS n FROM class_sets s "
-                "LEFT JOIN drawings d ON d.set_id = s.id GROUP BY s.id ORDER BY s.id DESC"
-            ).fetchall()
-        return [dict(r) for r in rows]
+        self._reading_set(None)
+        n = sa.func.count(drawings.c.id).label("n")
+        query = (
+            sa.select(class_sets.c.id, class_sets.c.created_at, class_sets.c.archived_at, n)
+            .select_from(class_sets.outerjoin(drawings, drawings.c.set_id == class_sets.c.id))
+            .group_by(class_sets.c.id)
+            .order_by(class_sets.c.id.desc())
+        )
+        with self.store.read() as con:
+            return [dict(r._mapping) for r in con.execute(query)]
 
     # --- sending and taking back -------------------------------------------------------
 
@@ -272,7 +376,8 @@ class ClassSet:
         canvas_png: bytes | None = None,
         now: float | None = None,
     ) -> Drawing:
-        """Store one drawing in the current set, or refuse it with a ClassSetError."""
+        """Store one drawing in the current set, or refuse it with a ClassSetError (a
+        full or read-only disk: a StoreWriteError, nothing saved)."""
         if isinstance(label, bool) or not isinstance(label, int | np.integer):
             raise ClassSetError(f"the digit meant must be a whole number 0-9, not {label!r}")
         if not 0 <= int(label) < NUM_CLASSES:
@@ -284,85 +389,103 @@ class ClassSet:
             raise ClassSetError("This drawing is blank: draw a digit first.")
         digest = hashlib.sha256(image.tobytes()).hexdigest()
         now = time.time() if now is None else now
-        with self._transaction() as con:
-            set_id = self._current_set(con)
-            recent = con.execute(
-                "SELECT count(*) FROM drawings WHERE session = ? AND created_at > ?",
-                (session, now - 60),
-            ).fetchone()[0]
-            if recent >= SENDS_PER_MINUTE:
-                raise TooManySendsError(
-                    f"Too many drawings sent: at most {SENDS_PER_MINUTE} a minute. "
-                    "Wait a moment and send again."
-                )
-            try:
-                cur = con.execute(
-                    "INSERT INTO drawings (set_id, created_at, session, label, predicted, "
-                    "confidence, model, digest, image, canvas_png) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        set_id,
-                        now,
-                        session,
-                        int(label),
-                        None if predicted is None else int(predicted),
-                        None if confidence is None else float(confidence),
-                        model,
-                        digest,
-                        image.tobytes(),
-                        canvas_png,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise DuplicateDrawingError(
-                    "This exact drawing is already in the class set: draw a new one."
-                ) from None
-            self._bump(con)
-            assert cur.lastrowid is not None
-            drawing_id = cur.lastrowid
-        return self.get(drawing_id)
+        try:
+            with self._writing() as (con, written):
+                set_id = self._current_set(con, written)
+                recent = con.execute(
+                    sa.select(sa.func.count())
+                    .select_from(drawings)
+                    .where(drawings.c.session == session, drawings.c.created_at > now - 60)
+                ).scalar_one()
+                if recent >= SENDS_PER_MINUTE:
+                    raise TooManySendsError(
+                        f"Too many drawings sent: at most {SENDS_PER_MINUTE} a minute. "
+                        "Wait a moment and send again."
+                    )
+                if con.execute(
+                    sa.select(drawings.c.id).where(
+                        drawings.c.set_id == set_id, drawings.c.digest == digest
+                    )
+                ).first():
+                    raise _duplicate()
+                drawing_id = con.execute(
+                    sa.insert(drawings).values(
+                        set_id=set_id,
+                        created_at=now,
+                        session=session,
+                        label=int(label),
+                        predicted=None if predicted is None else int(predicted),
+                        confidence=None if confidence is None else float(confidence),
+                        model=model,
+                        digest=digest,
+                        image=image.tobytes(),
+                        canvas_png=canvas_png,
+                        hidden=0,
+                    )
+                ).inserted_primary_key
+                assert drawing_id is not None
+                row = con.execute(sa.select(drawings).where(drawings.c.id == drawing_id[0])).one()
+                self._write_drawing_files(row._mapping, written)
+                self._bump(con)
+        except sa.exc.IntegrityError:  # the same drawing sent twice at the same moment
+            raise _duplicate() from None
+        drawing = _row_to_drawing(row._mapping)
+        assert drawing is not None
+        return drawing
 
     def take_back(self, session: str) -> int:
         """Delete this session's newest drawing in the current set (only its own); returns
         its id."""
-        with self._transaction() as con:
-            set_id = self._current_set(con)
-            row = con.execute(
-                "SELECT * FROM drawings WHERE set_id = ? AND session = ? ORDER BY id DESC LIMIT 1",
-                (set_id, session),
-            ).fetchone()
-            if row is None:
+        with self._writing() as (con, written):
+            set_id = self._current_set(con, written)
+            drawing_id = con.execute(
+                sa.select(drawings.c.id)
+                .where(drawings.c.set_id == set_id, drawings.c.session == session)
+                .order_by(drawings.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if drawing_id is None:
                 raise ClassSetError("You have no drawing in the class set to take back.")
-            con.execute("DELETE FROM drawings WHERE id = ?", (row["id"],))
+            con.execute(sa.delete(drawings).where(drawings.c.id == drawing_id))
             self._bump(con)
-        return row["id"]
+        self._remove_drawing_files(set_id, drawing_id)
+        return int(drawing_id)
 
     # --- the instructor's tools --------------------------------------------------------
 
     def set_hidden(self, drawing_id: int, hidden: bool, *, role: Role) -> None:
         require(role, Action.MANAGE_CLASS_SET)
-        with self._transaction() as con:
-            cur = con.execute(
-                "UPDATE drawings SET hidden = ? WHERE id = ?", (int(hidden), int(drawing_id))
-            )
-            if cur.rowcount == 0:
+        with self._writing() as (con, _):
+            changed = con.execute(
+                sa.update(drawings)
+                .where(drawings.c.id == int(drawing_id))
+                .values(hidden=int(hidden))
+            ).rowcount
+            if changed == 0:
                 raise ClassSetError(f"no drawing with id {drawing_id}")
+            row = con.execute(sa.select(drawings).where(drawings.c.id == int(drawing_id))).one()
             self._bump(con)
+            # Last, so that a failure before leaves the file as it was.
+            self._write_drawing_files(row._mapping)
 
     def delete(self, drawing_id: int, *, role: Role) -> None:
         require(role, Action.MANAGE_CLASS_SET)
-        with self._transaction() as con:
-            cur = con.execute("DELETE FROM drawings WHERE id = ?", (int(drawing_id),))
-            if cur.rowcount == 0:
+        with self._writing() as (con, _):
+            set_id = con.execute(
+                sa.select(drawings.c.set_id).where(drawings.c.id == int(drawing_id))
+            ).scalar_one_or_none()
+            if set_id is None:
                 raise ClassSetError(f"no drawing with id {drawing_id}")
+            con.execute(sa.delete(drawings).where(drawings.c.id == int(drawing_id)))
             self._bump(con)
+        self._remove_drawing_files(set_id, drawing_id)
 
     # --- reading -------------------------------------------------------------------------
 
     def get(self, drawing_id: int) -> Drawing:
-        with closing(sqlite3.connect(self.path, timeout=30)) as con:
-            con.row_factory = sqlite3.Row
-            row = con.execute("SELECT * FROM drawings WHERE id = ?", (int(drawing_id),)).fetchone()
-        drawing = _row_to_drawing(row) if row is not None else None
+        with self.store.read() as con:
+            row = con.execute(sa.select(drawings).where(drawings.c.id == int(drawing_id))).first()
+        drawing = _row_to_drawing(row._mapping) if row is not None else None
         if drawing is None:
             raise ClassSetError(f"no readable drawing with id {drawing_id}")
         return drawing
@@ -379,61 +502,61 @@ class ClassSet:
         """The wall: the newest drawings of a set (default: the current one), filtered."""
         if outcome not in ("all", "right", "wrong"):
             raise ValueError(f"outcome must be all, right or wrong, not {outcome!r}")
-        where, params = ["set_id = ?"], [set_id if set_id is not None else self.current_set()]
+        query = sa.select(drawings).where(drawings.c.set_id == self._reading_set(set_id))
         if not include_hidden:
-            where.append("hidden = 0")
+            query = query.where(drawings.c.hidden == 0)
         if label is not None:
-            where.append("label = ?")
-            params.append(int(label))
+            query = query.where(drawings.c.label == int(label))
         if outcome == "right":
-            where.append("predicted = label")
+            query = query.where(drawings.c.predicted == drawings.c.label)
         elif outcome == "wrong":
-            where.append("(predicted IS NULL OR predicted != label)")
-        sql = f"SELECT * FROM drawings WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
-        with closing(sqlite3.connect(self.path, timeout=30)) as con:
-            con.row_factory = sqlite3.Row
-            rows = con.execute(sql, (*params, int(limit))).fetchall()
-        drawings = (_row_to_drawing(r) for r in rows)
-        return [d for d in drawings if d is not None]  # an unreadable row is left out
+            query = query.where(
+                sa.or_(drawings.c.predicted.is_(None), drawings.c.predicted != drawings.c.label)
+            )
+        with self.store.read() as con:
+            rows = con.execute(query.order_by(drawings.c.id.desc()).limit(int(limit))).fetchall()
+        found = (_row_to_drawing(r._mapping) for r in rows)
+        return [d for d in found if d is not None]  # an unreadable row is left out
 
     def count(self, set_id: int | None = None) -> int:
         """Visible drawings in a set (default: the current one), without reading images."""
-        chosen = set_id if set_id is not None else self.current_set()
-        with closing(sqlite3.connect(self.path, timeout=30)) as con:
-            row = con.execute(
-                "SELECT count(*) FROM drawings WHERE set_id = ? AND hidden = 0", (chosen,)
-            ).fetchone()
-        return int(row[0])
+        chosen = self._reading_set(set_id)
+        with self.store.read() as con:
+            return int(
+                con.execute(
+                    sa.select(sa.func.count())
+                    .select_from(drawings)
+                    .where(drawings.c.set_id == chosen, drawings.c.hidden == 0)
+                ).scalar_one()
+            )
 
     def snapshot(self, set_id: int | None = None) -> Snapshot:
         """Every visible drawing of a set as arrays: what evaluation, export and
         fine-tuning use, so a set that changes meanwhile cannot change their input. A row
         whose image is unreadable is skipped and counted, never fatal."""
-        chosen = set_id if set_id is not None else self.current_set()
-        with closing(sqlite3.connect(self.path, timeout=30)) as con:
-            con.row_factory = sqlite3.Row
-            con.execute("BEGIN")  # one consistent read of rows and version
-            version_row = con.execute(
-                "SELECT value FROM settings WHERE key = ?", (_VERSION_KEY,)
-            ).fetchone()
+        chosen = self._reading_set(set_id)
+        with self.store.read() as con:  # one consistent read of rows and version
+            version = con.execute(
+                sa.select(settings.c.value).where(settings.c.key == _VERSION_KEY)
+            ).scalar_one_or_none()
             rows = con.execute(
-                "SELECT id, label, session, image FROM drawings "
-                "WHERE set_id = ? AND hidden = 0 ORDER BY id",
-                (chosen,),
+                sa.select(drawings.c.id, drawings.c.label, drawings.c.session, drawings.c.image)
+                .where(drawings.c.set_id == chosen, drawings.c.hidden == 0)
+                .order_by(drawings.c.id)
             ).fetchall()
         ids, images, labels, sessions, skipped = [], [], [], [], 0
         for row in rows:
-            image = np.frombuffer(row["image"], dtype=np.uint8)
-            if image.size != IMAGE_SIZE * IMAGE_SIZE or not 0 <= row["label"] < NUM_CLASSES:
+            image = np.frombuffer(row.image, dtype=np.uint8)
+            if image.size != IMAGE_SIZE * IMAGE_SIZE or not 0 <= row.label < NUM_CLASSES:
                 skipped += 1
                 continue
-            ids.append(row["id"])
+            ids.append(row.id)
             images.append(image.reshape(IMAGE_SIZE, IMAGE_SIZE))
-            labels.append(row["label"])
-            sessions.append(row["session"])
+            labels.append(row.label)
+            sessions.append(row.session)
         return Snapshot(
             set_id=chosen,
-            version=int(version_row[0]) if version_row else 0,
+            version=int(version) if version else 0,
             ids=np.array(ids, dtype=np.int64),
             images=np.stack(images) if images else np.zeros((0, 28, 28), np.uint8),
             labels=np.array(labels, dtype=np.int64),
@@ -449,7 +572,19 @@ class ClassSet:
         return out.getvalue()
 
 
-def _row_to_drawing(row: sqlite3.Row) -> Drawing | None:
+_CURRENT_SET = (
+    sa.select(class_sets.c.id)
+    .where(class_sets.c.archived_at.is_(None))
+    .order_by(class_sets.c.id.desc())
+    .limit(1)
+)
+
+
+def _duplicate() -> DuplicateDrawingError:
+    return DuplicateDrawingError("This exact drawing is already in the class set: draw a new one.")
+
+
+def _row_to_drawing(row: Any) -> Drawing | None:
     """None for a row whose image bytes are not a 28x28 picture (a damaged row)."""
     if len(row["image"]) != IMAGE_SIZE * IMAGE_SIZE:
         return None
@@ -466,3 +601,44 @@ def _row_to_drawing(row: sqlite3.Row) -> Drawing | None:
         canvas_png=row["canvas_png"],
         hidden=bool(row["hidden"]),
     )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_drawing_file(path: Path) -> dict[str, Any] | None:
+    """A drawing's row from its record file (and its PNG beside it); None when the file
+    is unreadable, incomplete or its image is not a 28x28."""
+    record = _read_json(path)
+    try:
+        assert record is not None
+        image = base64.b64decode(record["image"], validate=True)
+        if len(image) != IMAGE_SIZE * IMAGE_SIZE or not 0 <= int(record["label"]) < NUM_CLASSES:
+            return None
+        png = None
+        if record.get("canvas_png"):
+            try:
+                png = (path.parent / f"{path.stem}.png").read_bytes()
+            except OSError:
+                png = None  # the wall shows the 28x28 instead
+        return {
+            "id": int(record["id"]),
+            "set_id": int(record["set_id"]),
+            "created_at": float(record["created_at"]),
+            "session": str(record["session"]),
+            "label": int(record["label"]),
+            "predicted": None if record["predicted"] is None else int(record["predicted"]),
+            "confidence": None if record["confidence"] is None else float(record["confidence"]),
+            "model": record["model"],
+            "digest": str(record["digest"]),
+            "image": image,
+            "canvas_png": png,
+            "hidden": int(record["hidden"]),
+        }
+    except (AssertionError, KeyError, TypeError, ValueError):
+        return None

@@ -1,11 +1,16 @@
-"""The class set: drawings stored whole in SQLite, refused with reasons, taken back,
-archived, exported, split for fine-tuning, and safe under thirty students at once."""
+"""The class set: drawings stored whole in the store and as files beside it, refused with
+reasons, taken back, archived, exported, restored from their files, split for
+fine-tuning, and safe under thirty students at once."""
 
 from __future__ import annotations
 
+import base64
+import errno
 import io
+import json
 import sqlite3
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +24,7 @@ from mnist_demo.class_set import (
     held_out,
 )
 from mnist_demo.classroom import PermissionDeniedError, Role
+from mnist_demo.store import StoreWriteError
 
 
 @pytest.fixture
@@ -201,28 +207,114 @@ def test_thirty_students_sending_at_once_lose_and_duplicate_nothing(store):
     assert sorted(snap.sessions) == sorted(f"student-{i}" for i in range(30))
 
 
-def test_a_full_disk_is_a_clear_error(store, monkeypatch):
-    real_connect = sqlite3.connect
+def test_a_full_disk_is_a_clear_error_and_saves_nothing(store, monkeypatch):
+    """The drawing's files are written inside its transaction: a disk that refuses them
+    leaves neither a row nor a file, and says so."""
+    real_write = Path.write_text
 
-    class FullDisk:
-        def __init__(self, con):
-            self.con = con
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
 
-        def execute(self, sql, *args):
-            if sql.startswith("INSERT INTO drawings"):
-                raise sqlite3.OperationalError("database or disk is full")
-            return self.con.execute(sql, *args)
+    kept = store.add(digit(1), 1, session="a")
+    version = store.version()
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(StoreWriteError, match=r"disk .* is full.*nothing was saved"):
+        store.add(digit(2), 2, session="a", canvas_png=b"\x89PNG a canvas")
+    monkeypatch.setattr(Path, "write_text", real_write)
+    assert list(store.snapshot().ids) == [kept.id] and store.version() == version
+    assert sorted(p.name for p in (store.files_dir / str(kept.set_id)).iterdir()) == [
+        f"{kept.id}.json",
+        "set.json",
+    ]  # no PNG, record or temporary file of the refused drawing
+    store.add(digit(2), 2, session="a")  # space back: it works again
 
-        def __getattr__(self, name):
-            return getattr(self.con, name)
 
-    monkeypatch.setattr(
-        class_set.sqlite3, "connect", lambda *a, **k: FullDisk(real_connect(*a, **k))
+# --- the files beside the database -----------------------------------------------------
+
+
+def drawing_files(store, d):
+    folder = store.files_dir / str(d.set_id)
+    return folder / f"{d.id}.json", folder / f"{d.id}.png"
+
+
+def test_each_drawing_is_also_kept_as_files_in_step_with_the_database(store):
+    canvas = np.zeros((280, 280, 4), np.uint8)
+    canvas[100:180, 120:160] = 255
+    png = class_set.canvas_thumbnail(canvas)
+    d = store.add(digit(1), 7, session="s1", predicted=1, confidence=0.5, canvas_png=png)
+    record_file, png_file = drawing_files(store, d)
+    record = json.loads(record_file.read_text())
+    assert png_file.read_bytes() == png
+    assert (record["label"], record["predicted"], record["session"], record["hidden"]) == (
+        7,
+        1,
+        "s1",
+        0,
     )
-    with pytest.raises(ClassSetError, match=r"disk .* is full"):
-        store.add(digit(1), 1, session="a")
-    monkeypatch.undo()
-    assert store.snapshot().n == 0
+    assert base64.b64decode(record["image"]) == d.image.tobytes()
+    store.set_hidden(d.id, True, role=Role.INSTRUCTOR)
+    assert json.loads(record_file.read_text())["hidden"] == 1
+    store.set_hidden(d.id, False, role=Role.INSTRUCTOR)
+    assert json.loads(record_file.read_text())["hidden"] == 0
+    store.delete(d.id, role=Role.INSTRUCTOR)
+    assert not record_file.exists() and not png_file.exists()
+    taken = store.add(digit(2), 2, session="s2")
+    assert drawing_files(store, taken)[0].exists()
+    store.take_back("s2")
+    assert not drawing_files(store, taken)[0].exists()
+    no_canvas = store.add(digit(3), 3, session="s3")
+    assert drawing_files(store, no_canvas)[0].exists()
+    assert not drawing_files(store, no_canvas)[1].exists()
+
+
+def test_a_new_set_is_recorded_in_its_set_file(store):
+    first = store.current_set()
+    store.add(digit(1), 1, session="a")
+    second = store.start_new_set(role=Role.INSTRUCTOR)
+    old = json.loads((store.files_dir / str(first) / "set.json").read_text())
+    new = json.loads((store.files_dir / str(second) / "set.json").read_text())
+    assert old["id"] == first and old["archived_at"] is not None
+    assert new["id"] == second and new["archived_at"] is None
+
+
+def test_restore_from_files_rebuilds_every_set_and_drawing(tmp_path):
+    store = ClassSet(tmp_path / "runs.sqlite")
+    png = class_set.canvas_thumbnail(np.full((50, 50, 4), 200, np.uint8))
+    a = store.add(digit(1), 1, session="a", predicted=1, confidence=0.9, model="m", canvas_png=png)
+    store.set_hidden(a.id, True, role=Role.INSTRUCTOR)
+    first = store.current_set()
+    second = store.start_new_set(role=Role.INSTRUCTOR)
+    b = store.add(digit(2), 2, session="b")
+    before = {d.id: d for d in store.newest(include_hidden=True, set_id=first)}
+    before |= {d.id: d for d in store.newest(include_hidden=True, set_id=second)}
+    sets_before = store.sets()
+    store.store.dispose()
+    (tmp_path / "runs.sqlite").unlink()  # a fresh, empty database beside the files
+    fresh = ClassSet(tmp_path / "runs.sqlite")
+    assert fresh.restore_from_files() == 2
+    after = {d.id: d for d in fresh.newest(include_hidden=True, set_id=first)}
+    after |= {d.id: d for d in fresh.newest(include_hidden=True, set_id=second)}
+    assert sorted(after) == sorted(before) == [a.id, b.id]
+    for key, old in before.items():
+        new = after[key]
+        for name in ("set_id", "created_at", "session", "label", "predicted", "confidence"):
+            assert getattr(new, name) == getattr(old, name), name
+        assert (new.model, new.canvas_png, new.hidden) == (old.model, old.canvas_png, old.hidden)
+        np.testing.assert_array_equal(new.image, old.image)
+    assert fresh.sets() == sets_before and fresh.current_set() == second
+    assert fresh.restore_from_files() == 0  # twice: nothing doubled
+
+
+def test_a_new_database_never_reuses_a_set_folder(tmp_path):
+    store = ClassSet(tmp_path / "runs.sqlite")
+    old = store.add(digit(1), 1, session="a")
+    old_record = drawing_files(store, old)[0].read_text()
+    store.store.dispose()
+    (tmp_path / "runs.sqlite").unlink()  # replaced without recovery
+    fresh = ClassSet(tmp_path / "runs.sqlite")
+    new = fresh.add(digit(2), 2, session="b")
+    assert new.set_id != old.set_id
+    assert drawing_files(store, old)[0].read_text() == old_record
 
 
 def test_held_out_split_is_by_session_fixed_and_about_a_fifth():
