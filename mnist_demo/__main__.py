@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from math import nan
 from typing import TYPE_CHECKING, NoReturn
 
 # TensorFlow's C++ start-up chatter is noise on a terminal a class is watching.
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # for annotations only: importing these at start-up costs sec
 
     from mnist_demo.data import Arrays
     from mnist_demo.runs import Run
-    from mnist_demo.training import Snapshot
+    from mnist_demo.live import LiveView
 
 EXIT_USER_ERROR = 2
 
@@ -126,15 +127,13 @@ def cmd_versions(args: argparse.Namespace) -> None:
     print(f"Keras: {keras.__version__}")
 
 
-def _progress_line(s: Snapshot) -> str:
-    width = 30
-    filled = int(width * s.progress)
-    eta = f"ETA {s.eta_s:4.0f}s" if s.eta_s is not None else ""
-    last = (
-        s.batch_metrics[-1] if s.batch_metrics else {"loss": float("nan"), "accuracy": float("nan")}
-    )
+def _progress_line(view: LiveView) -> str:
+    run, width = view.run, 30
+    filled = int(width * run.progress)
+    eta = f"ETA {view.eta_s:4.0f}s" if view.eta_s is not None else ""
+    last = view.batch_metrics[-1] if view.batch_metrics else {"loss": nan, "accuracy": nan}
     return (
-        f"\repoch {s.epoch}/{s.config.epochs} batch {s.batch}/{s.batches_per_epoch} "
+        f"\repoch {run.epoch}/{run.config.epochs} batch {run.batch}/{run.batches_per_epoch} "
         f"[{'#' * filled}{'.' * (width - filled)}] loss {last['loss']:.4f} "
         f"acc {last['accuracy']:.4f} {eta}   "
     )
@@ -142,23 +141,27 @@ def _progress_line(s: Snapshot) -> str:
 
 def _print_epochs(history: dict[str, list[float]], shown: int) -> int:
     """Print the epochs of `history` after the first `shown`; returns how many are shown."""
-    for i in range(shown, len(history["loss"])):
+    for i in range(shown, len(history.get("loss", []))):
         h = history
         print(
             f"\nepoch {i + 1}: loss {h['loss'][i]:.4f} acc {h['accuracy'][i]:.4f} "
             f"val_loss {h['val_loss'][i]:.4f} val_acc {h['val_accuracy'][i]:.4f}",
             flush=True,  # a pipe (a log, a test) gets each epoch as it ends
         )
-    return len(history["loss"])
+    return len(history.get("loss", []))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """Submit a run to the training engine and follow it from the store (or leave it
+    running with --detach). Ctrl+C asks it to stop after its batch, as the page's Stop."""
+    from mnist_demo import engine
     from mnist_demo.classroom import OWNER
+    from mnist_demo.live import LiveFeed
+    from mnist_demo.recipe import TrainConfig
     from mnist_demo.runs import RunRegistry
-    from mnist_demo.training import TrainConfig, resume_training, start_training
 
-    cfg = TrainConfig(
-        preset=args.preset,
+    cfg = TrainConfig.for_preset(
+        args.preset,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
@@ -169,35 +172,42 @@ def cmd_train(args: argparse.Namespace) -> None:
     output = Path(args.output) if args.output else None
     if output is not None:
         _check_output(output)  # before minutes of training, not after
-    data = _load_data()
     registry = RunRegistry()
+    engine.require_engine(registry.store)
     if args.resume is not None:  # the run's own settings; the options above don't apply
-        job = resume_training(args.resume, registry, data, role=OWNER, lesson_cap=False)
-        shown_epochs = len(job.snapshot().history["loss"])
-        print(f"run {job.run_id} resumed after epoch {shown_epochs}: {job.config}")
+        run = registry.resume(args.resume, role=OWNER, lesson_cap=False)
+        shown_epochs = run.epochs_done
+        print(f"run {run.id} resumed after epoch {shown_epochs}: {run.config}")
     else:
-        job = start_training(cfg, registry, data, role=OWNER, lesson_cap=False)
-        print(f"run {job.run_id}: {cfg}")
+        run = registry.submit(cfg, role=OWNER, lesson_cap=False)
+        print(f"run {run.id}: {cfg}")
         shown_epochs = 0
-    live = sys.stdout.isatty()  # a log file gets the per-epoch lines only
-    try:
-        while not job.wait(timeout=0.5):
-            s = job.snapshot()
-            if live:
-                sys.stdout.write(_progress_line(s))
+    if args.detach:
+        print(f"run {run.id} is queued; follow it with `python -m mnist_demo runs`")
+        return
+    feed, live = LiveFeed(registry), sys.stdout.isatty()  # a log gets per-epoch lines only
+    stopping = False
+    while True:
+        try:
+            view = feed.view(run.id)
+            if view.run.ended:
+                break
+            if live and view.run.status == "running":
+                sys.stdout.write(_progress_line(view))
                 sys.stdout.flush()
-            shown_epochs = _print_epochs(s.history, shown_epochs)
-    except KeyboardInterrupt:
-        print("\nstopping after this batch (the last finished epoch is kept)...")
-        job.stop(role=OWNER)
-        job.wait()
-    # epochs recorded after the last poll: the end of a run takes well under a poll now
-    _print_epochs(job.snapshot().history, shown_epochs)
-    run = registry.get(job.run_id)
+            shown_epochs = _print_epochs(view.run.history, shown_epochs)
+            time.sleep(0.3)
+        except KeyboardInterrupt:
+            if not stopping:
+                print("\nstopping after this batch (the last finished epoch is kept)...")
+                registry.request_stop(run.id, role=OWNER)
+                stopping = True
+    run = registry.get(run.id)
+    _print_epochs(run.history, shown_epochs)
     took = f" in {run.duration_s:.1f} s" if run.duration_s is not None else ""
     print(f"\nrun {run.id} {run.status}{took}")
-    if run.error:
-        raise UserError(f"training failed: {run.error}")
+    if run.status == "failed" or run.status == "interrupted":
+        raise UserError(f"training {run.status}: {run.error}")
     if run.test_accuracy is not None:
         print(
             f"test loss {run.test_loss:.4f}, test accuracy {run.test_accuracy:.4f}, "
@@ -318,20 +328,47 @@ def cmd_runs(args: argparse.Namespace) -> None:
     runs = registry.list_runs()
     if not runs:
         print("no runs yet; train one with: python -m mnist_demo train")
+    queue = {run.id: place for place, run in enumerate(registry.queue(), start=1)}
     for run in runs:
         acc = f"{run.test_accuracy:.4f}" if run.test_accuracy is not None else "-"
         mark = "*" if run.id == active else " "
-        print(
-            f"{mark} {run.id:4d} {run.status:11s} {run.config.get('preset', '?'):9s} "
-            f"epochs {run.epochs_done}/{run.config.get('epochs')} acc {acc}"
+        line = (
+            f"{mark} {run.id:4d} {run.status:11s} {run.config.preset:9s} "
+            f"epochs {run.epochs_done}/{run.config.epochs} acc {acc}"
         )
+        if run.status == "running":
+            line += f"  epoch {run.epoch}, batch {run.batch}/{run.batches_per_epoch} ({run.progress:.0%})"
+        elif run.id in queue:
+            line += f"  #{queue[run.id]} in the queue"
+        print(line)
+
+
+def cmd_engine(args: argparse.Namespace) -> None:
+    """The training engine for this data home: a local Ray head (or the cluster at
+    RAY_ADDRESS) and its warm trainers, until Ctrl+C."""
+    from mnist_demo import engine
+    from mnist_demo.store import Store
+
+    store = Store()
+    current = engine.status(store)
+    if current.running:
+        raise UserError(
+            f"a training engine already serves {store.describe()} (Ray at {current.address})"
+        )
+    engine.run_supervisor(store, address=args.address, cpus=args.cpus)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    """Start the app: solo on this machine (every browser is the instructor), or with
+    """Start the app: the training engine (unless one already serves this data home) and
+    the web server, solo on this machine (every browser is the instructor), or with
     --class for a room (every interface, students by default, the instructor's link
-    printed here the way Jupyter prints its token link)."""
-    from mnist_demo import classroom, config
+    printed here the way Jupyter prints its token link). Ctrl+C stops both: the engine
+    asks a running run to stop (it keeps its last finished epoch), then stops Ray."""
+    import signal
+    import subprocess
+
+    from mnist_demo import classroom, config, engine
+    from mnist_demo.store import Store
 
     env = dict(os.environ)
     # Thirty sessions' threads each get a glibc malloc arena that keeps freed memory:
@@ -352,10 +389,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
         print("Digit Lab (solo: this machine only, every browser has the instructor's controls)")
         print(f"Open http://localhost:{args.port}/  ·  for a class: make class")
     sys.stdout.flush()
+    children: list[subprocess.Popen] = []
+    if not engine.status(Store()).running:
+        children.append(subprocess.Popen([sys.executable, "-m", "mnist_demo", "engine"], env=env))
     app = config.PACKAGE_DIR.parent / "streamlit_app.py"
     command = [sys.executable, "-m", "streamlit", "run", str(app)]
     command += ["--server.address", address, "--server.port", str(args.port)]
-    os.execve(sys.executable, command, env)  # the server replaces this process
+    children.append(subprocess.Popen(command, env=env))
+
+    def stop(signum: int, frame: object) -> None:
+        for child in children:  # a terminal's Ctrl+C reached them already; a kill did not
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    stop(signal.SIGINT, None)  # one ended (a crash, a stop): end the other too
+    for child in children:
+        child.wait()
 
 
 # --- parser ---------------------------------------------------------------------------
@@ -401,15 +454,33 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_positive_int, default=8501)
     serve.set_defaults(func=cmd_serve, tensorflow=False)
 
+    engine = sub.add_parser(
+        "engine", help="the training engine: a local Ray head and warm trainers (Ctrl+C stops)"
+    )
+    engine.add_argument(
+        "--address", help="join this Ray cluster instead of starting one (or set RAY_ADDRESS)"
+    )
+    engine.add_argument("--cpus", type=_positive_int, help="CPUs the local head offers (all)")
+    engine.set_defaults(func=cmd_engine, tensorflow=False)
+
     train = sub.add_parser("train", help="train a model and record the run")
-    train.add_argument("--preset", choices=list(recipe.PRESETS), default=recipe.DEFAULT_PRESET)
-    train.add_argument("--epochs", type=_positive_int, default=recipe.LAB_EPOCHS)
-    train.add_argument("--batch-size", type=_positive_int, default=recipe.LAB_BATCH_SIZE)
-    train.add_argument("--learning-rate", type=_positive_float, default=recipe.LAB_LEARNING_RATE)
+    train.add_argument(
+        "--preset",
+        choices=list(recipe.PRESETS),
+        default=recipe.DEFAULT_PRESET,
+        help="the network, with its own recipe (epochs, batch size, learning rate) unless "
+        "overridden below",
+    )
+    train.add_argument("--epochs", type=_positive_int, help="default: the preset's")
+    train.add_argument("--batch-size", type=_positive_int, help="default: the preset's")
+    train.add_argument("--learning-rate", type=_positive_float, help="default: the preset's")
     train.add_argument("--train-size", type=_positive_int, default=TRAIN_SIZE)
     train.add_argument("--test-size", type=_positive_int, default=TEST_SIZE)
     train.add_argument("--seed", type=int, default=recipe.LAB_SEED)
     train.add_argument("--activate", action="store_true", help="make it the active model")
+    train.add_argument(
+        "--detach", action="store_true", help="queue the run and return; it trains on"
+    )
     train.add_argument("--output", help="also export the model to this .keras path")
     train.add_argument(
         "--resume",

@@ -27,7 +27,7 @@ Lab 7 on 2 shared cores, about 2 min for the robust model.
 Before -> after on the held-out drawings and on the MNIST test set is the result the
 class sees: the first says what it learnt, the second whether it forgot anything.
 
-It is a normal run (`training.start_training` with a `FineTunePlan`): live charts, stop,
+It is a normal run (queued by `submit_fine_tune`, trained with a `FineTunePlan`): live charts, stop,
 per-epoch checkpoints of the inference model, history, make active. Where it is stored:
 the run's config gets a "fine_tune" entry (base model, class set and version, drawing
 counts, recipe, the *before* accuracies, fixed at start); the *after* ones are the
@@ -37,7 +37,8 @@ drawings) and the run's test accuracy (MNIST test, scored on the saved model).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +52,17 @@ from mnist_demo.data import INPUT_SHAPE, NUM_CLASSES, TEST_SIZE
 from mnist_demo.errors import DigitLabError, ModelShapeError
 from mnist_demo.evaluation import evaluate
 from mnist_demo.model import DrawingAugmentation, load_model
-from mnist_demo.recipe import DEFAULT_PRESET, LAB_BATCH_SIZE, LAB_SEED, PRESETS
-from mnist_demo.runs import ModelRef, Run, RunRegistry
-from mnist_demo.training import (
-    FINE_TUNE_KEY,
+from mnist_demo.recipe import (
+    DEFAULT_PRESET,
+    LAB_BATCH_SIZE,
+    LAB_SEED,
+    PRESETS,
+    Accuracies,
+    FineTuneRecord,
     TrainConfig,
-    TrainingJob,
-    check_start,
-    select_subset,
-    start_training,
 )
+from mnist_demo.runs import ModelRef, Run, RunRegistry
+from mnist_demo.training import select_subset
 
 # --- the recipe ---------------------------------------------------------------------------
 FINE_TUNE_EPOCHS = 3
@@ -69,7 +71,6 @@ MNIST_PER_EPOCH = 15_000  # a random subset of MNIST training images, fixed for 
 CLASS_SHARE = 0.25  # of each epoch's images: the training drawings, repeated to fill it
 MIN_TRAIN_DRAWINGS = 50  # five of each digit: fewer teach no style, only noise
 
-CONFIG_KEY = FINE_TUNE_KEY  # the run config's entry
 HISTORY_KEY = "class_accuracy"  # per-epoch accuracy on the held-out class drawings
 
 
@@ -224,44 +225,14 @@ def with_augmentation(
 # --- the run ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Accuracies:
-    class_held_out: float
-    mnist: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {"class_held_out": self.class_held_out, "mnist": self.mnist}
-
-
 @dataclass
 class FineTunePlan:
     """A `training.Plan`: start from `base`, learn on MNIST + the class drawings."""
 
     base: keras.Model
-    base_name: str
-    base_path: str
     classes: ClassSplit
-    before: Accuracies
     class_share: float = CLASS_SHARE
     seed: int = LAB_SEED
-
-    def record(self) -> dict[str, Any]:
-        return {
-            CONFIG_KEY: {
-                "base": self.base_name,
-                "base_path": self.base_path,
-                "class_set": self.classes.set_id,
-                "version": self.classes.version,
-                "train_drawings": self.classes.n_train,
-                "held_out_drawings": self.classes.n_held_out,
-                "train_students": len(self.classes.train_sessions),
-                "held_out_students": len(self.classes.held_out_sessions),
-                "class_share": self.class_share,
-                "augmentation": "DrawingAugmentation",
-                "schedule": "cosine decay to 0",
-                "before": self.before.as_dict(),
-            }
-        }
 
     def training_data(
         self, x_train: np.ndarray, y_train: np.ndarray
@@ -286,11 +257,13 @@ def _preset_of(model: keras.Model) -> str:
     return by_name.get(model.name, DEFAULT_PRESET)
 
 
-def start_fine_tune(
+SNAPSHOT_FILE = "class_snapshot.npz"  # in the run folder: what the run learns on
+
+
+def submit_fine_tune(
     base: ModelRef | Path,
     registry: RunRegistry,
     store: ClassSet,
-    data: mnist_data.Arrays,
     *,
     role: Role,
     epochs: int = FINE_TUNE_EPOCHS,
@@ -301,14 +274,13 @@ def start_fine_tune(
     test_size: int = TEST_SIZE,
     seed: int = LAB_SEED,
     lesson_cap: bool = True,
-) -> TrainingJob:
-    """Fine-tune `base` (a shipped or registered model, or a model file) on MNIST and the
-    current class set's training drawings, as a normal training run.
+) -> Run:
+    """Queue a fine-tune of `base` (a shipped or registered model, or a model file) on
+    MNIST and the current class set's training drawings, as a normal run.
 
-    Refuses before starting (NotEnoughDrawingsError, ModelFileError, the training
-    refusals) and only then does the work a run needs from the start: the snapshot, the
-    base model loaded into memory (deleting its file later changes nothing) and its
-    *before* accuracies, a second or two."""
+    Refuses before queueing (NotEnoughDrawingsError, ModelFileError, the training
+    refusals). The class set is snapshotted now, into the run's folder: drawings sent
+    meanwhile wait for the next run. The worker measures the *before* accuracies."""
     require(role, Action.START_TRAINING)
     if not 0 < class_share < 1:
         raise ValueError(f"class_share must be in (0, 1), not {class_share}")
@@ -316,9 +288,8 @@ def start_fine_tune(
         (base.name, base.path) if isinstance(base, ModelRef) else (Path(base).name, Path(base))
     )
     classes = split_class_set(store.snapshot()).check()
-    model = load_model(base_path)
-    config = TrainConfig(
-        preset=_preset_of(model),
+    cfg = TrainConfig(
+        preset=_preset_of(load_model(base_path)),
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
@@ -326,15 +297,67 @@ def start_fine_tune(
         test_size=test_size,
         seed=seed,
     )
-    check_start(config, registry, role=role, lesson_cap=lesson_cap)
-    _, (x_test, y_test) = data
-    x_test, y_test = select_subset(x_test, y_test, test_size, seed)  # as the job scores it
-    before = Accuracies(
-        class_held_out=evaluate(model, classes.held_out_images, classes.held_out_labels).accuracy,
-        mnist=evaluate(model, x_test, y_test).accuracy,
+    registry.check_epochs(cfg, lesson_cap)
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        **{f: getattr(classes, f) for f in ARRAYS},
+        set_id=classes.set_id,
+        version=classes.version,
+        train_sessions=np.array(sorted(classes.train_sessions), dtype=str),
+        held_out_sessions=np.array(sorted(classes.held_out_sessions), dtype=str),
     )
-    plan = FineTunePlan(model, base_name, str(base_path), classes, before, class_share, seed)
-    return start_training(config, registry, data, role=role, lesson_cap=lesson_cap, plan=plan)
+    record = FineTuneRecord(
+        base=base_name,
+        base_path=str(base_path),
+        class_set=classes.set_id,
+        version=classes.version,
+        train_drawings=classes.n_train,
+        held_out_drawings=classes.n_held_out,
+        train_students=len(classes.train_sessions),
+        held_out_students=len(classes.held_out_sessions),
+        class_share=class_share,
+        snapshot_file=SNAPSHOT_FILE,
+    )
+    return registry.submit(
+        cfg,
+        role=role,
+        fine_tune=record,
+        lesson_cap=lesson_cap,
+        files={SNAPSHOT_FILE: buffer.getvalue()},
+    )
+
+
+ARRAYS = ("train_images", "train_labels", "held_out_images", "held_out_labels")
+
+
+def plan_for(registry: RunRegistry, run: Run) -> FineTunePlan:
+    """In the worker: the plan a fine-tune run's record describes, with the base model's
+    *before* accuracies measured and recorded (on the same test subset the run is
+    scored on)."""
+    record = run.fine_tune
+    assert record is not None, "plan_for is for fine-tune runs"
+    with np.load(registry.run_dir(run.id) / record.snapshot_file) as saved:
+        classes = ClassSplit(
+            set_id=int(saved["set_id"]),
+            version=int(saved["version"]),
+            train_sessions=frozenset(saved["train_sessions"].tolist()),
+            held_out_sessions=frozenset(saved["held_out_sessions"].tolist()),
+            **{f: saved[f] for f in ARRAYS},
+        )
+    base = load_model(Path(record.base_path))
+    if record.before is None:
+        _, (x_test, y_test) = mnist_data.load_mnist()
+        cfg = run.config
+        x_test, y_test = select_subset(x_test, y_test, cfg.test_size, cfg.seed)
+        before = Accuracies(
+            class_held_out=evaluate(
+                base, classes.held_out_images, classes.held_out_labels
+            ).accuracy,
+            mnist=evaluate(base, x_test, y_test).accuracy,
+        )
+        registry.set_fine_tune(run.id, replace(record, before=before))
+    return FineTunePlan(base, classes, record.class_share, run.config.seed)
 
 
 # --- the result -------------------------------------------------------------------------
@@ -366,11 +389,12 @@ class FineTuneResult:
 
 
 def result(run: Run) -> FineTuneResult | None:
-    """A run's before -> after, or None for a run that is not a fine-tune."""
-    info = run.config.get(CONFIG_KEY)
-    if not isinstance(info, dict):
+    """A run's before -> after, or None for a run that is not a fine-tune (or whose
+    worker has not measured the base model yet)."""
+    info = run.fine_tune
+    if info is None or info.before is None:
         return None
-    before = Accuracies(**info["before"])
+    before = info.before
     class_after = run.history.get(HISTORY_KEY) or []
     after = (
         Accuracies(class_held_out=class_after[-1], mnist=run.test_accuracy)
@@ -378,9 +402,9 @@ def result(run: Run) -> FineTuneResult | None:
         else None
     )
     return FineTuneResult(
-        base=str(info.get("base", "?")),
-        train_drawings=int(info.get("train_drawings", 0)),
-        held_out_drawings=int(info.get("held_out_drawings", 0)),
+        base=info.base,
+        train_drawings=info.train_drawings,
+        held_out_drawings=info.held_out_drawings,
         before=before,
         after=after,
     )

@@ -1,7 +1,14 @@
-"""The run registry: every training run is a row in SQLite, its model a file beside it.
+"""The run registry: every training run is a row in the store, its model a file beside it.
 
-Each run also keeps a `run.json` in its folder, rewritten at every epoch. It costs
-nothing and means a corrupt database can be rebuilt without losing a single run.
+A run's life: *queued* (submitted by a page, the CLI or a student's experiment; waits in
+the one queue every server shares) → *running* (a training worker claimed it) →
+*finished*, *stopped*, *failed* or *interrupted* (its worker died) — or *cancelled*
+before it started. While it runs, its worker writes per-batch points, progress and a
+heartbeat here, and reads its stop request from here: any server shows any run live by
+reading the store, and no process keeps anything another would need.
+
+Each run also keeps a `run.json` in its folder, rewritten at every epoch and at the end.
+It costs nothing and means a damaged database can be rebuilt without losing a run.
 """
 
 from __future__ import annotations
@@ -11,70 +18,49 @@ import functools
 import json
 import os
 import shutil
-import sqlite3
+import socket
 import time
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
 
 from mnist_demo import config
 from mnist_demo.classroom import Action, Role, require
 from mnist_demo.errors import DigitLabError, ModelFileError
+from mnist_demo.recipe import FineTuneRecord, InvalidConfigError, TrainConfig
+from mnist_demo.store import (
+    Store,
+    StoreCorruptError,
+    StoreError,
+    atomic_write,
+    points,
+    runs,
+)
 
-STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
+STATUSES = ("queued", "running", "finished", "stopped", "failed", "interrupted", "cancelled")
+ENDED = ("finished", "stopped", "failed", "interrupted", "cancelled")
 ACTIVE_RUN = "active_run"  # settings keys
 LONG_RUNS = "long_runs"
 ACTIVE_FILE = "active.json"  # in the runs folder: which run is active, for recovery
 RESUME_FILE = "resume.keras"  # in a run folder: the training model with its optimizer state
+INSTRUCTOR = "instructor"  # the owner of runs the instructor (or the CLI) starts
+HOST = socket.gethostname()
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at REAL NOT NULL,
-    finished_at REAL,
-    status TEXT NOT NULL,
-    config TEXT NOT NULL,
-    history TEXT NOT NULL DEFAULT '{}',
-    epochs_done INTEGER NOT NULL DEFAULT 0,
-    test_loss REAL,
-    test_accuracy REAL,
-    misclassified INTEGER,
-    test_n INTEGER,
-    model_path TEXT,
-    error TEXT,
-    pid INTEGER,
-    heartbeat REAL
-);
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT);
-"""
-_COLUMNS = [
-    "id",
-    "created_at",
-    "finished_at",
-    "status",
-    "config",
-    "history",
-    "epochs_done",
-    "test_loss",
-    "test_accuracy",
-    "misclassified",
-    "test_n",
-    "model_path",
-    "error",
-    "pid",
-    "heartbeat",
-]
+HEARTBEAT_EVERY_S = 2.0  # how often a training worker says it is alive
+HEARTBEAT_STALE_S = 30.0  # a "running" run silent this long was interrupted
+
+# Kept for errors other modules raise about the registry.
+RegistryError = StoreError
+RegistryCorruptError = StoreCorruptError
 
 
-class RegistryError(DigitLabError):
-    """Base class for run registry problems."""
+class CannotResumeError(DigitLabError):
+    """This run cannot be continued; the message says why."""
 
 
-class RegistryCorruptError(RegistryError):
-    """The database file is not a readable SQLite registry."""
-
-
-class RunNotFoundError(RegistryError, KeyError):
+class RunNotFoundError(StoreError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
 
@@ -84,7 +70,8 @@ class Run:
     id: int
     created_at: float
     status: str
-    config: dict
+    config: TrainConfig
+    fine_tune: FineTuneRecord | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
     epochs_done: int = 0
     finished_at: float | None = None
@@ -95,38 +82,63 @@ class Run:
     model_path: str | None = None
     error: str | None = None
     pid: int | None = None
-    heartbeat: float | None = None  # time.time() of the training thread's last sign of life
+    heartbeat: float | None = None  # time.time() of the worker's last sign of life
+    owner: str = INSTRUCTOR
+    priority: int = 0
+    queued_at: float | None = None
+    started_at: float | None = None
+    resume: bool = False
+    host: str | None = None
+    worker: str | None = None
+    stop_requested_at: float | None = None
+    epoch: int = 0  # 1-based epoch in progress (0: not started)
+    batch: int = 0  # batches done in it
+    batches_per_epoch: int = 0
 
     @property
     def name(self) -> str:
-        return f"run {self.id} ({self.config.get('preset', '?')})"
+        return f"run {self.id} ({self.config.preset})"
 
     @property
     def duration_s(self) -> float | None:
-        return None if self.finished_at is None else self.finished_at - self.created_at
+        if self.finished_at is None:
+            return None
+        return self.finished_at - (self.started_at or self.created_at)
 
     @property
     def has_model(self) -> bool:
-        if not self.model_path:
-            return False
-        return Path(self.model_path).exists()
+        return bool(self.model_path) and Path(self.model_path or "").exists()
 
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
 
-HEARTBEAT_EVERY_S = 5.0  # how often a training job says it is alive
-HEARTBEAT_STALE_S = 30.0  # a "running" run silent this long was interrupted
+    @property
+    def progress(self) -> float:
+        """0..1 of the run's batches done."""
+        total = self.config.epochs * max(self.batches_per_epoch, 1)
+        if self.status == "running" and self.batches_per_epoch:
+            done = (self.epoch - 1) * self.batches_per_epoch + self.batch
+        else:
+            done = self.epochs_done * self.batches_per_epoch
+        return min(max(done / total, 0.0), 1.0) if total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["config"] = self.config.to_dict()
+        d["fine_tune"] = self.fine_tune.to_dict() if self.fine_tune else None
+        return d
 
 
 def training_now(run: Run, now: float | None = None) -> bool:
-    """Is this run really being trained right now? Proven by the heartbeat its training
-    thread writes every few seconds: a live process id alone proves nothing (after a
-    reboot or a container restart another process may hold it, and the run stayed
-    "running" forever). A dead process id does prove the end at once, so a server
-    restarted seconds after a crash sees the run interrupted without waiting out the
-    heartbeat. (Process ids are this machine's: servers on several machines sharing the
-    registry would have to record the host too.)"""
+    """Is this run really being trained right now? Proven by the heartbeat its worker
+    writes every few seconds: a live process id alone proves nothing (after a reboot
+    another process may hold it). A dead process id on this host does prove the end at
+    once, so a worker killed seconds ago is seen interrupted without waiting out the
+    heartbeat."""
     if run.status != "running":
         return False
-    if run.pid is not None and not _pid_alive(run.pid):
+    if run.pid is not None and run.host == HOST and not _pid_alive(run.pid):
         return False
     now = time.time() if now is None else now
     last = run.heartbeat if run.heartbeat is not None else run.created_at
@@ -143,41 +155,61 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class RunRegistry:
-    """Runs in an SQLite file. Connections are opened per call, so any thread may use
-    one registry object (the training thread writes while pages read)."""
+def _encode_config(config: TrainConfig, fine_tune: FineTuneRecord | None) -> str:
+    d = config.to_dict()
+    if fine_tune is not None:
+        d["fine_tune"] = fine_tune.to_dict()
+    return json.dumps(d)
 
-    def __init__(self, path: Path | None = None, *, rebuilding: bool = False):
-        self.path = Path(path) if path else config.registry_path()
-        self.runs_dir = self.path.parent / "runs"
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RegistryError(
-                f"cannot use {self.path.parent} as the data home ({e}); "
-                "set MNIST_DEMO_HOME to a folder you can write to"
-            ) from e
-        try:
-            with closing(self._connect()) as con, con:
-                con.executescript(_SCHEMA)
-                columns = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
-                if "heartbeat" not in columns:  # a registry from before heartbeats
-                    con.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
-                known = con.execute("SELECT count(*) FROM runs").fetchone()[0]
-        except sqlite3.DatabaseError as e:
-            raise RegistryCorruptError(
-                f"the run registry {self.path} is not a readable database ({e}). "
-                "Start the app or run `python -m mnist_demo runs --recover`: either moves it "
-                "aside and rebuilds the registry from the run folders, losing no run."
-            ) from e
-        if known == 0 and not rebuilding and self._run_files():
-            # An emptied or replaced database beside existing runs: opening it as it is
-            # would forget them, and new runs would take their ids (and folders).
-            raise RegistryCorruptError(
-                f"the run registry {self.path} holds no runs, but {len(self._run_files())} "
-                f"run folders exist in {self.runs_dir}. Start the app or run "
-                "`python -m mnist_demo runs --recover` to rebuild it from them, losing no run."
-            )
+
+def _decode_config(text: str) -> tuple[TrainConfig, FineTuneRecord | None]:
+    d = json.loads(text)
+    record = d.pop("fine_tune", None)
+    return TrainConfig.from_dict(d), (
+        FineTuneRecord.from_dict(record) if record is not None else None
+    )
+
+
+def _row_to_run(row: Any) -> Run:
+    d = dict(row._mapping)
+    cfg, fine_tune = _decode_config(d.pop("config"))
+    d["history"] = json.loads(d["history"] or "{}")
+    d["resume"] = bool(d["resume"])
+    return Run(config=cfg, fine_tune=fine_tune, **d)
+
+
+def _run_values(run: Run) -> dict[str, Any]:
+    d = run.to_dict()
+    d["config"] = _encode_config(run.config, run.fine_tune)
+    del d["fine_tune"]
+    d["history"] = json.dumps(run.history)
+    d["resume"] = int(run.resume)
+    return d
+
+
+class RunRegistry:
+    """Runs in the store. Any thread and any process may use one (pages read while a
+    worker writes)."""
+
+    def __init__(self, store: Store | Path | str | None = None, *, rebuilding: bool = False):
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.path = self.store.path  # None on PostgreSQL
+        self.runs_dir = self.store.home / "runs"
+        if not rebuilding and self.store.is_sqlite:
+            known = self._count()
+            if known == 0 and self._run_files():
+                # An emptied or replaced database beside existing runs: opening it as it
+                # is would forget them, and new runs would take their ids (and folders).
+                raise StoreCorruptError(
+                    f"the run registry {self.store.where} holds no runs, but "
+                    f"{len(self._run_files())} run folders exist in {self.runs_dir}. Start "
+                    "the app or run `python -m mnist_demo runs --recover` to rebuild it "
+                    "from them, losing no run."
+                )
+
+    def _count(self) -> int:
+        with self.store.read() as con:
+            return int(con.execute(sa.select(sa.func.count()).select_from(runs)).scalar_one())
 
     def _run_files(self) -> list[Path]:
         return sorted(self.runs_dir.glob("*/run.json"))
@@ -188,11 +220,10 @@ class RunRegistry:
 
     @classmethod
     def recover(cls, path: Path | None = None) -> tuple[RunRegistry, Path | None]:
-        """Move an unreadable database aside (kept, never deleted), start a fresh one and
-        re-import every run from its run.json, the active model from its sidecar file,
-        and whatever class drawings the old file still gives up. Works with a missing,
-        empty or corrupt file. Returns the registry and the moved file (None if there
-        was nothing to move)."""
+        """Move an unreadable SQLite file aside (kept, never deleted), start a fresh one
+        and re-import every run from its run.json, the active model from its sidecar
+        file, and every class drawing from its files. Works with a missing, empty or
+        corrupt file. Returns the registry and the moved file (None if nothing moved)."""
         path = Path(path) if path else config.registry_path()
         aside = None
         if path.exists():
@@ -206,46 +237,219 @@ class RunRegistry:
                     companion.replace(Path(str(aside) + suffix))
                 else:
                     companion.unlink()
-        registry = cls(path, rebuilding=True)
+        registry = cls(Store(path), rebuilding=True)
         registry._import_run_files()
         registry._restore_active()
-        if aside is not None:
-            from mnist_demo.class_set import ClassSet  # the drawings share this file
+        from mnist_demo.class_set import ClassSet  # the drawings share the store
 
-            ClassSet(path).salvage_from(aside)
+        ClassSet(registry.store).restore_from_files()
         return registry, aside
 
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=10)
-        con.row_factory = sqlite3.Row
-        return con
+    # --- submitting and the queue ------------------------------------------------------
 
-    def _execute(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        try:
-            with closing(self._connect()) as con, con:
-                return con.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as e:
-            raise RegistryCorruptError(f"the run registry {self.path} failed: {e}") from e
+    def submit(
+        self,
+        cfg: TrainConfig,
+        *,
+        role: Role,
+        fine_tune: FineTuneRecord | None = None,
+        owner: str = INSTRUCTOR,
+        priority: int = 0,
+        lesson_cap: bool = True,
+        files: dict[str, bytes] | None = None,
+    ) -> Run:
+        """Queue a new run (the instructor's call); a training worker picks it up. With
+        `lesson_cap` (the app) a run longer than LESSON_MAX_EPOCHS needs "long runs".
+        `files` are written into the run's folder before any worker can see the run."""
+        require(role, Action.START_TRAINING)
+        self.check_epochs(cfg, lesson_cap)
+        return self._create(cfg, fine_tune, owner=owner, priority=priority, files=files)
 
-    # --- runs ------------------------------------------------------------------------
+    def check_epochs(self, cfg: TrainConfig, lesson_cap: bool = True) -> None:
+        cfg.validate()
+        if lesson_cap and cfg.epochs > LESSON_MAX_EPOCHS and not self.long_runs_allowed():
+            raise InvalidConfigError(
+                f"at most {LESSON_MAX_EPOCHS} epochs in a lesson; the instructor can allow "
+                "long runs on the Train page"
+            )
 
-    def create_run(self, run_config: dict) -> Run:
+    def _create(
+        self,
+        cfg: TrainConfig,
+        fine_tune: FineTuneRecord | None,
+        *,
+        owner: str,
+        priority: int,
+        files: dict[str, bytes] | None = None,
+    ) -> Run:
         now = time.time()
-        with closing(self._connect()) as con, con:
-            con.execute("BEGIN IMMEDIATE")  # two processes never take the same id
+        with self.store.write(lock=runs) as con:
             # An id is never reused: not one the table had, nor one a run folder has (a
             # replaced database must not let a new run overwrite an old run's files).
-            row = con.execute("SELECT max(id) FROM runs").fetchone()
-            run_id = max(row[0] or 0, self._highest_folder_id()) + 1
+            highest = con.execute(sa.select(sa.func.max(runs.c.id))).scalar_one()
+            run_id = max(highest or 0, self._highest_folder_id()) + 1
             con.execute(
-                "INSERT INTO runs (id, created_at, status, config, pid, heartbeat) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, now, "running", json.dumps(run_config), os.getpid(), now),
+                sa.insert(runs).values(
+                    id=run_id,
+                    created_at=now,
+                    queued_at=now,
+                    status="queued",
+                    config=_encode_config(cfg, fine_tune),
+                    owner=owner,
+                    priority=priority,
+                )
             )
             self.run_dir(run_id).mkdir(parents=True)  # fails rather than reuse a folder
+            for name, content in (files or {}).items():
+                atomic_write(self.run_dir(run_id) / name, content)
         run = self.get(run_id)
         self._write_run_file(run)
         return run
+
+    def set_fine_tune(self, run_id: int, record: FineTuneRecord) -> None:
+        """A fine-tune's record once its worker has measured the base model."""
+        run = self.get(run_id)
+        with self.store.write() as con:
+            con.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id)
+                .values(config=_encode_config(run.config, record))
+            )
+
+    def queue(self) -> list[Run]:
+        """Queued runs in the order workers take them: the instructor's first, then by
+        time of submission."""
+        with self.store.read() as con:
+            rows = con.execute(
+                sa.select(runs)
+                .where(runs.c.status == "queued")
+                .order_by(runs.c.priority, runs.c.queued_at, runs.c.id)
+            ).fetchall()
+        return [_row_to_run(r) for r in rows]
+
+    def running(self) -> list[Run]:
+        with self.store.read() as con:
+            rows = con.execute(
+                sa.select(runs).where(runs.c.status == "running").order_by(runs.c.id)
+            ).fetchall()
+        return [_row_to_run(r) for r in rows]
+
+    def claim_next(self, worker: str, pid: int | None = None) -> Run | None:
+        """The next queued run, now running on `worker` (a training worker's call); None
+        when the queue is empty. Two workers never claim the same run."""
+        now = time.time()
+        with self.store.write(lock=runs) as con:
+            row = con.execute(
+                sa.select(runs.c.id)
+                .where(runs.c.status == "queued")
+                .order_by(runs.c.priority, runs.c.queued_at, runs.c.id)
+                .limit(1)
+            ).first()
+            if row is None:
+                return None
+            con.execute(
+                sa.update(runs)
+                .where(runs.c.id == row.id, runs.c.status == "queued")
+                .values(
+                    status="running",
+                    started_at=now,
+                    heartbeat=now,
+                    host=HOST,
+                    worker=worker,
+                    pid=os.getpid() if pid is None else pid,
+                    epoch=0,
+                    batch=0,
+                    stop_requested_at=None,
+                )
+            )
+        return self.get(row.id)
+
+    def cancel_queued(self, run_id: int, *, role: Role) -> Run:
+        """Take a run out of the queue before it started (the instructor's call)."""
+        require(role, Action.STOP_TRAINING)
+        with self.store.write() as con:
+            changed = con.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id, runs.c.status == "queued")
+                .values(status="cancelled", finished_at=time.time())
+            ).rowcount
+        run = self.get(run_id)
+        if not changed:
+            raise StoreError(f"{run.name} is {run.status}, not queued: nothing to cancel")
+        self._write_run_file(run)
+        return run
+
+    # --- a running run: progress, points, stop ----------------------------------------
+
+    def record_progress(
+        self,
+        run_id: int,
+        *,
+        epoch: int,
+        batch: int,
+        batches_per_epoch: int,
+        new_points: list[tuple[int, float, float, float]],
+    ) -> bool:
+        """A worker's batch of news, in one transaction: its position, the per-batch points
+        since the last call (seq, position, loss, accuracy) and its heartbeat. Returns
+        whether a stop has been requested."""
+        with self.store.write() as con:
+            if new_points:
+                con.execute(
+                    sa.insert(points),
+                    [
+                        {"run_id": run_id, "seq": s, "position": p, "loss": lo, "accuracy": a}
+                        for s, p, lo, a in new_points
+                    ],
+                )
+            con.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    epoch=epoch,
+                    batch=batch,
+                    batches_per_epoch=batches_per_epoch,
+                    heartbeat=time.time(),
+                )
+            )
+            stop = con.execute(
+                sa.select(runs.c.stop_requested_at).where(runs.c.id == run_id)
+            ).scalar_one_or_none()
+        return stop is not None
+
+    def points(self, run_id: int, after_seq: int = -1) -> list[tuple[int, float, float, float]]:
+        """A run's per-batch points after `after_seq`: (seq, position, loss, accuracy)."""
+        with self.store.read() as con:
+            rows = con.execute(
+                sa.select(points.c.seq, points.c.position, points.c.loss, points.c.accuracy)
+                .where(points.c.run_id == run_id, points.c.seq > after_seq)
+                .order_by(points.c.seq)
+            ).fetchall()
+        return [(int(s), float(p), float(lo), float(a)) for s, p, lo, a in rows]
+
+    def request_stop(self, run_id: int, *, role: Role) -> Run:
+        """Ask a run to end after its current batch (its last full epoch is kept); a
+        queued run is cancelled at once."""
+        require(role, Action.STOP_TRAINING)
+        run = self.get(run_id)
+        if run.status == "queued":
+            return self.cancel_queued(run_id, role=role)
+        if run.status != "running":
+            raise StoreError(f"{run.name} is {run.status}, not running: nothing to stop")
+        with self.store.write() as con:
+            con.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id, runs.c.stop_requested_at.is_(None))
+                .values(stop_requested_at=time.time())
+            )
+        return self.get(run_id)
+
+    def beat(self, run_id: int) -> None:
+        """The worker is alive (see training_now)."""
+        with self.store.write() as con:
+            con.execute(sa.update(runs).where(runs.c.id == run_id).values(heartbeat=time.time()))
+
+    # --- epochs and the end ------------------------------------------------------------
 
     def run_dir(self, run_id: int) -> Path:
         return self.runs_dir / str(run_id)
@@ -253,10 +457,12 @@ class RunRegistry:
     def record_epoch(self, run_id: int, history: dict[str, list[float]], model_path: Path) -> None:
         """Called after each finished epoch, once its checkpoint is on disk."""
         epochs = len(next(iter(history.values()), []))
-        self._execute(
-            "UPDATE runs SET history = ?, epochs_done = ?, model_path = ? WHERE id = ?",
-            (json.dumps(history), epochs, str(model_path), run_id),
-        )
+        with self.store.write() as con:
+            con.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id)
+                .values(history=json.dumps(history), epochs_done=epochs, model_path=str(model_path))
+            )
         self._write_run_file(self.get(run_id))
 
     def finish_run(
@@ -270,13 +476,22 @@ class RunRegistry:
         test_n: int | None = None,
         error: str | None = None,
     ) -> Run:
-        if status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}")
-        self._execute(
-            "UPDATE runs SET status = ?, finished_at = ?, test_loss = ?, test_accuracy = ?,"
-            " misclassified = ?, test_n = ?, error = ? WHERE id = ?",
-            (status, time.time(), test_loss, test_accuracy, misclassified, test_n, error, run_id),
-        )
+        if status not in ENDED:
+            raise ValueError(f"unknown end status {status!r}")
+        with self.store.write() as con:
+            con.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    status=status,
+                    finished_at=time.time(),
+                    test_loss=test_loss,
+                    test_accuracy=test_accuracy,
+                    misclassified=misclassified,
+                    test_n=test_n,
+                    error=error,
+                )
+            )
         run = self.get(run_id)
         self._write_run_file(run)
         return run
@@ -286,38 +501,74 @@ class RunRegistry:
         optimizer state) while it can still be resumed."""
         return self.run_dir(run_id) / RESUME_FILE
 
-    def reopen_run(self, run_id: int) -> Run:
-        """A stopped or interrupted run is being resumed: running again in this process,
-        its end, scores and error cleared; its history and epochs stay."""
-        now = time.time()
-        self._execute(
-            "UPDATE runs SET status = 'running', finished_at = NULL, test_loss = NULL,"
-            " test_accuracy = NULL, misclassified = NULL, test_n = NULL, error = NULL,"
-            " pid = ?, heartbeat = ? WHERE id = ?",
-            (os.getpid(), now, run_id),
-        )
+    def requeue_for_resume(self, run_id: int) -> Run:
+        """A stopped or interrupted run goes back in the queue, to continue from its last
+        finished epoch as the same run: its end, scores and error cleared; its history
+        and epochs stay; its points past the last finished epoch are dropped."""
+        run = self.get(run_id)
+        with self.store.write() as con:
+            con.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    status="queued",
+                    queued_at=time.time(),
+                    resume=1,
+                    finished_at=None,
+                    test_loss=None,
+                    test_accuracy=None,
+                    misclassified=None,
+                    test_n=None,
+                    error=None,
+                    stop_requested_at=None,
+                )
+            )
+            con.execute(
+                sa.delete(points).where(
+                    points.c.run_id == run_id, points.c.position > run.epochs_done + 1e-9
+                )
+            )
         run = self.get(run_id)
         self._write_run_file(run)
         return run
 
+    def resume(self, run_id: int, *, role: Role, lesson_cap: bool = True) -> Run:
+        """Queue a stopped or interrupted run to continue from its last finished epoch:
+        the same run (id, history, per-epoch records) with its weights, optimizer state
+        and learning-rate schedule position restored by the worker. Refused
+        (CannotResumeError) when `check_resume` says why."""
+        require(role, Action.START_TRAINING)
+        self.mark_interrupted()  # a run left "running" by a dead worker is interrupted
+        run = self.get(run_id)
+        check_resume(run, self)
+        self.check_epochs(run.config, lesson_cap)
+        return self.requeue_for_resume(run_id)
+
     def get(self, run_id: int) -> Run:
-        rows = self._execute("SELECT * FROM runs WHERE id = ?", (int(run_id),))
-        if not rows:
+        with self.store.read() as con:
+            row = con.execute(sa.select(runs).where(runs.c.id == int(run_id))).first()
+        if row is None:
             raise RunNotFoundError(f"no run with id {run_id}")
-        return _row_to_run(rows[0])
+        return _row_to_run(row)
 
     def list_runs(self) -> list[Run]:
-        return [_row_to_run(r) for r in self._execute("SELECT * FROM runs ORDER BY id DESC")]
+        with self.store.read() as con:
+            rows = con.execute(sa.select(runs).order_by(runs.c.id.desc())).fetchall()
+        return [_row_to_run(r) for r in rows]
 
     def delete(self, run_id: int, *, role: Role) -> None:
-        """Remove the row and the run's folder; a deleted active run falls back to default."""
+        """Remove the row, its points and the run's folder; a deleted active run falls
+        back to the default model."""
         require(role, Action.DELETE_RUNS)
         run = self.get(run_id)
-        if training_now(run):
-            raise RegistryError(f"{run.name} is still training; stop it first")
-        self._execute("DELETE FROM runs WHERE id = ?", (run_id,))
-        if self.active_run_id() == run_id:
-            self._set_setting(ACTIVE_RUN, None)
+        if run.status in ("running", "queued") and (run.status == "queued" or training_now(run)):
+            raise StoreError(f"{run.name} is still {run.status}; stop it first")
+        with self.store.write() as con:
+            con.execute(sa.delete(points).where(points.c.run_id == run_id))
+            con.execute(sa.delete(runs).where(runs.c.id == run_id))
+            if self.active_run_id() == run_id:
+                self.store.set_setting(ACTIVE_RUN, None, con)
+        if self.active_run_id() is None:
             self._write_active_file(None)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
@@ -332,15 +583,10 @@ class RunRegistry:
             )
         return path
 
-    def beat(self, run_id: int) -> None:
-        """The training thread is alive (see training_now)."""
-        self._execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (time.time(), run_id))
-
     def mark_interrupted(self) -> list[int]:
-        """Runs left 'running' by a process that no longer exists were interrupted (the
-        server died mid-run). Their last finished epoch's model stays usable."""
-        rows = self._execute("SELECT * FROM runs WHERE status = 'running'")
-        dead = [r["id"] for r in rows if not training_now(_row_to_run(r))]
+        """Runs left 'running' by a worker that no longer exists were interrupted. Their
+        last finished epoch's model stays usable. Any server may call this."""
+        dead = [r.id for r in self.running() if not training_now(r)]
         for run_id in dead:
             self.finish_run(
                 run_id, "interrupted", error="the process training this run ended unexpectedly"
@@ -349,18 +595,6 @@ class RunRegistry:
 
     # --- server-wide settings: the active model, long runs ------------------------------
 
-    def _setting(self, key: str) -> str | None:
-        rows = self._execute("SELECT value FROM settings WHERE key = ?", (key,))
-        return rows[0]["value"] if rows else None
-
-    def _set_setting(self, key: str, value: str | None) -> None:
-        if value is None:
-            self._execute("DELETE FROM settings WHERE key = ?", (key,))
-        else:
-            self._execute(
-                "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value)
-            )
-
     def set_active(self, run_id: int | None, *, role: Role) -> None:
         """The model new sessions start on (None: the shipped one); the instructor's call."""
         require(role, Action.SET_ACTIVE_MODEL)
@@ -368,72 +602,104 @@ class RunRegistry:
             self.model_path(run_id)  # refuse a run without a usable model
             run = self.get(run_id)
             if not usable(run):
-                raise RegistryError(
+                raise StoreError(
                     f"{run.name} is still training: make it the active model once it has "
                     "finished (or stop it)"
                 )
-        self._set_setting(ACTIVE_RUN, None if run_id is None else str(run_id))
+        self.store.set_setting(ACTIVE_RUN, None if run_id is None else str(run_id))
         self._write_active_file(run_id)
 
     def active_run_id(self) -> int | None:
-        value = self._setting(ACTIVE_RUN)
+        value = self.store.setting(ACTIVE_RUN)
         return int(value) if value is not None else None
 
     def allow_long_runs(self, allowed: bool, *, role: Role) -> None:
         """Lift (or restore) the epoch cap that keeps a run inside a lesson."""
         require(role, Action.ALLOW_LONG_RUNS)
-        self._set_setting(LONG_RUNS, "1" if allowed else None)
+        self.store.set_setting(LONG_RUNS, "1" if allowed else None)
 
     def long_runs_allowed(self) -> bool:
-        return self._setting(LONG_RUNS) == "1"
+        return self.store.setting(LONG_RUNS) == "1"
 
     # --- run.json mirror ---------------------------------------------------------------
 
     def _write_run_file(self, run: Run) -> None:
-        folder = self.run_dir(run.id)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "run.json.tmp"
-        tmp.write_text(json.dumps(asdict(run), indent=1))
-        tmp.replace(folder / "run.json")
+        atomic_write(self.run_dir(run.id) / "run.json", json.dumps(run.to_dict(), indent=1))
 
     def _write_active_file(self, run_id: int | None) -> None:
         """The active model, mirrored beside the runs (like run.json) for recovery."""
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.runs_dir / f"{ACTIVE_FILE}.tmp"
-        tmp.write_text(json.dumps({"active_run": run_id}))
-        tmp.replace(self.runs_dir / ACTIVE_FILE)
+        atomic_write(self.runs_dir / ACTIVE_FILE, json.dumps({"active_run": run_id}))
 
     def _restore_active(self) -> None:
         try:
             run_id = json.loads((self.runs_dir / ACTIVE_FILE).read_text())["active_run"]
             if run_id is not None:
                 self.model_path(int(run_id))  # only a run that still has its model
-                self._set_setting(ACTIVE_RUN, str(int(run_id)))
-        except (OSError, ValueError, KeyError, TypeError, RegistryError, ModelFileError):
+                self.store.set_setting(ACTIVE_RUN, str(int(run_id)))
+        except (OSError, ValueError, KeyError, TypeError, StoreError, ModelFileError):
             pass  # no sidecar, or its run is gone: the shipped model stays the default
 
     def _import_run_files(self) -> None:
+        names = set(runs.c.keys())
         for run_file in self._run_files():
             try:
                 data = json.loads(run_file.read_text())
-                values = tuple(
-                    json.dumps(data[c]) if c in ("config", "history") else data.get(c)
-                    for c in _COLUMNS
+                cfg = dict(data["config"])
+                record = data.get("fine_tune") or cfg.pop("fine_tune", None)
+                cfg.pop("fine_tune", None)
+                run = Run(
+                    **{
+                        **{k: v for k, v in data.items() if k in names and k != "config"},
+                        "config": TrainConfig.from_dict(cfg),
+                        "fine_tune": FineTuneRecord.from_dict(record) if record else None,
+                    }
                 )
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, TypeError):
                 continue  # an unreadable run file is skipped, the others still count
-            self._execute(
-                f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(_COLUMNS))})",
-                values,
-            )
+            if run.status in ("running", "queued"):
+                run.status, run.error = "interrupted", "the database was rebuilt meanwhile"
+            with self.store.write() as con:
+                con.execute(sa.delete(runs).where(runs.c.id == run.id))
+                con.execute(sa.insert(runs).values(**_run_values(run)))
 
 
-def _row_to_run(row: sqlite3.Row) -> Run:
-    d = dict(row)
-    d["config"] = json.loads(d["config"])
-    d["history"] = json.loads(d["history"] or "{}")
-    return Run(**d)
+LESSON_MAX_EPOCHS = 30  # without "long runs": a run that ends within a lesson
+
+
+def check_resume(run: Run, registry: RunRegistry) -> None:
+    """Every reason a run cannot be resumed (CannotResumeError)."""
+    if run.status in ("running", "queued"):
+        raise CannotResumeError(f"{run.name} is still {run.status}")
+    if run.status == "finished":
+        raise CannotResumeError(f"{run.name} has finished: there is nothing to resume")
+    if run.status not in ("stopped", "interrupted"):
+        raise CannotResumeError(
+            f"{run.name} {run.status}: only a stopped or interrupted run can be resumed"
+        )
+    if run.fine_tune is not None:
+        raise CannotResumeError(
+            f"{run.name} is a fine-tune run, which cannot be resumed; start a new fine-tune"
+        )
+    if run.epochs_done < 1:
+        raise CannotResumeError(
+            f"{run.name} finished no epoch, so there is nothing to resume from; start a new run"
+        )
+    if run.epochs_done >= run.config.epochs:
+        raise CannotResumeError(f"{run.name} has all its {run.epochs_done} epochs already")
+    if not registry.resume_path(run.id).exists():
+        raise CannotResumeError(
+            f"{run.name} has no resume checkpoint (it was trained before runs could be "
+            "resumed, or its checkpoint was removed); start a new run"
+        )
+
+
+def resumable(run: Run, registry: RunRegistry) -> bool:
+    """Could `RunRegistry.resume` continue this run (role and lesson cap aside)?"""
+    try:
+        check_resume(run, registry)
+    except DigitLabError:
+        return False
+    return True
 
 
 # --- models a page can use ------------------------------------------------------------
@@ -505,7 +771,7 @@ def shipped_models() -> list[ModelRef]:
 def run_model(run: Run) -> ModelRef:
     return ModelRef(
         key=str(run.id),
-        name=f"Run {run.id} · {run.config.get('preset', '?')}"
+        name=f"Run {run.id} · {run.config.preset}"
         + ("" if run.status == "finished" else f" ({run.status})"),
         path=Path(run.model_path or ""),
         test_accuracy=run.test_accuracy,
@@ -516,8 +782,8 @@ def run_model(run: Run) -> ModelRef:
 
 def usable(run: Run) -> bool:
     """The one rule for offering a run's model (the sidebar, Draw, "make active", the
-    default): its run is not training any more and its model file is there."""
-    return run.status != "running" and run.has_model
+    default): its run has ended and its model file is there."""
+    return run.ended and run.has_model
 
 
 def available_models(registry: RunRegistry) -> list[ModelRef]:

@@ -1,0 +1,451 @@
+"""The training engine: Ray runs every training job, never a web server.
+
+How the pieces fit:
+
+- **The queue is the store.** Starting a run (a page, the CLI, a fine-tune, a resume, a
+  student's experiment) only writes a *queued* row (runs.RunRegistry.submit); it returns
+  at once, from any server. Nothing in a web server talks to Ray.
+- **Trainers pull.** Each trainer is a detached, named Ray actor holding one warm worker
+  process (TensorFlow imported, MNIST in memory, its threads set to its CPUs). It claims
+  the next queued run from the store (atomically: two trainers never take the same run),
+  trains it with training.train_run, and claims again. How many trainers exist is the
+  engine's capacity: one per `run_cpus` CPUs of the cluster; further runs wait in the
+  queue, in order. A trainer killed mid-run is restarted by Ray; its run is marked
+  *interrupted* (dead pid on this host, or a silent heartbeat) and can be resumed.
+- **The supervisor** (`python -m mnist_demo engine`, started by `make run` / `make class`,
+  or by the first web server that finds no engine) owns a local Ray head as a child
+  process, or joins a cluster with `RAY_ADDRESS`. Every second it keeps the trainers at
+  capacity (a machine that joins the cluster adds trainers), writes the engine's
+  heartbeat and capacity to the store (what pages show), marks dead runs interrupted, and
+  cancels through Ray a run whose worker ignores a stop request for STOP_GRACE_S. On
+  Ctrl+C it asks running runs to stop (each keeps its last finished epoch), waits for
+  them, then stops the Ray head: nothing is left behind.
+
+Ray's token authentication stays on: the supervisor makes a token in the data home
+(readable by its owner only); every process that joins reads it from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_demo import config
+from mnist_demo.classroom import OWNER
+from mnist_demo.errors import DigitLabError
+from mnist_demo.runs import HOST, Run, RunRegistry
+from mnist_demo.store import Store, StoreError
+
+ENGINE_KEY = "engine"  # settings: the supervisor's heartbeat, capacity and address
+ENGINE_STALE_S = 10.0  # an engine silent this long is not running
+STOP_GRACE_S = 20.0  # a worker that ignores a stop request this long is cancelled
+SHUTDOWN_WAIT_S = 60.0  # Ctrl+C: how long running runs get to stop after their batch
+CLAIM_EVERY_S = 0.2  # an idle trainer looks at the queue this often
+NAMESPACE_PREFIX = "digit-lab"
+START_COMMAND = "make run (or python -m mnist_demo engine)"
+
+
+class EngineUnavailableError(DigitLabError):
+    """The training engine is not running or cannot be reached."""
+
+
+def not_running_message() -> str:
+    return f"the training engine is not running: start it with `{START_COMMAND}`"
+
+
+# --- where the engine's files live ------------------------------------------------------
+
+
+def engine_dir(home: Path | None = None) -> Path:
+    return (home or config.home()) / "engine"
+
+
+def token_path(home: Path | None = None) -> Path:
+    return engine_dir(home) / "auth_token"
+
+
+def _ensure_token(home: Path) -> Path:
+    path = token_path(home)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path
+
+
+def run_cpus() -> int:
+    """CPUs per training run: MNIST_DEMO_RUN_CPUS, or all of this machine's (a run on an
+    idle laptop uses every core; a second run waits rather than halving the first)."""
+    raw = os.environ.get("MNIST_DEMO_RUN_CPUS", "").strip()
+    try:
+        return max(1, int(raw)) if raw else max(1, os.cpu_count() or 1)
+    except ValueError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _free_port() -> int:
+    # Ray's workers take ports 10002-19999 by default: keep the head out of that range.
+    for port in range(26379, 26479):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise EngineUnavailableError("no free port for the training engine in 26379-26478")
+
+
+# --- status, as every server sees it (from the store) -----------------------------------
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    running: bool
+    capacity: int  # runs that can train at once
+    address: str | None
+    beat_age_s: float | None
+
+    @property
+    def message(self) -> str | None:
+        return None if self.running else not_running_message()
+
+
+def status(store: Store, now: float | None = None) -> EngineStatus:
+    """Is an engine serving this store? Read from the heartbeat its supervisor writes."""
+    raw = store.setting(ENGINE_KEY)
+    if raw is None:
+        return EngineStatus(False, 0, None, None)
+    info = json.loads(raw)
+    age = (time.time() if now is None else now) - float(info.get("beat", 0))
+    alive = age < ENGINE_STALE_S and not info.get("stopped", False)
+    return EngineStatus(alive, int(info.get("capacity", 0)), info.get("address"), age)
+
+
+def require_engine(store: Store) -> EngineStatus:
+    """The engine's status, or EngineUnavailableError with what to run."""
+    engine = status(store)
+    if not engine.running:
+        raise EngineUnavailableError(not_running_message())
+    return engine
+
+
+# --- the trainer: one warm worker process ------------------------------------------------
+
+
+class Trainer:
+    """A warm training worker (a Ray actor). Loads TensorFlow and MNIST once, then claims
+    and trains queued runs until the engine stops."""
+
+    def __init__(self, store_url: str, home: str, data_dir: str, cpus: int, name: str):
+        os.environ["MNIST_DEMO_HOME"] = home
+        os.environ["MNIST_DEMO_DATA"] = data_dir
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        # Ray set OMP_NUM_THREADS to this actor's CPUs; TensorFlow's own pools are set
+        # to match, so two trainers on one machine split its cores instead of fighting.
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, cpus))
+        from mnist_demo.data import load_mnist
+
+        self.name = name
+        self.registry = RunRegistry(Store(store_url))
+        self.data = load_mnist()
+        self.current: int | None = None
+        threading.Thread(target=self._serve, name="trainer", daemon=True).start()
+
+    def _serve(self) -> None:
+        from mnist_demo.training import train_run
+
+        while True:
+            try:
+                run = self.registry.claim_next(self.name)
+            except StoreError:
+                run = None  # the store is unavailable for a moment: try again
+            if run is None:
+                time.sleep(CLAIM_EVERY_S)
+                continue
+            self.current = run.id
+            try:
+                train_run(self.registry, run, self.data, plan=_plan_for(self.registry, run))
+            except Exception as e:  # never let one run end the trainer
+                print(f"trainer {self.name}: run {run.id} failed outside fit: {e}", flush=True)
+            finally:
+                self.current = None
+
+    def ping(self) -> dict[str, Any]:
+        return {"name": self.name, "pid": os.getpid(), "host": HOST, "run": self.current}
+
+
+def _plan_for(registry: RunRegistry, run: Run) -> Any:
+    """The plan a run's record asks for (the job itself knows no plan by name)."""
+    if run.fine_tune is None:
+        return None
+    from mnist_demo import finetune
+
+    return finetune.plan_for(registry, run)
+
+
+# --- the supervisor ---------------------------------------------------------------------
+
+
+class Supervisor:
+    """Owns (or joins) a Ray cluster and keeps the trainers serving one store."""
+
+    def __init__(self, store: Store, *, address: str | None = None, cpus: int | None = None):
+        self.store = store
+        self.registry = RunRegistry(store)
+        self.home = store.home
+        self.cpus_per_run = run_cpus()
+        self.head_cpus = cpus or os.cpu_count() or 1
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.head: subprocess.Popen | None = None
+        self.trainers: dict[str, Any] = {}
+        self.namespace = f"{NAMESPACE_PREFIX}-{hashlib.sha256(store.url.encode()).hexdigest()[:12]}"
+        self._stopping = threading.Event()
+
+    # -- start ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(_ensure_token(self.home)))
+        if self.address is None:
+            self.address = self._start_head()
+        import ray
+
+        try:
+            ray.init(
+                address=self.address,
+                namespace=self.namespace,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                configure_logging=False,
+            )
+        except Exception as e:
+            self.stop_head()
+            raise EngineUnavailableError(
+                f"cannot join the Ray cluster at {self.address}: {e}"
+            ) from e
+        self.ensure_trainers()
+        self.beat()
+
+    def _start_head(self) -> str:
+        """A local Ray head as its own process (own session: a Ctrl+C reaches the
+        supervisor, which stops runs first and the head last)."""
+        port = _free_port()
+        temp = Path("/tmp") / f"digit-lab-ray-{os.getpid()}"
+        log = engine_dir(self.home) / "ray-head.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        ray_bin = Path(sys.executable).with_name("ray")
+        command = [
+            str(ray_bin),
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(port),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            str(self.head_cpus),
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            "--temp-dir",
+            str(temp),
+        ]
+        with open(log, "ab") as out:
+            self.head = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.head.poll() is not None:
+                raise EngineUnavailableError(
+                    f"the Ray head did not start (exit {self.head.returncode}); see {log}"
+                )
+            if "Ray runtime started" in log.read_text(errors="replace"):
+                return address
+            time.sleep(0.2)
+        self.stop_head()
+        raise EngineUnavailableError(f"the Ray head did not start within 60 s; see {log}")
+
+    def capacity(self) -> int:
+        import ray
+
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        return max(1, cpus // self.cpus_per_run)
+
+    def ensure_trainers(self) -> None:
+        """One trainer per `cpus_per_run` CPUs in the cluster, each found by name (any
+        supervisor, or a restarted one, finds the same trainers)."""
+        import ray
+
+        want = self.capacity()
+        actor = ray.remote(Trainer)
+        for i in range(want):
+            name = f"trainer-{i}"
+            if name in self.trainers:
+                continue
+            self.trainers[name] = actor.options(
+                name=name,
+                namespace=self.namespace,
+                lifetime="detached",
+                get_if_exists=True,
+                num_cpus=self.cpus_per_run,
+                max_restarts=-1,
+                max_concurrency=2,  # ping answers while a run trains
+                # the worker imports this package from where the supervisor runs it
+                runtime_env={"env_vars": {"PYTHONPATH": str(config.PACKAGE_DIR.parent)}},
+            ).remote(
+                self.store.url,
+                str(self.home),
+                str(config.data_dir()),
+                self.cpus_per_run,
+                name,
+            )
+
+    def beat(self, stopped: bool = False) -> None:
+        self.store.set_setting(
+            ENGINE_KEY,
+            json.dumps(
+                {
+                    "beat": time.time(),
+                    "capacity": len(self.trainers),
+                    "address": self.address,
+                    "pid": os.getpid(),
+                    "stopped": stopped,
+                }
+            ),
+        )
+
+    # -- every second --------------------------------------------------------------
+
+    def tend(self) -> None:
+        self.ensure_trainers()
+        self.registry.mark_interrupted()
+        self.cancel_ignored_stops()
+        self.beat()
+
+    def cancel_ignored_stops(self, now: float | None = None) -> list[int]:
+        """A run asked to stop STOP_GRACE_S ago and still running: its worker is not
+        answering. Kill the worker through Ray (Ray restarts it, warm again) and record
+        the run as stopped, with its last finished epoch kept."""
+        import ray
+
+        now = time.time() if now is None else now
+        cancelled = []
+        for run in self.registry.running():
+            asked = run.stop_requested_at
+            if asked is None or now - asked < STOP_GRACE_S:
+                continue
+            trainer = self.trainers.get(run.worker or "")
+            if trainer is not None:
+                ray.kill(trainer, no_restart=False)
+            self.registry.finish_run(
+                run.id,
+                "stopped",
+                error=f"the worker did not stop within {STOP_GRACE_S:.0f} s and was cancelled",
+            )
+            cancelled.append(run.id)
+        return cancelled
+
+    def serve_forever(self) -> None:
+        while not self._stopping.wait(1.0):
+            try:
+                self.tend()
+            except StoreError as e:
+                print(f"engine: the store is unavailable ({e}); retrying", flush=True)
+            except Exception as e:
+                print(f"engine: {type(e).__name__}: {e}", flush=True)
+
+    # -- stop ----------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Ask running runs to stop (each keeps its last finished epoch), wait for them,
+        stop the trainers and the Ray head this supervisor started."""
+        self._stopping.set()
+        owner = OWNER
+        try:
+            for run in self.registry.queue():
+                self.registry.cancel_queued(run.id, role=owner)
+            for run in self.registry.running():
+                self.registry.request_stop(run.id, role=owner)
+            deadline = time.monotonic() + SHUTDOWN_WAIT_S
+            while self.registry.running() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            self.registry.mark_interrupted()
+            self.beat(stopped=True)
+        except StoreError as e:
+            print(f"engine: could not stop the runs cleanly ({e})", flush=True)
+        try:
+            import ray
+
+            if self.head is not None:
+                for trainer in self.trainers.values():
+                    ray.kill(trainer, no_restart=True)
+            ray.shutdown()
+        except Exception:
+            pass
+        self.stop_head()
+
+    def stop_head(self) -> None:
+        if self.head is None or self.head.poll() is not None:
+            return
+        self.head.send_signal(signal.SIGTERM)
+        try:
+            self.head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.head.pid, signal.SIGKILL)
+            self.head.wait()
+
+
+def run_supervisor(store: Store, address: str | None = None, cpus: int | None = None) -> None:
+    """The `engine` command: start, serve until SIGINT/SIGTERM, stop in order."""
+    supervisor = Supervisor(store, address=address, cpus=cpus)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+        supervisor._stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    supervisor.start()
+    print(
+        f"engine: Ray at {supervisor.address}, {len(supervisor.trainers)} trainer(s) of "
+        f"{supervisor.cpus_per_run} CPU(s); store {store.describe()}",
+        flush=True,
+    )
+    supervisor.serve_forever()
+    print("engine: stopping (running runs keep their last finished epoch)…", flush=True)
+    supervisor.shutdown()
+    print("engine: stopped", flush=True)
+
+
+def start_in_background(home: Path | None = None) -> subprocess.Popen:
+    """For a plain `streamlit run`: start a supervisor for this data home as a detached
+    process (it outlives the server that started it, like a run)."""
+    log = engine_dir(home) / "engine.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mnist_demo", "engine"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )

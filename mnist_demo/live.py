@@ -1,0 +1,83 @@
+"""Following a run live: one reader per server process.
+
+Every browser watching the Train page asks for the same run's news every fraction of a
+second. A `LiveFeed` (one per process, shared by all its sessions) reads each run's new
+points from the store at most once per REFRESH_S, whichever session asks, and keeps them
+in memory; sessions read that copy. The store stays the truth: a second server, or this
+one restarted, builds the same view from it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from mnist_demo.runs import Run, RunRegistry
+
+REFRESH_S = 0.15  # at most this often per run and process, whatever the number of watchers
+MAX_CHART_POINTS = 500  # about one per 1.5 pixel columns of a full-width chart; every
+# point goes to every watching browser on every poll
+
+
+@dataclass
+class LiveView:
+    """A run as a page shows it: its record and its per-batch points, thinned."""
+
+    run: Run
+    batch_metrics: list[dict[str, float]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.run.stop_requested_at is not None
+
+
+def thin(points: list[tuple[int, float, float, float]]) -> list[dict[str, float]]:
+    """At most MAX_CHART_POINTS evenly spaced points, the newest always among them."""
+    stride = max(1, -(-len(points) // MAX_CHART_POINTS))
+    sampled = points[::stride]
+    if points and sampled[-1] is not points[-1]:
+        sampled = [*sampled, points[-1]]
+    return [{"epoch": p, "loss": lo, "accuracy": a} for _, p, lo, a in sampled]
+
+
+def eta(run: Run, elapsed: float) -> float | None:
+    """Seconds left, from this stretch of training's pace (a resumed run's earlier epochs
+    took no time here)."""
+    if run.status != "running" or not run.batches_per_epoch or run.epoch < 1:
+        return None
+    first = run.epochs_done if run.resume else 0
+    done = (run.epoch - 1 - first) * run.batches_per_epoch + run.batch
+    total = (run.config.epochs - first) * run.batches_per_epoch
+    if done <= 0:
+        return None
+    return elapsed / done * (total - done)
+
+
+class LiveFeed:
+    def __init__(self, registry: RunRegistry):
+        self.registry = registry
+        self._lock = threading.Lock()
+        self._points: dict[int, list[tuple[int, float, float, float]]] = {}
+        self._runs: dict[int, tuple[float, Run]] = {}
+
+    def view(self, run_id: int) -> LiveView:
+        with self._lock:
+            now = time.monotonic()
+            cached = self._runs.get(run_id)
+            if cached is None or now - cached[0] >= REFRESH_S:
+                run = self.registry.get(run_id)
+                known = self._points.setdefault(run_id, [])
+                if cached is not None and cached[1].ended and not run.ended:
+                    known.clear()  # resumed: its points past the last epoch were dropped
+                last = known[-1][0] if known else -1
+                known.extend(self.registry.points(run_id, after_seq=last))
+                self._runs[run_id] = cached = (now, run)
+            run = cached[1]
+            points = self._points.get(run_id, [])
+        start = run.started_at or run.created_at
+        end = run.finished_at if run.ended and run.finished_at else time.time()
+        elapsed = max(0.0, end - start) if run.started_at else 0.0
+        return LiveView(run, thin(points), elapsed, eta(run, elapsed))
