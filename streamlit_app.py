@@ -1,11 +1,12 @@
-"""Digit Lab: the entry point. Navigation over pages/ (listed in `ui.sidebar.PAGES`);
-each page draws the shared sidebar, menu included, itself through `ui.page_setup` (see
-there why).
+"""Digit Lab: the entry point. Navigation over app_pages/ (listed in `ui.sidebar.PAGES`;
+not pages/, a name Streamlit treats as its old multipage mode); each page draws the
+shared sidebar, menu included, itself through `ui.page_setup` (see there why).
 
 A fresh server's first visitor would otherwise stare at a blank page while TensorFlow is
 imported (4-7 s on 2 cores): so, while it is not imported yet, this script paints the
 page's frame, the title and a line saying what is loading before it imports anything
-heavy, and clears them once the page has run."""
+heavy, and clears them once the page has run. Every request runs this script first, a
+deep link such as /draw too."""
 
 import os
 import sys
@@ -28,7 +29,6 @@ if "tensorflow" not in sys.modules:  # only the first runs of a fresh server wai
 from mnist_demo.ui import sidebar  # noqa: E402  (imports TensorFlow: after the paint)
 
 page = sidebar.navigation()
-sidebar.entry_ran()
 try:
     page.run()
 finally:

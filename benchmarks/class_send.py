@@ -56,7 +56,7 @@ SETTLE_S = 0.5  # after the students' page loads, before the sends
 WALL_TIMEOUT_S = 30.0  # after every student has had an answer
 PNG = b"data:image/png"
 SENT = "Sent: you meant"
-# What the Send button can answer (pages/draw.py, mnist_demo/class_set.py's refusals).
+# What the Send button can answer (app_pages/draw.py, mnist_demo/class_set.py's refusals).
 OUTCOME = re.compile(rf"{SENT}|class set|Too many|blank|disk")
 SEND_PROTOCOL = {  # read here beyond wire.PROTOCOL
     "ForwardMsg": ("delta.new_element.type=alert", "delta.new_element.alert.body"),

@@ -361,14 +361,16 @@ def stop_profile(spy: subprocess.Popen | None, path: str | None) -> None:
     spy.wait(30)
 
 
-# py-spy names files relative to sys.path: "mnist_demo/charts.py", a page as "draw.py".
+# py-spy names files relative to sys.path: "mnist_demo/charts.py", a page as "draw.py"
+# (or "app_pages/draw.py").
 PROJECT_FRAME = re.compile(
-    r"\((mnist_demo/[\w/]+|draw|home|train|browse|misclassified|streamlit_app)\.py:\d+\)"
+    r"\((mnist_demo/[\w/]+|(?:app_pages/)?(?:draw|home|train|browse|misclassified|class|join)"
+    r"|streamlit_app)\.py:\d+\)"
 )
 
 
 def _is_project(frame: str) -> bool:
-    """A frame in the app's own code: mnist_demo/, pages/, streamlit_app.py."""
+    """A frame in the app's own code: mnist_demo/, app_pages/, streamlit_app.py."""
     return bool(PROJECT_FRAME.search(frame))
 
 

@@ -37,7 +37,7 @@ import wire
 from common import fmt, percentile, spread, verdict
 
 TARGET_RATIO = 0.9
-POLL_S = 1.0  # pages/train.py POLL_RUNNING_S: the page's own period while a run trains
+POLL_S = 1.0  # app_pages/train.py POLL_RUNNING_S: the page's own period while a run trains
 PROGRESS = re.compile(r"Epoch (\d+)/\d+ · batch (\d+)/(\d+)")
 
 

@@ -36,7 +36,7 @@ from tools.fit_novelty import HELD_OUT_SEED
 from tools.non_digits import iter_non_digits, through_to_mnist
 
 MODELS = [config.DEFAULT_MODEL_PATH, config.ROBUST_MODEL_PATH]
-OLD_NOT_SURE_BELOW = 0.6  # pages/draw.py's rule before novelty.verdict
+OLD_NOT_SURE_BELOW = 0.6  # app_pages/draw.py's rule before novelty.verdict
 DIGIT_SEED = 0  # tools.drawn_digits.drawn_accuracy's
 TARGETS = "non-digits flagged >= 80 %, right answers flagged <= 2 %, wrong >= 50 %, ECE <= 0.02"
 

@@ -64,7 +64,7 @@ def start_button(at: AppTest):
 
 
 def test_quick_demo_starts_the_quick_preset_with_its_own_recipe(app):
-    at = page(app, "pages/train.py")
+    at = page(app, "app_pages/train.py")
     [quick] = [b for b in at.button if b.label == "Quick demo"]
     quick.click()
     at.run()
@@ -84,7 +84,7 @@ def test_quick_demo_starts_the_quick_preset_with_its_own_recipe(app):
 
 
 def test_a_tiny_run_started_from_the_train_page_lands_in_the_history(app):
-    at = page(app, "pages/train.py")
+    at = page(app, "app_pages/train.py")
     assert "No run yet" in "\n".join(i.value for i in at.info)
     form = {w.label: w for w in at.number_input}
     form["Epochs"].set_value(1)
@@ -116,7 +116,7 @@ def test_a_tiny_run_started_from_the_train_page_lands_in_the_history(app):
     ],
 )
 def test_invalid_settings_are_refused_in_the_form(app, epochs, batch, images, message):
-    at = page(app, "pages/train.py")
+    at = page(app, "app_pages/train.py")
     form = {w.label: w for w in at.number_input}
     form["Epochs"].set_value(epochs)
     form["Batch size"].set_value(batch)
@@ -132,7 +132,7 @@ def test_a_failed_run_shows_its_error_and_the_page_keeps_working(app, monkeypatc
         raise MemoryError("failed to allocate 12.5 GiB for the model")
 
     monkeypatch.setattr(training, "build_model", out_of_memory)
-    at = page(app, "pages/train.py")
+    at = page(app, "app_pages/train.py")
     {w.label: w for w in at.number_input}["Epochs"].set_value(1)
     at.select_slider[0].set_value(500)
     start_button(at).click()

@@ -50,7 +50,7 @@ def button(at: AppTest, label: str):
 def test_a_drawing_sent_from_draw_lands_on_the_class_wall(student, canvas, mnist):
     _, (x_test, _) = mnist
     canvas.image = on_the_draw_page(draw_canvas(x_test[0], np.random.default_rng(3)))  # a 7
-    at = open_page("pages/draw.py")
+    at = open_page("app_pages/draw.py")
     meant = next(p for p in at.get("button_group") if "digit you meant" in p.label)
     assert meant.value == [7] or meant.value == 7  # the model's answer, pre-selected
     button(at, "Send to the class").click().run()
@@ -58,7 +58,7 @@ def test_a_drawing_sent_from_draw_lands_on_the_class_wall(student, canvas, mnist
     button(at, "Send to the class").click().run()  # the same drawing again
     assert any("already in the class set" in e.value for e in at.error)
 
-    wall = open_page("pages/class.py")
+    wall = open_page("app_pages/class.py")
     assert "this class at **100.0%** — 1 drawing" in "\n".join(m.value for m in wall.markdown)
     (tiles,) = [h.proto.body for h in wall.get("html") if "digit-lab-tile" in h.proto.body]
     assert tiles.count("digit-lab-tile") == 1 and 'data-correct="true"' in tiles
@@ -73,7 +73,7 @@ def test_a_student_cannot_manage_the_class_set(student, canvas):
     image = np.zeros((28, 28), np.uint8)
     image[5:20, 12:16] = 255
     d = store.add(image, 1, session="someone", predicted=1)
-    at = open_page("pages/class.py")
+    at = open_page("app_pages/class.py")
     assert not [b for b in at.button if b.label in ("Hide", "Delete", "Archive and start new")]
     assert any(
         "Only the instructor can hide, delete or archive the class's drawings" in c.value
@@ -91,7 +91,7 @@ def test_the_instructor_deletes_a_drawing_from_the_class_page(home, canvas, monk
     image = np.zeros((28, 28), np.uint8)
     image[5:20, 12:16] = 255
     d = store.add(image, 1, session="someone", predicted=7)
-    at = open_page("pages/class.py")
+    at = open_page("app_pages/class.py")
     at.number_input[0].set_value(d.id)
     button(at, "Delete").click().run()
     assert not at.exception
@@ -103,7 +103,7 @@ def test_misclassified_switches_to_the_class_drawings(student, canvas, mnist):
     _, (x_test, y_test) = mnist
     for i in range(6):
         store.add(x_test[i], int(y_test[i]), session=f"s{i}")
-    at = open_page("pages/misclassified.py")
+    at = open_page("app_pages/misclassified.py")
     switch = next(s for s in at.segmented_control if s.label == "Dataset")
     assert "Class drawings (6)" in str(switch.proto)
     switch.set_value("class").run()

@@ -223,7 +223,7 @@ def test_one_drawing_gets_what_the_rule_gives_a_batch(lab7, reader, mnist):
 
 
 def _page(reader: Reader, canvas: np.ndarray) -> Verdict:
-    """What pages/draw.py does with a canvas: one Reader.read."""
+    """What app_pages/draw.py does with a canvas: one Reader.read."""
     return reader.read(canvas).verdict
 
 

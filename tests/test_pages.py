@@ -47,7 +47,7 @@ def answers(at: AppTest):
 
 
 def test_filters_change_the_count(home):
-    at = open_page("pages/browse.py")
+    at = open_page("app_pages/browse.py")
     assert matching(at).startswith("**10,000** of 10,000")
     answers(at).set_value("wrong").run()
     assert matching(at).startswith("**68** of")
@@ -61,7 +61,7 @@ def test_filters_change_the_count(home):
 
 
 def test_go_to_an_index_opens_its_detail(home):
-    at = open_page("pages/browse.py")
+    at = open_page("app_pages/browse.py")
     at.number_input(key="go_to").set_value(2130).run()
     prediction = next(m for m in at.metric if m.label == "Prediction")
     assert prediction.value == "9" and "wrong: the label is 4" in prediction.delta
@@ -74,7 +74,7 @@ def test_go_to_an_index_opens_its_detail(home):
 
 
 def test_the_count_matches_the_evaluation_and_pairs_filter_the_gallery(home):
-    at = open_page("pages/misclassified.py")
+    at = open_page("app_pages/misclassified.py")
     assert at.subheader[0].value.startswith("68 of 10,000 test images misclassified (0.68 %)")
     assert any(m.value.startswith("**All 68 mistakes**") for m in at.markdown)
     at.selectbox(key="misclassified-true").set_value(4)
@@ -110,7 +110,7 @@ def drawn_seven(x_test: np.ndarray) -> np.ndarray:
 
 def test_blank_canvas_shows_a_prompt_not_a_guess(home, canvas):
     canvas.image = np.zeros((280, 280, 4), np.uint8)  # transparent: nothing drawn
-    at = open_page("pages/draw.py")
+    at = open_page("app_pages/draw.py")
     assert any("Draw a digit on the black square" in i.value for i in at.info)
     assert not [m for m in at.metric if m.label == "Prediction"]
 
@@ -118,7 +118,7 @@ def test_blank_canvas_shows_a_prompt_not_a_guess(home, canvas):
 def test_a_drawn_digit_is_read(home, canvas, mnist):
     _, (x_test, y_test) = mnist
     canvas.image = drawn_seven(x_test)
-    at = open_page("pages/draw.py")
+    at = open_page("app_pages/draw.py")
     prediction = next(m for m in at.metric if m.label == "Prediction")
     assert prediction.value == str(y_test[0]) == "7"
     assert "confident" in prediction.delta
@@ -132,7 +132,7 @@ def test_two_digits_side_by_side_are_not_read_as_one_digit(home, canvas, mnist):
     canvas.image = on_the_draw_page(
         non_digit_canvas("two digits", np.random.default_rng([98, 0]), x_train[:20])
     )
-    at = open_page("pages/draw.py")
+    at = open_page("app_pages/draw.py")
     prediction = next(m for m in at.metric if m.label == "Prediction")
     assert (prediction.value, prediction.delta) == ("?", "not a digit")
     (warning,) = at.warning
@@ -145,7 +145,7 @@ def test_the_steps_show_how_a_small_corner_digit_becomes_mnist_like(home, canvas
     _, (x_test, y_test) = mnist
     small = place_strokes(pen_strokes(x_test[0]), size=80, top=10, left=190)
     canvas.image = on_the_draw_page(render_strokes(small, brush=10))
-    at = open_page("pages/draw.py")
+    at = open_page("app_pages/draw.py")
     # the strip is off by default: the page stays quick
     assert not [m for m in at.markdown if "Without the steps" in m.value]
     next(t for t in at.toggle if t.label == "Show the steps").set_value(True).run()
@@ -178,7 +178,7 @@ def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
     ],
 )
 def test_bad_uploads_get_a_clear_message(home, canvas, name, content, message):
-    at = open_page("pages/draw.py")
+    at = open_page("app_pages/draw.py")
     at.file_uploader[0].set_value((name, content, "image/png")).run()
     assert not at.exception
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
@@ -187,7 +187,7 @@ def test_bad_uploads_get_a_clear_message(home, canvas, name, content, message):
 def test_an_uploaded_photo_of_dark_ink_on_paper_is_read(home, canvas, mnist):
     _, (x_test, y_test) = mnist
     paper = 255 - np.array(Image.fromarray(x_test[1]).resize((300, 300), Image.BILINEAR))
-    at = open_page("pages/draw.py")
+    at = open_page("app_pages/draw.py")
     at.file_uploader[0].set_value(("photo.jpg", png(paper, "JPEG"), "image/jpeg")).run()
     prediction = next(m for m in at.metric if m.label == "Prediction")
     assert prediction.value == str(y_test[1])
@@ -199,19 +199,19 @@ def test_an_uploaded_photo_of_dark_ink_on_paper_is_read(home, canvas, mnist):
 )
 def test_draw_defaults_to_the_robust_model_and_the_sidebar_says_who_uses_what(home, canvas):
     canvas.image = None
-    draw = open_page("pages/draw.py")
+    draw = open_page("app_pages/draw.py")
     assert draw.sidebar.selectbox[0].label == "Model for drawings"
     assert draw.sidebar.selectbox[0].value == "robust"
     assert any("use **Lab 7 (shipped)**" in c.value for c in draw.sidebar.caption)
     assert "Robust (shipped)" in draw.caption[0].value  # the page names its model
-    lab = open_page("pages/misclassified.py")
+    lab = open_page("app_pages/misclassified.py")
     assert lab.sidebar.selectbox[0].value == "shipped"
     assert any("Draw uses **Robust (shipped)**" in c.value for c in lab.sidebar.caption)
 
 
 @pytest.mark.skipif(not config.ROBUST_MODEL_PATH.exists(), reason="needs a second model")
 def test_comparing_two_models_counts_fixed_and_introduced_errors(home):
-    at = open_page("pages/misclassified.py")
+    at = open_page("app_pages/misclassified.py")
     assert not [m for m in at.metric if m.label == "Errors it fixes"]  # only on request
     [second] = [s for s in at.selectbox if s.label == "Second model"]
     second.select_index(0).run()  # the robust model
@@ -232,7 +232,7 @@ def test_a_student_session_that_floods_the_server_is_slowed_with_a_message(
     monkeypatch.setitem(classroom.STUDENT_LIMITS, "upload", ("uploads", 2))
     _, (x_test, _) = mnist
     canvas.image = drawn_seven(x_test)
-    at = open_page("pages/draw.py")  # drawing 1
+    at = open_page("app_pages/draw.py")  # drawing 1
     at.run()  # 2
     at.run()  # 3
     assert next(m for m in at.metric if m.label == "Prediction").value == "7"
@@ -241,7 +241,7 @@ def test_a_student_session_that_floods_the_server_is_slowed_with_a_message(
     assert not [m for m in at.metric if m.label == "Prediction"]
     assert not at.exception
 
-    at = open_page("pages/draw.py")  # a new session has its own budget
+    at = open_page("app_pages/draw.py")  # a new session has its own budget
     paper = png(255 - np.array(Image.fromarray(x_test[1]).resize((200, 200))))
     for i in range(2):
         at.file_uploader[0].set_value((f"photo{i}.png", paper, "image/png")).run()
@@ -254,7 +254,7 @@ def test_a_dot_and_a_painted_canvas_get_a_clear_message_not_a_guess(home, canvas
     dot = np.zeros((280, 280, 4), np.uint8)
     dot[130:150, 130:150] = 255  # one click of a 20 px brush
     canvas.image = dot
-    at = open_page("pages/draw.py")
+    at = open_page("app_pages/draw.py")
     assert any("too small to read" in e.value for e in at.error)  # ui.user_errors
     assert not [m for m in at.metric if m.label == "Prediction"]
     canvas.image = np.full((280, 280, 4), 255, np.uint8)  # painted all over
@@ -267,7 +267,7 @@ def test_drawing_with_a_photo_attached_says_the_photo_is_read(home, canvas, mnis
     _, (x_test, _) = mnist
     canvas.image = drawn_seven(x_test)
     paper = 255 - np.array(Image.fromarray(x_test[1]).resize((300, 300), Image.BILINEAR))
-    at = open_page("pages/draw.py")
+    at = open_page("app_pages/draw.py")
     at.file_uploader[0].set_value(("photo.png", png(paper), "image/png")).run()
     assert any("Reading your photo" in i.value for i in at.info)
     assert next(m for m in at.metric if m.label == "Prediction").value == "2"  # the photo's
@@ -281,7 +281,7 @@ def test_an_uploaded_photo_is_decoded_once_not_on_every_rerun(home, canvas, mnis
     monkeypatch.setattr(preprocess, "load_image", lambda data: calls.append(1) or real(data))
     _, (x_test, _) = mnist
     paper = 255 - np.array(Image.fromarray(x_test[1]).resize((300, 300), Image.BILINEAR))
-    at = open_page("pages/draw.py")
+    at = open_page("app_pages/draw.py")
     at.file_uploader[0].set_value(("photo.png", png(paper), "image/png")).run()
     for _ in range(3):  # strokes, toggles: the fragment reruns
         at.run()

@@ -51,7 +51,7 @@ def train_page(query: dict[str, str] | None = None) -> AppTest:
     for key, value in (query or {}).items():
         at.query_params[key] = value
     at.run()
-    at.switch_page("pages/train.py")
+    at.switch_page("app_pages/train.py")
     at.run()
     assert not at.exception, at.exception
     return at
@@ -176,7 +176,7 @@ def test_a_wrong_code_in_the_link_is_removed_and_explained(code):
     at.run()  # Home, where the link lands
     assert "code" not in at.query_params
     assert any("Wrong instructor code" in e.value for e in at.sidebar.error)
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     assert button(at, "Start training").disabled
 
 
@@ -211,6 +211,6 @@ def test_a_code_on_another_page_s_address_unlocks_and_leaves_it_too(code):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     at.query_params["code"] = CODE
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     assert "code" not in at.query_params
     assert not button(at, "Start training").disabled

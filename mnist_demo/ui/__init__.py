@@ -3,7 +3,7 @@ as `from mnist_demo import ui`:
 
 - `resources`: heavy objects cached once per server (MNIST, registry, models, their
   evaluations and predictors);
-- `sidebar`: the frame every page runs in (page setup, deep links, model choice);
+- `sidebar`: the frame every page runs in (page setup, page menu, model choice);
 - `widgets`: errors as `st.error`, times as text, charts (a model's recorded training
   curves among them), the test-digit gallery;
 - `classroom`: this session's role (instructor or student), rate limits, who is here;

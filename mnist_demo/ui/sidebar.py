@@ -1,5 +1,5 @@
-"""The frame every page runs in: page config, the deep-link detour, and the sidebar
-with the page menu and the session's model choice."""
+"""The frame every page runs in: page config and the sidebar with the page menu and
+the session's model choice."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from mnist_demo.ui.widgets import ago
 
 MODEL_KEY = "model_key"  # the lab pages' model, per browser session
 DRAW_MODEL_KEY = "draw_model_key"  # the Draw page's model
-ENTRY_KEY = "entry_ran"
-DEEP_LINK_KEY = "deep_link"
 
 
 @dataclass(frozen=True)
@@ -34,26 +32,25 @@ class AppPage:
 
 
 PAGES = (  # the first is the default, at the app's root URL
-    AppPage("pages/home.py", "Home", ":material/school:"),
-    AppPage("pages/train.py", "Train", ":material/model_training:"),
-    AppPage("pages/browse.py", "Test set", ":material/grid_view:", url_path="test_set"),
-    AppPage("pages/misclassified.py", "Misclassified", ":material/error:"),
-    AppPage("pages/draw.py", "Draw", ":material/draw:"),
-    AppPage("pages/class.py", "Class", ":material/groups:"),
-    AppPage("pages/join.py", "Join", ":material/qr_code_2:"),
+    AppPage("app_pages/home.py", "Home", ":material/school:"),
+    AppPage("app_pages/train.py", "Train", ":material/model_training:"),
+    AppPage("app_pages/browse.py", "Test set", ":material/grid_view:", url_path="test_set"),
+    AppPage("app_pages/misclassified.py", "Misclassified", ":material/error:"),
+    AppPage("app_pages/draw.py", "Draw", ":material/draw:"),
+    AppPage("app_pages/class.py", "Class", ":material/groups:"),
+    AppPage("app_pages/join.py", "Join", ":material/qr_code_2:"),
 )
 
 
 def navigation() -> StreamlitPage:
-    """The entry script's st.navigation over PAGES, its menu drawn by `sidebar`.
+    """The entry script's st.navigation over PAGES, its menu drawn by `sidebar` on
+    every page (st.page_link), Streamlit's own hidden.
 
-    Streamlit serves a `pages/` folder in its older multipage mode until an entry
-    script has called st.navigation once in the process: a fresh server's first run
-    sends that mode's menu, the raw file names, before our script starts (and a click
-    on one could end in "Page not found"). The config option
-    client.showSidebarNavigation = false hides that menu from the first message on, but
-    also hides st.navigation's own sidebar menu: so the menu is ours, page links drawn
-    by `sidebar` on every page.
+    The page files are in app_pages/, not pages/: Streamlit serves a folder named
+    `pages` beside the entry script in its older multipage mode until st.navigation
+    has run once in the process, and that mode knows the pages only by file name (a
+    fresh server's first visit to /test_set, browse.py, was "Page not found"). Without
+    one, every request runs the entry script, deep links from the first included.
     """
     return st.navigation(
         [
@@ -68,31 +65,16 @@ def page_setup(page_file: str, for_drawings: bool = False) -> ModelRef:
     """Every page starts here: page config, the shared sidebar, and the model it chose
     (Draw has its own choice: drawings are read best by another model than the lab's).
 
-    Until the entry script has called st.navigation once in the process (see
-    `navigation`), a deep link (say /draw) to a freshly started server runs the page
-    alone, under the old mode's page URLs, where Home is /home: a Home link clicked
-    there ends in "Page not found" at the next refresh (the app's Home is /). So such a
-    first visit detours through the entry script, which sends it back here. The
-    sidebar is drawn here rather than in the entry script so that a page run alone (as
-    AppTest does) still has it.
+    `page_file` (the page's __file__) is not used any more: it served a deep-link
+    detour that the old `pages/` folder mode needed. The sidebar is drawn here rather
+    than in the entry script so that a page run alone still has it.
     """
+    del page_file
     classroom.print_instructor_link_once()
     classroom.restore_from_cookie()
-    classroom.consume_code_in_url()  # before any detour: switch_page drops the query
-    if ENTRY_KEY not in st.session_state:
-        app_root = Path(page_file).resolve().parents[1]
-        st.session_state[DEEP_LINK_KEY] = Path(page_file).resolve().relative_to(app_root).as_posix()
-        st.switch_page("streamlit_app.py")
+    classroom.consume_code_in_url()
     st.set_page_config(page_title="Digit Lab", page_icon="✍️", layout="wide")
     return sidebar(for_drawings)
-
-
-def entry_ran() -> None:
-    """Called by the entry script after st.navigation; finishes a deep link's detour."""
-    st.session_state[ENTRY_KEY] = True
-    target = st.session_state.pop(DEEP_LINK_KEY, None)
-    if target:
-        st.switch_page(target)
 
 
 # --- the sidebar ----------------------------------------------------------------------

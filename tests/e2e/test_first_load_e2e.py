@@ -1,12 +1,14 @@
 """A fresh server's first visitor: no raw file-name menu, no "Page not found".
 
-Streamlit serves a pages/ folder in its old multipage mode until the entry script's
-st.navigation has run once in the process. That mode's sidebar menu (streamlit app,
-class, draw, home, ...) showed for about 2 s of a fresh server's first load; a click on
-its "home" ended in a "Page not found" dialog, and so did a refresh after a deep link's
-Home click. Each test here needs a server no browser has visited yet, so each starts
-its own (the conftest's `app_server`); a recorder in the page samples the DOM from the
-very first render, at every change and every 50 ms.
+Streamlit serves a folder named pages/ beside the entry script in its old multipage
+mode until the entry script's st.navigation has run once in the process; the page files
+used to be there. That mode's sidebar menu (streamlit app, class, draw, home, ...)
+showed for about 2 s of a fresh server's first load, a click on its "home" ended in a
+"Page not found" dialog, and so did a first visit to /test_set (its file is browse.py):
+the old mode knows pages by file name only. The pages are in app_pages/ now. Each test
+here needs a server no browser has visited yet, so each starts its own (the conftest's
+`app_server`); a recorder in the page samples the DOM from the very first render, at
+every change and every 50 ms.
 """
 
 from __future__ import annotations
@@ -115,3 +117,19 @@ def test_a_deep_link_to_a_fresh_server_and_a_refresh_show_the_right_page(app_ser
     for labels, not_found in seen:
         assert labels <= TITLES, f"menu entries that are not page titles: {labels - TITLES}"
         assert not not_found
+
+
+def test_a_fresh_servers_first_visit_to_test_set_shows_the_test_set(app_server, browser):
+    """/test_set is the Test set page's URL, not its file's name (app_pages/browse.py)."""
+    context, page = open_recorded(browser)
+    page.goto(f"{app_server.url}/test_set", wait_until="commit")
+    on_page(page, app_server, "Test set")
+    expect(page.locator(NAV_LINKS)).to_have_count(len(PAGES))
+    seen = [recorded(page)]
+    page.reload(wait_until="commit")
+    on_page(page, app_server, "Test set")
+    seen.append(recorded(page))
+    context.close()
+    for labels, not_found in seen:
+        assert labels <= TITLES, f"menu entries that are not page titles: {labels - TITLES}"
+        assert not not_found, '"Page not found" was shown'

@@ -43,7 +43,7 @@ STEP_CAPTIONS = [
     "4. Shrunk into 20×20",
     "5. Centred by mass in 28×28",
 ]
-STRIP_SCALE = 3  # pages/draw.py STEP_SIDE (100 px) // 28: a 28x28 is shown 3x enlarged
+STRIP_SCALE = 3  # app_pages/draw.py STEP_SIDE (100 px) // 28: a 28x28 is shown 3x enlarged
 
 
 @pytest.fixture(scope="module")
