@@ -8,10 +8,12 @@ and a retrained model file is never served stale.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import keras
+import sqlalchemy as sa
 import streamlit as st
 
 from mnist_demo import config
@@ -23,6 +25,7 @@ from mnist_demo.inference import Predictor
 from mnist_demo.model import build_model, load_model, summary_rows
 from mnist_demo.reader import Reader
 from mnist_demo.runs import ModelRef, RegistryCorruptError, RunRegistry
+from mnist_demo.store import Store, StoreError, database_url
 
 
 def _keep_keras_state_between_reruns() -> None:
@@ -58,32 +61,42 @@ def model_summary(preset: str) -> list[dict[str, Any]]:
 
 
 @st.cache_resource(show_spinner=False)
-def _registry(path: str) -> tuple[RunRegistry, str | None]:
-    """Open the registry once per server. A corrupt file is moved aside and rebuilt from
-    the runs' own files; runs left 'running' by a dead server become 'interrupted'."""
+def _registry(url: str) -> tuple[RunRegistry, str | None]:
+    """Open the store and its registry once per server: the one Store of the process,
+    which the class set shares. A SQLite file that is not a database is moved aside and
+    rebuilt from the runs' and drawings' own files. Opening only reads: on a full or
+    read-only data home the pages that read still work (runs left 'running' by a dead
+    server are marked 'interrupted' when the disk allows it)."""
     notice = None
     try:
-        registry = RunRegistry(Path(path))
+        registry = RunRegistry(Store(url))
     except RegistryCorruptError as e:
-        registry, aside = RunRegistry.recover(Path(path))
+        path = sa.make_url(url).database if url.startswith("sqlite") else None
+        if not path:
+            raise
+        try:
+            registry, aside = RunRegistry.recover(Path(path))
+        except (OSError, StoreError):  # e.g. a read-only home: nothing can be rebuilt
+            raise e from None
         why = e.__cause__ or e
         moved = f"It was moved to {aside} and rebuilt" if aside else "It was rebuilt"
         notice = (
             f"The run registry was unusable ({why}). {moved} from the run folders "
             f"({len(registry.list_runs())} runs recovered)."
         )
-    registry.mark_interrupted()
+    with suppress(StoreError):  # a full or read-only disk: runs stay as they are meanwhile
+        registry.mark_interrupted()
     return registry, notice
 
 
 def registry() -> RunRegistry:
     """The server's run registry (opened, and if need be recovered, once)."""
-    return _registry(str(config.registry_path()))[0]
+    return _registry(database_url())[0]
 
 
 def registry_notice() -> str | None:
     """What recovery did to an unreadable registry at start-up, for the sidebar."""
-    return _registry(str(config.registry_path()))[1]
+    return _registry(database_url())[1]
 
 
 def _mtime(path: Path) -> float:
@@ -132,13 +145,13 @@ def predictor(ref: ModelRef) -> Predictor:
 
 
 @st.cache_resource(show_spinner=False)
-def _class_store(path: str) -> ClassSet:
-    return ClassSet(Path(path))
+def _class_store(url: str) -> ClassSet:
+    return ClassSet(_registry(url)[0].store)
 
 
 def class_store() -> ClassSet:
-    """The class set, in the same SQLite file as the run registry."""
-    return _class_store(str(config.registry_path()))
+    """The class set, on the same Store (one per process) as the run registry."""
+    return _class_store(database_url())
 
 
 @st.cache_resource(max_entries=EVALUATION_CACHE, show_spinner="Scoring the class drawings…")
