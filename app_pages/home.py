@@ -98,7 +98,7 @@ if history.get("loss"):
 else:
     st.caption(f"{ref.name} has no recorded training history, so there are no curves to draw.")
 st.page_link(
-    "pages/train.py",
+    "app_pages/train.py",
     label="Train a model and watch these curves grow",
     icon=":material/model_training:",
 )
@@ -114,7 +114,7 @@ n = st.columns([1, 4])[0].number_input(
 with st.columns([3, 2])[0], ui.user_errors(stop=False):  # a wrong n spoils only (d)
     ui.digit_detail(result.check_index(n), result, x_test)
 st.page_link(
-    "pages/browse.py",
+    "app_pages/browse.py",
     label="Browse and filter all the test images",
     icon=":material/grid_view:",
 )
@@ -139,14 +139,16 @@ if len(mistakes):
 else:
     st.write("The model reads every test image right.")
 st.page_link(
-    "pages/misclassified.py",
+    "app_pages/misclassified.py",
     label=f"All {result.misclassified_count} mistakes, with the confusion matrix",
     icon=":material/error:",
 )
 
 st.header("Explore")
 cols = st.columns(4)
-cols[0].page_link("pages/train.py", label="Train a model live", icon=":material/model_training:")
-cols[1].page_link("pages/browse.py", label="Browse the test set", icon=":material/grid_view:")
-cols[2].page_link("pages/misclassified.py", label="See the mistakes", icon=":material/error:")
-cols[3].page_link("pages/draw.py", label="Draw a digit", icon=":material/draw:")
+cols[0].page_link(
+    "app_pages/train.py", label="Train a model live", icon=":material/model_training:"
+)
+cols[1].page_link("app_pages/browse.py", label="Browse the test set", icon=":material/grid_view:")
+cols[2].page_link("app_pages/misclassified.py", label="See the mistakes", icon=":material/error:")
+cols[3].page_link("app_pages/draw.py", label="Draw a digit", icon=":material/draw:")
