@@ -14,13 +14,17 @@ failing.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
+import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -153,21 +157,47 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+def _writable(where: str) -> bool:
+    """Can this process write in the folder of `where` (a file or folder path)? True
+    when `where` is no local path (a PostgreSQL URL): nothing to say about it then."""
+    path = Path(where)
+    folder = path if path.is_dir() else path.parent
+    if "://" in where or not folder.is_dir():
+        return True
+    return os.access(folder, os.W_OK)
+
+
 def _explain(e: BaseException, where: str) -> StoreError:
-    """One message a user can act on for a database failure."""
-    text = str(getattr(e, "orig", None) or e)
+    """One message a user can act on for a database or file failure. A full or
+    read-only disk says so and that nothing was saved; only a file SQLite itself
+    finds damaged is called unreadable (a healthy file on a full disk never is)."""
+    cause = getattr(e, "orig", None) or e
+    text = str(cause).strip()
     lower = text.lower()
-    if "full" in lower or "no space" in lower:
+    code = cause.errno if isinstance(cause, OSError) else None
+    if isinstance(cause, OSError):
+        lower = (cause.strerror or "").lower()  # not the file name, which may say "full"
+    full = f"the disk holding {where} is full: free some space and try again; nothing was saved"
+    read_only = f"{where} is read-only: make the data home writable; nothing was saved"
+    if code in (errno.ENOSPC, errno.EDQUOT) or any(
+        words in lower
+        for words in ("database or disk is full", "no space left", "quota exceeded", "disk full")
+    ):
+        return StoreWriteError(full)
+    if code == errno.EROFS or any(
+        words in lower for words in ("readonly", "read-only", "read only")
+    ):
+        return StoreWriteError(read_only)
+    if code in (errno.EACCES, errno.EPERM):
         return StoreWriteError(
-            f"the disk holding {where} is full: free some space; nothing was saved"
+            f"{where} may not be written by this server (permission denied): make the data "
+            "home writable; nothing was saved"
         )
-    if "readonly" in lower or "read-only" in lower or "read only" in lower:
-        return StoreWriteError(
-            f"{where} is read-only: make the data home writable; nothing was saved"
-        )
+    if isinstance(cause, OSError):
+        return StoreWriteError(f"writing in {where} failed ({text}); nothing was saved")
     if "not a database" in lower or "malformed" in lower or "file is encrypted" in lower:
         return StoreCorruptError(
-            f"{where} is not a readable database ({text.strip()}). Start the app or run "
+            f"{where} is not a readable database ({text}). Start the app or run "
             "`python -m mnist_demo runs --recover`: either moves it aside and rebuilds it "
             "from the files beside it, losing no run and no class drawing."
         )
@@ -179,17 +209,27 @@ def _explain(e: BaseException, where: str) -> StoreError:
         "connection" in lower or "server" in lower or "timeout" in lower or "refused" in lower
     ):
         return StoreUnavailableError(
-            f"the database at {where} cannot be reached ({text.strip().splitlines()[0]}): "
+            f"the database at {where} cannot be reached ({text.splitlines()[0]}): "
             "check that it is running and that MNIST_DEMO_DATABASE_URL is right"
         )
     if "locked" in lower or "busy" in lower:
         return StoreError(f"{where} is busy (locked for {BUSY_TIMEOUT_S} s): try again")
-    if "unable to open" in lower:
+    if "unable to open" in lower or "disk i/o error" in lower:
+        if not _writable(where):
+            return StoreWriteError(read_only)
+        if "disk i/o error" in lower and _disk_full(where):
+            return StoreWriteError(full)
         return StoreWriteError(
-            f"{where} cannot be opened ({text.strip()}): check that the data home exists "
-            "and is writable"
+            f"{where} cannot be opened ({text}): check that the data home exists and is writable"
         )
-    return StoreError(f"{where} failed: {text.strip()}")
+    return StoreError(f"{where} failed: {text}")
+
+
+def _disk_full(where: str) -> bool:
+    try:
+        return shutil.disk_usage(Path(where).parent).free < 64 * 1024
+    except OSError:
+        return False
 
 
 # --- the store ------------------------------------------------------------------------
@@ -218,9 +258,7 @@ class Store:
                 f"the database URL {redacted(self.url)} is neither SQLite nor PostgreSQL "
                 "(sqlite:///… or postgresql://…)"
             )
-        self.where = (
-            str(parsed.database) if self.dialect == "sqlite" else redacted(str(self.url))
-        )
+        self.where = str(parsed.database) if self.dialect == "sqlite" else redacted(str(self.url))
         self.path: Path | None = Path(parsed.database or "") if self.is_sqlite else None
         # The data home holds what lives beside the database: run folders, drawings'
         # files. On several machines it must be shared storage (README).
@@ -247,6 +285,36 @@ class Store:
                 url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
             )
 
+            folder = str(self.home)
+
+            @event.listens_for(engine, "do_connect")
+            def _open(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+                # A read-only data home (or one mounted read-only meanwhile): SQLite opens
+                # the file read-only by itself, but a WAL database cannot then be read
+                # without its shared-memory file, which it cannot create. Open it
+                # read-only on purpose (immutable as the last resort), so pages that only
+                # read keep working; such a connection is dropped at checkout once the
+                # folder is writable again (see _fresh), so writes work without a restart.
+                record.info["read_only"] = not os.access(folder, os.W_OK)
+                con = sqlite3.connect(*cargs, **cparams)
+                if not record.info["read_only"]:
+                    return con
+                tries = [f"file:{quote(cargs[0])}?mode=ro", f"file:{quote(cargs[0])}?immutable=1"]
+                while True:
+                    try:
+                        con.execute("SELECT count(*) FROM sqlite_master").fetchall()
+                        return con
+                    except sqlite3.Error:
+                        con.close()
+                        if not tries:
+                            raise
+                    con = sqlite3.connect(tries.pop(0), **{**cparams, "uri": True})
+
+            @event.listens_for(engine, "checkout")
+            def _fresh(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+                if record.info.get("read_only") and os.access(folder, os.W_OK):
+                    raise sa.exc.DisconnectionError("the data home is writable again")
+
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_connection: Any, record: Any) -> None:
                 # Let SQLAlchemy's begin() emit BEGIN itself (see _on_begin), and use the
@@ -254,10 +322,8 @@ class Store:
                 # Measured: 30 simultaneous class sends 1.87 s -> 0.35 s.
                 dbapi_connection.isolation_level = None
                 cursor = dbapi_connection.cursor()
-                try:
+                with suppress(sqlite3.Error):  # a read-only folder: reads work without it
                     cursor.execute("PRAGMA journal_mode=WAL")
-                except Exception:
-                    pass  # a read-only folder: reads still work without it
                 cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
                 cursor.close()
 
@@ -395,8 +461,6 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             tmp.write_bytes(data)
         tmp.replace(path)
     except OSError as e:
-        try:
+        with suppress(OSError):
             tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise _explain(e, str(path.parent)) from e
