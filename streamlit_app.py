@@ -5,7 +5,7 @@ shared sidebar, menu included, itself through `ui.page_setup` (see there why).
 A fresh server's first visitor would otherwise stare at a blank page while TensorFlow is
 imported (4-7 s on 2 cores): so, while it is not imported yet, this script paints the
 page's frame, the title and a line saying what is loading before it imports anything
-heavy, and clears them once the page has run. Every request runs this script first, a
+heavy, and clears them once it is loaded. Every request runs this script first, a
 deep link such as /draw too."""
 
 import os
@@ -28,9 +28,6 @@ if "tensorflow" not in sys.modules:  # only the first runs of a fresh server wai
 
 from mnist_demo.ui import sidebar  # noqa: E402  (imports TensorFlow: after the paint)
 
-page = sidebar.navigation()
-try:
-    page.run()
-finally:
-    if loading is not None:
-        loading.empty()
+if loading is not None:  # loaded: the page draws itself from here (a page that stops
+    loading.empty()  # early, st.stop, would otherwise leave the line standing)
+sidebar.navigation().run()

@@ -14,8 +14,8 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 from math import nan
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 # TensorFlow's C++ start-up chatter is noise on a terminal a class is watching.
@@ -28,8 +28,8 @@ if TYPE_CHECKING:  # for annotations only: importing these at start-up costs sec
     import keras
 
     from mnist_demo.data import Arrays
-    from mnist_demo.runs import Run
     from mnist_demo.live import LiveView
+    from mnist_demo.runs import Run
 
 EXIT_USER_ERROR = 2
 
@@ -251,10 +251,10 @@ def export_run(run: Run, output: Path, trained_by: str = "python -m mnist_demo t
     # the inference model (no training-only layers), loadable by plain Keras.
     save_model(load_model(Path(run.model_path)), output)
     info = {
-        "name": f"{run.config.get('preset')} model, trained by `{trained_by}`",
+        "name": f"{run.config.preset} model, trained by `{trained_by}`",
         "run_id": run.id,
         "status": run.status,
-        "config": run.config,
+        "config": run.config.to_dict(),
         "history": run.history,
         "test_loss": run.test_loss,
         "test_accuracy": run.test_accuracy,
@@ -337,7 +337,8 @@ def cmd_runs(args: argparse.Namespace) -> None:
             f"epochs {run.epochs_done}/{run.config.epochs} acc {acc}"
         )
         if run.status == "running":
-            line += f"  epoch {run.epoch}, batch {run.batch}/{run.batches_per_epoch} ({run.progress:.0%})"
+            done = f"batch {run.batch}/{run.batches_per_epoch} ({run.progress:.0%})"
+            line += f"  epoch {run.epoch}, {done}"
         elif run.id in queue:
             line += f"  #{queue[run.id]} in the queue"
         print(line)
@@ -390,6 +391,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         print(f"Open http://localhost:{args.port}/  ·  for a class: make class")
     sys.stdout.flush()
     children: list[subprocess.Popen] = []
+    env["MNIST_DEMO_ENGINE_MANAGED"] = "1"  # the server must not start a second engine
     if not engine.status(Store()).running:
         children.append(subprocess.Popen([sys.executable, "-m", "mnist_demo", "engine"], env=env))
     app = config.PACKAGE_DIR.parent / "streamlit_app.py"

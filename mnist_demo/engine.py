@@ -50,7 +50,8 @@ from mnist_demo.store import Store, StoreError
 
 ENGINE_KEY = "engine"  # settings: the supervisor's heartbeat, capacity and address
 ENGINE_STALE_S = 10.0  # an engine silent this long is not running
-STOP_GRACE_S = 20.0  # a worker that ignores a stop request this long is cancelled
+# a worker that ignores a stop request this long is cancelled through Ray
+STOP_GRACE_S = float(os.environ.get("MNIST_DEMO_STOP_GRACE_S", "20"))
 SHUTDOWN_WAIT_S = 60.0  # Ctrl+C: how long running runs get to stop after their batch
 CLAIM_EVERY_S = 0.2  # an idle trainer looks at the queue this often
 NAMESPACE_PREFIX = "digit-lab"
@@ -414,7 +415,19 @@ class Supervisor:
 
 
 def run_supervisor(store: Store, address: str | None = None, cpus: int | None = None) -> None:
-    """The `engine` command: start, serve until SIGINT/SIGTERM, stop in order."""
+    """The `engine` command: start, serve until SIGINT/SIGTERM, stop in order. One
+    supervisor per data home: a second one (two servers started at once) says so."""
+    import fcntl
+
+    lock_path = engine_dir(store.home) / "supervisor.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(lock_path, "w")  # held until this process ends
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise EngineUnavailableError(
+            f"a training engine for {store.home} is already starting or running"
+        ) from None
     supervisor = Supervisor(store, address=address, cpus=cpus)
     stop = threading.Event()
 
@@ -425,6 +438,10 @@ def run_supervisor(store: Store, address: str | None = None, cpus: int | None = 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     supervisor.start()
+    # ray.init installs its own SIGTERM handler (it ends the process at once, leaving the
+    # head and the trainers running): take SIGTERM back so it stops in order, as Ctrl+C.
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     print(
         f"engine: Ray at {supervisor.address}, {len(supervisor.trainers)} trainer(s) of "
         f"{supervisor.cpus_per_run} CPU(s); store {store.describe()}",

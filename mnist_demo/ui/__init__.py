@@ -46,6 +46,7 @@ from mnist_demo.ui.widgets import (
     duration,
     epoch_charts,
     recorded_history,
+    setting_toggle,
     user_errors,
     vega_lite,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "remembered_toggle",
     "role",
     "session_tag",
+    "setting_toggle",
     "uploaded_photo",
     "user_errors",
     "vega_lite",

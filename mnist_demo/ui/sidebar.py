@@ -10,7 +10,6 @@ import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
 from mnist_demo.runs import ModelRef, available_models, default_model
-from mnist_demo.training import current_job
 from mnist_demo.ui import classroom
 from mnist_demo.ui.resources import registry, registry_notice
 from mnist_demo.ui.widgets import ago
@@ -124,8 +123,7 @@ def sidebar(for_drawings: bool = False) -> ModelRef:
 
 
 def _training_badge() -> None:
-    job = current_job(registry())
-    if job is not None and job.is_running:
+    running = registry().running()
+    if running:
         # No epoch count here: the sidebar is drawn when a page loads, not on every poll.
-        s = job.snapshot()
-        st.info(f"Run {s.run_id} is training: watch it on the Train page.", icon="⏳")
+        st.info(f"Run {running[0].id} is training: watch it on the Train page.", icon="⏳")

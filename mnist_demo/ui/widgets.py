@@ -34,6 +34,26 @@ def user_errors(stop: bool = True) -> Iterator[None]:
             st.stop()
 
 
+def setting_toggle(
+    label: str, *, value: bool, change: Callable[[bool], None], help: str | None = None
+) -> None:
+    """A toggle for a setting the core may refuse (a session locked meanwhile): the
+    refusal is shown under it, and the toggle goes back to what is stored."""
+    key, error_key = f"toggle-{label}", f"toggle-{label}-error"
+
+    def on_change() -> None:
+        try:
+            change(st.session_state[key])
+        except DigitLabError as e:
+            st.session_state[error_key] = str(e)
+            st.session_state[key] = not st.session_state[key]
+
+    st.toggle(label, value=value, key=key, on_change=on_change, help=help)
+    error = st.session_state.pop(error_key, None)
+    if error:
+        st.error(error, icon="⚠️")
+
+
 # --- time as text ---------------------------------------------------------------------
 
 
