@@ -1,51 +1,189 @@
+"""The run registry on the store: runs queued, claimed, followed point by point, stopped,
+cancelled, resumed and recovered; only the instructor changes what the class sees."""
+
 import os
 import sqlite3
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+from mnist_demo.class_set import ClassSet
 from mnist_demo.classroom import PermissionDeniedError, Role
 from mnist_demo.errors import ModelFileError
+from mnist_demo.recipe import FineTuneRecord, InvalidConfigError, TrainConfig
 from mnist_demo.runs import (
     HEARTBEAT_STALE_S,
+    LESSON_MAX_EPOCHS,
+    CannotResumeError,
     RegistryCorruptError,
     RegistryError,
     RunNotFoundError,
     RunRegistry,
 )
 
-CONFIG = {"preset": "lab7", "epochs": 2}
+CONFIG = TrainConfig(epochs=2, train_size=600, test_size=100)
 HISTORY = {"loss": [0.5, 0.3], "accuracy": [0.8, 0.9], "val_loss": [0.4, 0.3]}
+TEACHER, STUDENT = Role.INSTRUCTOR, Role.STUDENT
 
 
-def finished_run(registry, tmp_path, accuracy=0.97):
-    run = registry.create_run(CONFIG)
+def running_run(registry, config=CONFIG):
+    run = registry.submit(config, role=TEACHER)
+    claimed = registry.claim_next("worker-1")
+    assert claimed is not None and claimed.id == run.id
+    return claimed
+
+
+def finished_run(registry, accuracy=0.97, status="finished", history=HISTORY):
+    run = running_run(registry)
     model = registry.run_dir(run.id) / "model.keras"
     model.write_bytes(b"weights")
-    registry.record_epoch(run.id, HISTORY, model)
-    return registry.finish_run(run.id, "finished", test_accuracy=accuracy, misclassified=3)
+    registry.record_epoch(run.id, history, model)
+    return registry.finish_run(run.id, status, test_accuracy=accuracy, misclassified=3)
 
 
-def test_a_run_is_recorded_and_survives_a_restart(tmp_path):
-    path = tmp_path / "runs.sqlite"
-    registry = RunRegistry(path)
-    run = finished_run(registry, tmp_path)
+@pytest.fixture
+def registry(tmp_path):
+    return RunRegistry(tmp_path / "runs.sqlite")
+
+
+def test_a_run_is_recorded_and_survives_a_restart(tmp_path, registry):
+    run = finished_run(registry)
     assert run.status == "finished" and run.epochs_done == 2
     assert run.duration_s is not None and run.duration_s >= 0
-    again = RunRegistry(path).get(run.id)  # a new process opening the same file
+    again = RunRegistry(tmp_path / "runs.sqlite").get(run.id)  # another process
     assert again.history == HISTORY and again.config == CONFIG
-    assert again.test_accuracy == 0.97 and again.misclassified == 3
-    assert again.has_model
+    assert isinstance(again.config, TrainConfig)
+    assert again.test_accuracy == 0.97 and again.misclassified == 3 and again.has_model
 
 
-def test_list_newest_first_and_delete_removes_files(tmp_path):
-    registry = RunRegistry(tmp_path / "runs.sqlite")
-    first, second = finished_run(registry, tmp_path), finished_run(registry, tmp_path)
+def test_submit_queues_a_worker_claims_writes_points_and_reads_its_stop(registry):
+    run = registry.submit(CONFIG, role=TEACHER)
+    assert run.status == "queued" and registry.queue() == [run]
+    claimed = registry.claim_next("worker-1", pid=os.getpid())
+    assert claimed.status == "running" and claimed.worker == "worker-1"
+    assert registry.claim_next("worker-2") is None  # never claimed twice
+    assert not registry.record_progress(
+        run.id, epoch=1, batch=2, batches_per_epoch=4,
+        new_points=[(0, 0.25, 2.0, 0.1), (1, 0.5, 1.5, 0.3)],
+    )  # fmt: skip
+    assert registry.points(run.id) == [(0, 0.25, 2.0, 0.1), (1, 0.5, 1.5, 0.3)]
+    assert registry.points(run.id, after_seq=0) == [(1, 0.5, 1.5, 0.3)]
+    now = registry.get(run.id)
+    assert (now.epoch, now.batch, now.batches_per_epoch) == (1, 2, 4)
+    assert now.progress == pytest.approx(2 / 8)
+    registry.request_stop(run.id, role=TEACHER)
+    assert registry.get(run.id).stop_requested_at is not None
+    assert registry.record_progress(
+        run.id, epoch=1, batch=3, batches_per_epoch=4, new_points=[(2, 0.75, 1.0, 0.5)]
+    )
+
+
+def test_the_queue_takes_the_instructors_runs_first_then_by_time(registry):
+    student_run = registry.submit(CONFIG, role=TEACHER, owner="student-1", priority=1)
+    first = registry.submit(CONFIG, role=TEACHER)
+    second = registry.submit(CONFIG, role=TEACHER)
+    assert [r.id for r in registry.queue()] == [first.id, second.id, student_run.id]
+    assert [registry.claim_next("w").id for _ in range(3)] == [
+        first.id,
+        second.id,
+        student_run.id,
+    ]
+
+
+def test_cancel_takes_a_queued_run_out_and_refuses_a_running_one(registry):
+    running = running_run(registry)
+    queued = registry.submit(CONFIG, role=TEACHER)
+    cancelled = registry.cancel_queued(queued.id, role=TEACHER)
+    assert cancelled.status == "cancelled" and registry.queue() == []
+    with pytest.raises(RegistryError, match="not queued"):
+        registry.cancel_queued(running.id, role=TEACHER)
+    stop_queued = registry.submit(CONFIG, role=TEACHER)
+    assert registry.request_stop(stop_queued.id, role=TEACHER).status == "cancelled"
+
+
+def test_a_run_longer_than_a_lesson_needs_long_runs(registry):
+    long = TrainConfig(epochs=LESSON_MAX_EPOCHS + 1, train_size=600, test_size=100)
+    with pytest.raises(InvalidConfigError, match="at most"):
+        registry.submit(long, role=TEACHER)
+    assert registry.queue() == []
+    registry.allow_long_runs(True, role=TEACHER)
+    assert registry.submit(long, role=TEACHER).status == "queued"
+
+
+def test_resume_refuses_with_reasons_and_requeues_the_same_run(registry):
+    done = finished_run(registry)
+    with pytest.raises(CannotResumeError, match="has finished"):
+        registry.resume(done.id, role=TEACHER)
+    no_epoch = running_run(registry)
+    registry.finish_run(no_epoch.id, "stopped")
+    with pytest.raises(CannotResumeError, match="finished no epoch"):
+        registry.resume(no_epoch.id, role=TEACHER)
+    full = finished_run(registry, status="stopped")  # 2 of 2 epochs
+    registry.resume_path(full.id).write_bytes(b"state")
+    with pytest.raises(CannotResumeError, match="all its 2 epochs"):
+        registry.resume(full.id, role=TEACHER)
+    stopped = finished_run(registry, status="stopped", history={"loss": [0.5]})
+    with pytest.raises(CannotResumeError, match="no resume checkpoint"):
+        registry.resume(stopped.id, role=TEACHER)
+    registry.resume_path(stopped.id).write_bytes(b"optimizer state")
+    registry.record_progress(
+        stopped.id, epoch=2, batch=1, batches_per_epoch=4,
+        new_points=[(0, 0.5, 1.0, 0.5), (1, 1.0, 0.8, 0.6), (2, 1.25, 0.7, 0.7)],
+    )  # fmt: skip
+    with pytest.raises(PermissionDeniedError, match="start training"):
+        registry.resume(stopped.id, role=STUDENT)
+    resumed = registry.resume(stopped.id, role=TEACHER)
+    assert (resumed.id, resumed.status, resumed.resume) == (stopped.id, "queued", True)
+    assert resumed.epochs_done == 1 and resumed.history == {"loss": [0.5]}
+    assert [p[0] for p in registry.points(stopped.id)] == [0, 1]  # past epoch 1: dropped
+
+
+def test_a_fine_tune_run_is_not_resumed(registry):
+    record = FineTuneRecord("base", "/b.keras", 1, 1, 8, 2, 4, 1, 0.25)
+    run = registry.submit(CONFIG, role=TEACHER, fine_tune=record)
+    registry.claim_next("w")
+    model = registry.run_dir(run.id) / "model.keras"
+    model.write_bytes(b"w")
+    registry.record_epoch(run.id, {"loss": [0.4]}, model)
+    registry.finish_run(run.id, "stopped")
+    registry.resume_path(run.id).write_bytes(b"state")
+    assert registry.get(run.id).fine_tune == record
+    with pytest.raises(CannotResumeError, match="fine-tune"):
+        registry.resume(run.id, role=TEACHER)
+
+
+def test_a_student_session_changes_nothing_the_class_sees(registry):
+    """The check is in the registry itself: a page that forgot to lock a button (or a
+    forged widget message) still cannot change what the class sees."""
+    first, second = finished_run(registry), finished_run(registry)
+    registry.set_active(first.id, role=TEACHER)
+    queued = registry.submit(CONFIG, role=TEACHER)
+    refused = {
+        "start training": lambda: registry.submit(CONFIG, role=STUDENT),
+        "stop the run": lambda: registry.request_stop(queued.id, role=STUDENT),
+        "delete runs": lambda: registry.delete(first.id, role=STUDENT),
+        "set the server's active model": lambda: registry.set_active(second.id, role=STUDENT),
+        "allow long runs": lambda: registry.allow_long_runs(True, role=STUDENT),
+    }
+    for words, call in refused.items():
+        with pytest.raises(PermissionDeniedError, match=f"Only the instructor can {words}"):
+            call()
+    with pytest.raises(PermissionDeniedError, match="stop the run"):
+        registry.cancel_queued(queued.id, role=STUDENT)
+    assert [r.id for r in registry.list_runs()] == [queued.id, second.id, first.id]
+    assert registry.get(queued.id).status == "queued"
+    assert registry.run_dir(first.id).exists() and registry.active_run_id() == first.id
+    assert not registry.long_runs_allowed()
+
+
+def test_list_newest_first_and_delete_removes_files(registry):
+    first, second = finished_run(registry), finished_run(registry)
     assert [r.id for r in registry.list_runs()] == [second.id, first.id]
-    registry.set_active(first.id, role=Role.INSTRUCTOR)
-    registry.delete(first.id, role=Role.INSTRUCTOR)
+    registry.set_active(first.id, role=TEACHER)
+    registry.delete(first.id, role=TEACHER)
     assert [r.id for r in registry.list_runs()] == [second.id]
     assert not registry.run_dir(first.id).exists()
     assert registry.active_run_id() is None  # the deleted active model falls back
@@ -53,118 +191,129 @@ def test_list_newest_first_and_delete_removes_files(tmp_path):
         registry.get(first.id)
 
 
-def test_active_model_must_have_a_model_file(tmp_path):
-    registry = RunRegistry(tmp_path / "runs.sqlite")
-    empty = registry.create_run(CONFIG)
+def test_active_model_must_have_a_model_file(registry):
+    empty = running_run(registry)
+    registry.finish_run(empty.id, "stopped")
     with pytest.raises(ModelFileError, match="finished no epoch"):
-        registry.set_active(empty.id, role=Role.INSTRUCTOR)
-    run = finished_run(registry, tmp_path)
-    registry.set_active(run.id, role=Role.INSTRUCTOR)
-    assert registry.active_run_id() == run.id
-
-
-def test_missing_model_file_is_a_clear_error(tmp_path):
-    registry = RunRegistry(tmp_path / "runs.sqlite")
-    run = finished_run(registry, tmp_path)
+        registry.set_active(empty.id, role=TEACHER)
+    run = finished_run(registry)
     (registry.run_dir(run.id) / "model.keras").unlink()
     with pytest.raises(ModelFileError, match="missing"):
-        registry.model_path(run.id)
-    assert registry.get(run.id).status == "finished"  # the record itself is intact
+        registry.set_active(run.id, role=TEACHER)
+    assert registry.get(run.id).status == "finished" and registry.active_run_id() is None
 
 
-def test_a_corrupt_database_is_rejected_then_recovered_from_run_files(tmp_path):
-    path = tmp_path / "runs.sqlite"
-    registry = RunRegistry(path)
-    kept = [finished_run(registry, tmp_path, 0.9).id, finished_run(registry, tmp_path, 0.95).id]
-    path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(RegistryCorruptError, match="not a readable database"):
-        RunRegistry(path)
-    recovered, aside = RunRegistry.recover(path)
-    assert aside.exists() and aside.read_bytes().startswith(b"this is not")
-    runs = {r.id: r for r in recovered.list_runs()}
-    assert sorted(runs) == kept
-    assert runs[kept[1]].test_accuracy == 0.95 and runs[kept[0]].history == HISTORY
-    assert finished_run(recovered, tmp_path).id == max(kept) + 1  # ids keep counting
-
-
-def test_a_run_whose_heartbeat_stopped_is_interrupted_even_if_its_pid_lives(tmp_path):
-    """After a reboot another process can hold the recorded pid: the run used to stay
-    "running" forever (not stoppable, not deletable, its model hidden)."""
-    registry = RunRegistry(tmp_path / "runs.sqlite")
-    run = registry.create_run(CONFIG)  # pid: this very (alive) process
+def test_a_run_whose_heartbeat_stopped_is_interrupted_even_if_its_pid_lives(registry):
+    run = running_run(registry)  # pid: this very (alive) process
     model = registry.run_dir(run.id) / "model.keras"
     model.write_bytes(b"epoch 1")
     registry.record_epoch(run.id, {"loss": [0.4]}, model)
-    stale = time.time() - HEARTBEAT_STALE_S - 1
     with sqlite3.connect(registry.path) as con:
         con.execute(
-            "UPDATE runs SET heartbeat = ?, pid = ? WHERE id = ?", (stale, os.getpid(), run.id)
+            "UPDATE runs SET heartbeat = ? WHERE id = ?",
+            (time.time() - HEARTBEAT_STALE_S - 1, run.id),
         )
-    alive = registry.create_run(CONFIG)
-    registry.beat(alive.id)  # a job training now
+    alive = running_run(registry)
+    registry.beat(alive.id)
     assert registry.mark_interrupted() == [run.id]
-    interrupted = registry.get(run.id)
-    assert interrupted.status == "interrupted" and interrupted.epochs_done == 1
+    assert registry.get(run.id).status == "interrupted"
     assert registry.model_path(run.id) == model  # the last finished epoch stays usable
     assert registry.get(alive.id).status == "running"
+    with pytest.raises(RegistryError, match="still running"):
+        registry.delete(alive.id, role=TEACHER)
+
+
+def test_a_run_of_a_dead_process_is_interrupted_at_once(registry):
+    run = running_run(registry)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    with sqlite3.connect(registry.path) as con:
+        con.execute("UPDATE runs SET pid = ? WHERE id = ?", (int(dead.stdout), run.id))
+    assert registry.mark_interrupted() == [run.id]
+
+
+def test_a_run_still_training_is_neither_offered_nor_activated(registry):
+    from mnist_demo.runs import SHIPPED_KEY, available_models, default_model
+
+    training = running_run(registry)
+    model = registry.run_dir(training.id) / "model.keras"
+    model.write_bytes(b"weights of epoch 1")
+    registry.record_epoch(training.id, HISTORY, model)
+    assert str(training.id) not in {m.key for m in available_models(registry)}
     with pytest.raises(RegistryError, match="still training"):
-        registry.delete(alive.id, role=Role.INSTRUCTOR)
-    registry.delete(run.id, role=Role.INSTRUCTOR)  # the stale one can go
-
-
-def test_a_registry_from_before_heartbeats_gains_the_column(tmp_path):
-    path = tmp_path / "runs.sqlite"
-    with sqlite3.connect(path) as con:
-        con.execute(
-            "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at REAL NOT NULL,"
-            " finished_at REAL, status TEXT NOT NULL, config TEXT NOT NULL, history TEXT NOT NULL"
-            " DEFAULT '{}', epochs_done INTEGER NOT NULL DEFAULT 0, test_loss REAL,"
-            " test_accuracy REAL, misclassified INTEGER, test_n INTEGER, model_path TEXT,"
-            " error TEXT, pid INTEGER)"
-        )
-    registry = RunRegistry(path)
-    run = registry.create_run(CONFIG)
-    assert registry.get(run.id).heartbeat is not None
-
-
-def test_students_cannot_delete_activate_or_lift_the_epoch_cap(tmp_path):
-    """The check is in the registry itself: a page that forgot to lock a button (or a
-    forged widget message) still cannot change what the class sees."""
-    registry = RunRegistry(tmp_path / "runs.sqlite")
-    first, second = finished_run(registry, tmp_path), finished_run(registry, tmp_path)
-    registry.set_active(first.id, role=Role.INSTRUCTOR)
-    with pytest.raises(PermissionDeniedError, match="Only the instructor can delete runs"):
-        registry.delete(first.id, role=Role.STUDENT)
-    with pytest.raises(PermissionDeniedError, match="set the server's active model"):
-        registry.set_active(second.id, role=Role.STUDENT)
-    with pytest.raises(PermissionDeniedError, match="allow long runs"):
-        registry.allow_long_runs(True, role=Role.STUDENT)
-    assert [r.id for r in registry.list_runs()] == [second.id, first.id]
-    assert registry.run_dir(first.id).exists()
-    assert registry.active_run_id() == first.id
-    assert not registry.long_runs_allowed()
-    registry.allow_long_runs(True, role=Role.INSTRUCTOR)
-    assert registry.long_runs_allowed()
-    registry.allow_long_runs(False, role=Role.INSTRUCTOR)
-    assert not registry.long_runs_allowed()
+        registry.set_active(training.id, role=TEACHER)
+    registry.store.set_setting("active_run", str(training.id))  # as an older version could
+    assert default_model(registry).key == SHIPPED_KEY
+    registry.finish_run(training.id, "stopped")
+    registry.set_active(training.id, role=TEACHER)
+    assert default_model(registry).key == str(training.id)
 
 
 # --- a registry that never reuses an id and never forgets ---------------------------------
 
 
-def three_runs(tmp_path):
-    registry = RunRegistry(tmp_path / "runs.sqlite")
-    runs = [finished_run(registry, tmp_path) for _ in range(3)]
-    registry.set_active(runs[1].id, role=Role.INSTRUCTOR)
-    return registry, runs
+def a_class(registry) -> tuple[ClassSet, list]:
+    classes = ClassSet(registry.store)
+    made = []
+    for i in range(3):
+        image = np.zeros((28, 28), np.uint8)
+        image[4:20, 8 + i : 12 + i] = 255
+        made.append(classes.add(image, i, session=f"s{i}", canvas_png=b"\x89PNG %d" % i))
+    classes.set_hidden(made[1].id, True, role=TEACHER)
+    return classes, made
+
+
+def three_runs(registry):
+    runs = [finished_run(registry) for _ in range(3)]
+    registry.set_active(runs[1].id, role=TEACHER)
+    return runs
+
+
+def test_a_database_truncated_to_100_bytes_loses_no_run_model_or_drawing(registry):
+    runs = three_runs(registry)
+    classes, drawings = a_class(registry)
+    wall = [(d.id, d.label, d.hidden, d.canvas_png) for d in classes.newest(include_hidden=True)]
+    path = registry.path
+    registry.store.dispose()
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    for suffix in ("-wal", "-shm"):
+        (path.parent / (path.name + suffix)).unlink(missing_ok=True)
+    with pytest.raises(RegistryError):
+        RunRegistry(path).list_runs()
+    recovered, aside = RunRegistry.recover(path)
+    assert aside is not None and aside.stat().st_size == 100
+    assert [r.id for r in recovered.list_runs()] == [r.id for r in reversed(runs)]
+    assert recovered.active_run_id() == runs[1].id
+    again = ClassSet(recovered.store)
+    assert [
+        (d.id, d.label, d.hidden, d.canvas_png) for d in again.newest(include_hidden=True)
+    ] == wall
+    for old in drawings:
+        np.testing.assert_array_equal(again.get(old.id).image, old.image)
+    assert finished_run(recovered).id == runs[-1].id + 1  # ids keep counting
+
+
+def test_a_corrupt_database_is_rejected_then_recovered_from_run_files(registry):
+    kept = [finished_run(registry, 0.9).id, finished_run(registry, 0.95).id]
+    registry.store.dispose()
+    registry.path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(RegistryCorruptError, match="not a readable database"):
+        RunRegistry(registry.path)
+    recovered, aside = RunRegistry.recover(registry.path)
+    assert aside.read_bytes().startswith(b"this is not")
+    runs = {r.id: r for r in recovered.list_runs()}
+    assert sorted(runs) == kept and runs[kept[1]].test_accuracy == 0.95
+    assert runs[kept[0]].history == HISTORY and runs[kept[0]].config == CONFIG
 
 
 @pytest.mark.parametrize("damage", ["zero-bytes", "replaced-by-empty-db"])
-def test_an_emptied_database_beside_run_folders_is_refused_not_reused(tmp_path, damage):
-    """Once, a zero-byte runs.sqlite opened as an empty registry: ids restarted at 1 and
-    the next run overwrote runs/1/model.keras of an old run."""
-    registry, runs = three_runs(tmp_path)
+def test_an_emptied_database_beside_run_folders_is_refused_not_reused(registry, damage):
+    runs = three_runs(registry)
     old_model = registry.model_path(runs[0].id).read_bytes()
+    registry.store.dispose()
     registry.path.unlink()
     if damage == "zero-bytes":
         registry.path.write_bytes(b"")
@@ -174,83 +323,19 @@ def test_an_emptied_database_beside_run_folders_is_refused_not_reused(tmp_path, 
         RunRegistry(registry.path)
     recovered, _ = RunRegistry.recover(registry.path)
     assert [r.id for r in recovered.list_runs()] == [r.id for r in reversed(runs)]
-    new = finished_run(recovered, tmp_path)
-    assert new.id == runs[-1].id + 1
-    assert registry.model_path(runs[0].id).read_bytes() == old_model
+    assert finished_run(recovered).id == runs[-1].id + 1
+    assert recovered.model_path(runs[0].id).read_bytes() == old_model
 
 
-def test_new_ids_never_take_a_run_folder_even_past_the_table(tmp_path):
-    registry = RunRegistry(tmp_path / "runs.sqlite")
-    first = finished_run(registry, tmp_path)
+def test_new_ids_never_take_a_run_folder_even_past_the_table(registry):
+    first = finished_run(registry)
     (registry.runs_dir / "7").mkdir()  # a folder the table does not know (copied in, say)
-    assert registry.create_run(CONFIG).id == 8
-    assert first.id == 1
+    assert registry.submit(CONFIG, role=TEACHER).id == 8 and first.id == 1
 
 
-def test_recover_works_without_any_registry_file(tmp_path):
-    registry, _ = three_runs(tmp_path)
+def test_recover_works_without_any_registry_file(registry):
+    three_runs(registry)
+    registry.store.dispose()
     registry.path.unlink()
     recovered, aside = RunRegistry.recover(registry.path)
-    assert aside is None
-    assert len(recovered.list_runs()) == 3
-
-
-def test_recovery_remembers_the_active_model(tmp_path):
-    registry, runs = three_runs(tmp_path)
-    registry.path.write_bytes(b"this is not a database at all" * 100)
-    recovered, aside = RunRegistry.recover(registry.path)
-    assert aside is not None and aside.exists()
-    assert recovered.active_run_id() == runs[1].id
-
-
-def test_recovery_brings_back_the_class_drawings_the_old_file_still_holds(tmp_path):
-    import numpy as np
-
-    from mnist_demo.class_set import ClassSet
-
-    registry, _ = three_runs(tmp_path)
-    store = ClassSet(registry.path)
-    image = np.zeros((28, 28), np.uint8)
-    image[4:20, 10:14] = 255
-    store.add(image, 1, session="s")
-    with sqlite3.connect(registry.path) as con:
-        con.execute("DELETE FROM runs")  # the runs table emptied, the drawings intact
-    recovered, _ = RunRegistry.recover(registry.path)
-    assert len(recovered.list_runs()) == 3
-    assert ClassSet(registry.path).count() == 1
-
-
-def test_a_run_still_training_is_neither_offered_nor_activated(tmp_path):
-    """Once, activating a run after its first epoch broke every new Draw session with a
-    KeyError: the default pointed at a model the sidebar did not list."""
-    from mnist_demo.runs import SHIPPED_KEY, available_models, default_model
-
-    registry = RunRegistry(tmp_path / "runs.sqlite")
-    training = registry.create_run(CONFIG)
-    model = registry.run_dir(training.id) / "model.keras"
-    model.write_bytes(b"weights of epoch 1")
-    registry.record_epoch(training.id, HISTORY, model)  # a checkpoint, still running
-    assert str(training.id) not in {m.key for m in available_models(registry)}
-    with pytest.raises(RegistryError, match="still training"):
-        registry.set_active(training.id, role=Role.INSTRUCTOR)
-    registry._set_setting("active_run", str(training.id))  # as an older version could
-    assert default_model(registry).key == SHIPPED_KEY  # always one of the listed models
-    registry.finish_run(training.id, "stopped")
-    registry.set_active(training.id, role=Role.INSTRUCTOR)
-    assert default_model(registry).key == str(training.id)
-
-
-def test_a_run_of_a_dead_process_is_interrupted_at_once(tmp_path):
-    """A server restarted seconds after a crash: the heartbeat is still fresh, but the
-    recorded process is gone."""
-    registry = RunRegistry(tmp_path / "runs.sqlite")
-    run = registry.create_run(CONFIG)
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    with sqlite3.connect(registry.path) as con:
-        con.execute("UPDATE runs SET pid = ? WHERE id = ?", (int(dead.stdout), run.id))
-    assert registry.mark_interrupted() == [run.id]
+    assert aside is None and len(recovered.list_runs()) == 3
