@@ -421,7 +421,7 @@ def run_supervisor(store: Store, address: str | None = None, cpus: int | None = 
 
     lock_path = engine_dir(store.home) / "supervisor.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = open(lock_path, "w")  # held until this process ends
+    lock = open(lock_path, "w")  # noqa: SIM115  (held until this process ends)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
