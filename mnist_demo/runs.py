@@ -34,6 +34,7 @@ from mnist_demo.store import (
     Store,
     StoreCorruptError,
     StoreError,
+    StoreWriteError,
     atomic_write,
     points,
     runs,
@@ -228,7 +229,13 @@ class RunRegistry:
         aside = None
         if path.exists():
             aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            path.replace(aside)
+            try:
+                path.replace(aside)
+            except OSError as e:
+                raise StoreWriteError(
+                    f"cannot move {path} aside to rebuild it ({e.strerror}): the data home "
+                    "must be writable; nothing was changed"
+                ) from e
         for suffix in ("-wal", "-shm", "-journal"):  # they belong to the old file: keep
             # them beside it (the write-ahead log may hold its newest rows)
             companion = Path(str(path) + suffix)
@@ -283,25 +290,33 @@ class RunRegistry:
         files: dict[str, bytes] | None = None,
     ) -> Run:
         now = time.time()
-        with self.store.write(lock=runs) as con:
-            # An id is never reused: not one the table had, nor one a run folder has (a
-            # replaced database must not let a new run overwrite an old run's files).
-            highest = con.execute(sa.select(sa.func.max(runs.c.id))).scalar_one()
-            run_id = max(highest or 0, self._highest_folder_id()) + 1
-            con.execute(
-                sa.insert(runs).values(
-                    id=run_id,
-                    created_at=now,
-                    queued_at=now,
-                    status="queued",
-                    config=_encode_config(cfg, fine_tune),
-                    owner=owner,
-                    priority=priority,
+        made: list[Path] = []
+        try:
+            with self.store.write(lock=runs) as con:
+                # An id is never reused: not one the table had, nor one a run folder has
+                # (a replaced database must not let a new run overwrite an old run's files).
+                highest = con.execute(sa.select(sa.func.max(runs.c.id))).scalar_one()
+                run_id = max(highest or 0, self._highest_folder_id()) + 1
+                con.execute(
+                    sa.insert(runs).values(
+                        id=run_id,
+                        created_at=now,
+                        queued_at=now,
+                        status="queued",
+                        config=_encode_config(cfg, fine_tune),
+                        owner=owner,
+                        priority=priority,
+                    )
                 )
-            )
-            self.run_dir(run_id).mkdir(parents=True)  # fails rather than reuse a folder
-            for name, content in (files or {}).items():
-                atomic_write(self.run_dir(run_id) / name, content)
+                folder = self.run_dir(run_id)
+                folder.mkdir(parents=True)  # fails rather than reuse a folder
+                made.append(folder)
+                for name, content in (files or {}).items():
+                    atomic_write(folder / name, content)
+        except BaseException:
+            for folder in made:  # the row was not saved: neither is its folder, so the
+                shutil.rmtree(folder, ignore_errors=True)  # next run takes this id
+            raise
         run = self.get(run_id)
         self._write_run_file(run)
         return run
