@@ -95,6 +95,8 @@ class Run:
     epoch: int = 0  # 1-based epoch in progress (0: not started)
     batch: int = 0  # batches done in it
     batches_per_epoch: int = 0
+    class_accuracy: float | None = None  # on the class's drawings (the leaderboard)
+    class_n: int | None = None
 
     @property
     def name(self) -> str:

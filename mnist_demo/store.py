@@ -70,6 +70,9 @@ runs = sa.Table(
     sa.Column("epoch", sa.Integer, nullable=False, server_default="0"),
     sa.Column("batch", sa.Integer, nullable=False, server_default="0"),
     sa.Column("batches_per_epoch", sa.Integer, nullable=False, server_default="0"),
+    # 0003: the leaderboard's private column, the run's score on the class's drawings
+    sa.Column("class_accuracy", sa.Float),
+    sa.Column("class_n", sa.Integer),
 )
 
 points = sa.Table(
@@ -112,7 +115,27 @@ drawings = sa.Table(
     sa.Column("image", sa.LargeBinary, nullable=False),
     sa.Column("canvas_png", sa.LargeBinary),
     sa.Column("hidden", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("verdict", sa.Text),  # 0003: digit / not sure / not a digit, as sent
     sa.UniqueConstraint("set_id", "digest"),
+)
+
+# 0003: every student runs the lab
+students = sa.Table(
+    "students",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # the tag in the student's signed cookie
+    sa.Column("nickname", sa.Text, unique=True),
+    sa.Column("hidden", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+limit_events = sa.Table(
+    "limit_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
 )
 
 

@@ -119,6 +119,8 @@ def test_every_run_field_round_trips_through_the_store(tmp_path):
         "epoch": 2,
         "batch": 17,
         "batches_per_epoch": 20,
+        "class_accuracy": 0.8125,
+        "class_n": 48,
     }
     run = dataclasses.replace(stored, **values)
     names = {f.name for f in dataclasses.fields(Run)}
