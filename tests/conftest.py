@@ -1,12 +1,26 @@
 """Shared fixtures. Tests never touch the user's data home: the session gets its own
 MNIST_DEMO_HOME, and MNIST_DEMO_DATA points at the verified cache `make setup` built,
-so the real dataset is read once from disk rather than fetched per test."""
+so the real dataset is read once from disk rather than fetched per test.
+
+Tests that need the training engine share ONE real one per session (`engine`): a
+`python -m mnist_demo engine` subprocess (a local Ray head as its own process, warm
+trainers) serving a data home of its own, started the first time a test asks for it and
+stopped with SIGTERM at the end of the session, leaving no Ray process behind. Its
+capacity is one run at a time, so runs queue behind each other."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -19,6 +33,12 @@ import numpy as np
 import pytest
 
 from mnist_demo.data import load_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+ENGINE_START_S = 120  # a cold engine on two busy cores: Ray head + trainers
+ENGINE_STOP_S = 90  # SIGTERM: stop runs, kill trainers, stop the head
+ENGINE_STOP_GRACE_S = 5  # MNIST_DEMO_STOP_GRACE_S of the test engine: an ignored stop
+# is cancelled after this (a stop that is honoured takes well under a second here)
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +64,150 @@ def home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(7)
+
+
+# --- waiting ----------------------------------------------------------------------------
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition", every=0.02
+) -> Any:
+    """Poll until `predicate()` is truthy; return its value (AssertionError on timeout)."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not met within {timeout:.0f} s")
+        time.sleep(every)
+
+
+# --- the training engine ------------------------------------------------------------------
+
+
+@dataclass
+class Engine:
+    """A running `python -m mnist_demo engine` and the data home it serves."""
+
+    home: Path
+    proc: subprocess.Popen
+    log: Path
+    ray_session: int | None = None  # the Ray head's session id: all its processes
+
+    @property
+    def registry(self):  # a fresh one per call is cheap; tests share the store
+        from mnist_demo.runs import RunRegistry
+        from mnist_demo.store import Store
+
+        return RunRegistry(Store(self.home / "runs.sqlite"))
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a CLI call on this engine's data home."""
+        return dict(os.environ, MNIST_DEMO_HOME=str(self.home), **extra)
+
+    def ray_processes(self) -> list[str]:
+        """Every process of its Ray head still alive: the head's session (workers change
+        their command lines, but keep the session) and anything naming its temp dir."""
+        found = set()
+        if self.ray_session is not None:
+            found |= set(_pgrep("-s", str(self.ray_session)))
+        found |= set(_pgrep("-f", f"digit-lab-ray-{self.proc.pid}"))
+        return sorted(found)
+
+    def describe_log(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-3000:]
+        except OSError:
+            return "(no log)"
+
+
+def _pgrep(*args: str) -> list[str]:
+    result = subprocess.run(["pgrep", "-a", *args], capture_output=True, text=True)
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[4])  # state ppid pgrp session ...
+
+
+def start_engine(home: Path, **extra_env: str) -> Engine:
+    """Start an engine for `home` and wait until the store says it runs."""
+    from mnist_demo import engine as engine_mod
+    from mnist_demo.store import Store
+
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "supervisor.log"
+    env = dict(os.environ, MNIST_DEMO_HOME=str(home), MNIST_DEMO_RUN_CPUS="2")
+    env.setdefault("MNIST_DEMO_STOP_GRACE_S", str(ENGINE_STOP_GRACE_S))
+    env.update(extra_env)
+    env.pop("RAY_ADDRESS", None)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mnist_demo", "engine", "--cpus", "2"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    handle = Engine(home, proc, log)
+    store = Store(home / "runs.sqlite")
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or engine_mod.status(store).running,
+            ENGINE_START_S,
+            "the engine to start",
+            every=0.2,
+        )
+        if proc.poll() is not None:
+            raise AssertionError(f"the engine exited ({proc.returncode}):\n{handle.describe_log()}")
+        head = _pgrep("-f", f"digit-lab-ray-{proc.pid}")
+        if head:
+            handle.ray_session = _session_of(int(head[0].split()[0]))
+    except BaseException:
+        stop_engine(handle, check=False)
+        raise
+    finally:
+        store.dispose()
+    return handle
+
+
+def stop_engine(handle: Engine, check: bool = True) -> None:
+    """SIGTERM, as `make run`'s Ctrl+C does, by pid; then no Ray process of it is left."""
+    if handle.proc.poll() is None:
+        handle.proc.send_signal(signal.SIGTERM)
+        try:
+            handle.proc.wait(timeout=ENGINE_STOP_S)
+        except subprocess.TimeoutExpired:
+            handle.proc.kill()
+            handle.proc.wait()
+            if check:
+                raise AssertionError(
+                    f"the engine did not stop within {ENGINE_STOP_S} s:\n{handle.describe_log()}"
+                ) from None
+    try:
+        wait_for(lambda: not handle.ray_processes(), 20, "the Ray processes to end", every=0.5)
+    except AssertionError:
+        left = handle.ray_processes()
+        if handle.ray_session is not None:  # never leave them running for the next test
+            for line in _pgrep("-s", str(handle.ray_session)):
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(line.split()[0]), signal.SIGKILL)
+        if check:
+            raise AssertionError(f"Ray processes left behind by the engine: {left}") from None
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory) -> Iterator[Engine]:
+    """The session's training engine on a data home of its own (shared by every test
+    that asks for it: runs accumulate there, so tests go by the ids they get back)."""
+    handle = start_engine(tmp_path_factory.mktemp("engine-home"))
+    yield handle
+    stop_engine(handle)
+    assert handle.proc.returncode == 0, (handle.proc.returncode, handle.describe_log())
+    assert "engine: stopped" in handle.describe_log()

@@ -1,26 +1,28 @@
+"""The training job (training.train_run) on a claimed run, in this process: what a
+trainer of the engine runs. tests/test_engine.py runs the same job in real Ray workers."""
+
+from __future__ import annotations
+
+import math
+import os
 import threading
 import time
 
 import numpy as np
 import pytest
 
+from mnist_demo import training
 from mnist_demo.classroom import PermissionDeniedError, Role
 from mnist_demo.evaluation import evaluate
-from mnist_demo.model import load_model
-from mnist_demo.runs import RunRegistry
-from mnist_demo.training import (
-    LESSON_MAX_EPOCHS,
-    InvalidConfigError,
-    Snapshot,
-    TrainConfig,
-    TrainingAlreadyRunningError,
-    TrainingJob,
-    current_job,
-    select_subset,
-    start_training,
-)
+from mnist_demo.live import LiveFeed
+from mnist_demo.model import STEPS_PER_EXECUTION, load_model
+from mnist_demo.recipe import InvalidConfigError, TrainConfig
+from mnist_demo.runs import LESSON_MAX_EPOCHS, Run, RunRegistry, resumable
+from mnist_demo.store import StoreError
+from mnist_demo.training import select_subset, train_run
 
 TINY = TrainConfig(epochs=2, batch_size=32, train_size=600, test_size=200)
+TEACHER = Role.INSTRUCTOR
 
 
 @pytest.fixture
@@ -28,13 +30,16 @@ def registry(tmp_path):
     return RunRegistry(tmp_path / "runs.sqlite")
 
 
-def wait_for(predicate, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
+def claimed(registry: RunRegistry, cfg: TrainConfig, **kw) -> Run:
+    """Submit a run and claim it, as a trainer of the engine would."""
+    submitted = registry.submit(cfg, role=TEACHER, **kw)
+    run = registry.claim_next("test-worker")
+    assert run is not None and run.id == submitted.id and run.status == "running"
+    return run
+
+
+def positions(registry: RunRegistry, run_id: int) -> list[float]:
+    return [p for _, p, _, _ in registry.points(run_id)]
 
 
 def test_a_tiny_run_learns_checkpoints_each_epoch_and_is_recorded(registry, tiny_mnist):
@@ -44,117 +49,170 @@ def test_a_tiny_run_learns_checkpoints_each_epoch_and_is_recorded(registry, tiny
         saved_epochs.append((len(history["loss"]), path.exists())),
         record_epoch(run_id, history, path),
     )
-    job = start_training(TINY, registry, tiny_mnist, role=Role.INSTRUCTOR)
-    assert job.wait(120)
-    s = job.snapshot()
-    assert s.status == "finished" and s.error is None
+    run = claimed(registry, TINY)
+    assert run.pid == os.getpid() and run.worker == "test-worker"
+    ended = train_run(registry, run, tiny_mnist)
+    assert ended.status == "finished" and ended.error is None
     assert saved_epochs == [(1, True), (2, True)]  # a checkpoint on disk at every epoch
     # 600 / 32 -> 19 batches per epoch, reported once per execution of 4 batches
     # (model.STEPS_PER_EXECUTION): after batches 4, 8, 12, 16 and 19 of each epoch
-    positions = [p["epoch"] for p in s.batch_metrics]
-    assert positions == pytest.approx([e + b / 19 for e in (0, 1) for b in (4, 8, 12, 16, 19)])
-    assert s.history["loss"][1] < s.history["loss"][0]
-    assert s.history["val_accuracy"][-1] > 0.5  # 600 images are enough to beat chance
-    run = registry.get(job.run_id)
+    assert STEPS_PER_EXECUTION == 4
+    assert positions(registry, run.id) == pytest.approx(
+        [e + b / 19 for e in (0, 1) for b in (4, 8, 12, 16, 19)]
+    )
+    seqs = [s for s, _, _, _ in registry.points(run.id)]
+    assert seqs == list(range(10))
+    run = registry.get(run.id)
     assert run.status == "finished" and run.epochs_done == 2
+    assert run.history["loss"][1] < run.history["loss"][0]
+    assert run.history["val_accuracy"][-1] > 0.5  # 600 images are enough to beat chance
     assert run.test_n == 200 and run.test_accuracy == pytest.approx(1 - run.misclassified / 200)
-    assert run.test_accuracy == pytest.approx(s.history["val_accuracy"][-1], abs=1e-4)
-    assert s.progress == 1.0 and s.eta_s is None
+    assert run.test_accuracy == pytest.approx(run.history["val_accuracy"][-1], abs=1e-4)
+    assert run.progress == 1.0 and run.batches_per_epoch == 19
+    view = LiveFeed(registry).view(run.id)
+    assert view.eta_s is None and len(view.batch_metrics) == 10
     # the result is the saved checkpoint's, though the job scores it only once, in training
     (_, _), (x_test, y_test) = tiny_mnist
     x_test, y_test = select_subset(x_test, y_test, TINY.test_size, TINY.seed)
-    reloaded = evaluate(load_model(registry.model_path(job.run_id)), x_test, y_test)
+    reloaded = evaluate(load_model(registry.model_path(run.id)), x_test, y_test)
     assert run.misclassified == reloaded.misclassified_count
     assert run.test_loss == pytest.approx(reloaded.loss, rel=1e-5)
-    # nothing to resume after the last epoch: no resume checkpoint was written for it
-    assert not registry.resume_path(job.run_id).exists()
+    # nothing to resume after the last epoch: no resume checkpoint is kept
+    assert not registry.resume_path(run.id).exists()
 
 
-def test_stop_ends_within_one_batch_and_keeps_the_last_full_epoch(registry, tiny_mnist):
-    config = TrainConfig(epochs=30, batch_size=16, train_size=600, test_size=200)
-    job = start_training(config, registry, tiny_mnist, role=Role.INSTRUCTOR)
-    wait_for(lambda: len(job.snapshot().history["loss"]) >= 1 and job.snapshot().batch >= 3)
-    with job._lock:  # count batches at the moment of the stop, atomically
-        job.stop(role=Role.INSTRUCTOR)
-        at_stop = len(job._batch_metrics)
-    assert job.wait(30)
-    s = job.snapshot()
-    assert len(job._batch_metrics) - at_stop <= 1  # at most the batch already under way
-    assert s.status == "stopped"
-    run = registry.get(job.run_id)
-    assert run.status == "stopped"
-    assert run.epochs_done == len(s.history["loss"]) >= 1  # the partial epoch is dropped
-    assert registry.model_path(run.id).exists() and run.test_accuracy is not None
+def test_points_reach_the_store_in_batches_not_one_write_per_batch(registry, tiny_mnist):
+    """A few writes a second, whatever the number of batches: each write carries every
+    point since the last one, with the run's position and heartbeat."""
+    calls: list[int] = []
+    record = registry.record_progress
+
+    def counting(run_id, **kw):
+        calls.append(len(kw["new_points"]))
+        return record(run_id, **kw)
+
+    registry.record_progress = counting
+    cfg = TrainConfig(epochs=2, batch_size=8, train_size=600, test_size=200)
+    run = claimed(registry, cfg)
+    started = time.monotonic()
+    assert train_run(registry, run, tiny_mnist).status == "finished"
+    took = time.monotonic() - started
+    points = registry.points(run.id)
+    # 600 / 8 = 75 batches an epoch, reported every 4: 19 points an epoch
+    assert len(points) == sum(calls) == 2 * 19
+    assert [s for s, _, _, _ in points] == list(range(38))
+    forced = 1 + 2 * cfg.epochs  # before fit, and at each epoch's start and end
+    assert len(calls) <= forced + math.ceil(took / training.FLUSH_EVERY_S) + 1, (calls, took)
+    assert len(calls) < len(points), calls
+    assert max(calls) > 1  # a write carried several points
 
 
-def test_only_one_job_per_process(registry, tiny_mnist):
-    config = TrainConfig(epochs=30, batch_size=16, train_size=600, test_size=200)
-    job = start_training(config, registry, tiny_mnist, role=Role.INSTRUCTOR)
-    try:
-        with pytest.raises(TrainingAlreadyRunningError, match=f"run {job.run_id}"):
-            start_training(TINY, registry, tiny_mnist, role=Role.INSTRUCTOR)
-        assert current_job() is job
-    finally:
-        job.stop(role=Role.INSTRUCTOR)
-        job.wait(30)
-    assert len(registry.list_runs()) == 1  # the refused start left no record
+def test_without_a_timed_flush_only_the_epoch_edges_write(registry, tiny_mnist, monkeypatch):
+    monkeypatch.setattr(training, "FLUSH_EVERY_S", 3600.0)
+    calls: list[int] = []
+    record = registry.record_progress
+    registry.record_progress = lambda run_id, **kw: (
+        calls.append(len(kw["new_points"])),
+        record(run_id, **kw),
+    )[1]
+    run = claimed(registry, TINY)
+    assert train_run(registry, run, tiny_mnist).status == "finished"
+    # before fit; epoch 1 start, end (5 points); epoch 2 start, end (5 points)
+    assert calls == [0, 0, 5, 0, 5]
+    assert len(registry.points(run.id)) == 10
 
 
-MID_RUN_SNAPSHOTS = 100  # per reader, with an epoch already finished: ~50,000 measured
+def test_a_stop_is_honoured_after_the_batch_and_keeps_the_last_full_epoch(
+    registry, tiny_mnist, monkeypatch
+):
+    monkeypatch.setattr(training, "FLUSH_EVERY_S", 0.0)  # the store hears every batch
+    cfg = TrainConfig(epochs=30, batch_size=8, train_size=600, test_size=200)
+    run = claimed(registry, cfg)
+    record = registry.record_progress
+    at_stop: list[float] = []
+
+    def stop_in_epoch_2(run_id, **kw):
+        if kw["epoch"] == 2 and kw["batch"] >= 8 and not at_stop:
+            registry.request_stop(run_id, role=TEACHER)  # as a page would, meanwhile
+            at_stop.append(kw["new_points"][-1][1])  # the batch this write reports
+        return record(run_id, **kw)
+
+    registry.record_progress = stop_in_epoch_2
+    ended = train_run(registry, run, tiny_mnist)
+    assert at_stop == [pytest.approx(1 + 8 / 75)]  # epoch 2, after batch 8 of 75
+    # no batch trained after the one under way when the stop was read
+    assert positions(registry, run.id)[-1] == pytest.approx(at_stop[0])
+    assert ended.status == "stopped" and ended.error is None
+    assert ended.epochs_done == 1 and len(ended.history["val_loss"]) == 1  # partial dropped
+    assert registry.model_path(run.id).exists()
+    assert ended.test_accuracy == pytest.approx(ended.history["val_accuracy"][0], abs=1e-4)
+    assert registry.resume_path(run.id).exists() and resumable(ended, registry)
+    assert ended.stop_requested_at is not None
 
 
-def test_snapshot_is_consistent_while_training(registry, tiny_mnist):
-    config = TrainConfig(epochs=3, batch_size=16, train_size=600, test_size=200)
-    job = start_training(config, registry, tiny_mnist, role=Role.INSTRUCTOR)
-    errors = []
-    mid_run = []  # per reader: snapshots of a running job that already had an epoch's history
+def test_a_stop_before_fit_trains_nothing(registry, tiny_mnist):
+    run = claimed(registry, TINY)
+    registry.request_stop(run.id, role=TEACHER)
+    ended = train_run(registry, run, tiny_mnist)
+    assert ended.status == "stopped" and ended.epochs_done == 0
+    assert registry.points(run.id) == [] and not ended.has_model
+
+
+MID_RUN_VIEWS = 5  # per reader, with an epoch already finished
+
+
+def test_a_live_view_is_consistent_while_the_run_trains(registry, tiny_mnist):
+    cfg = TrainConfig(epochs=3, batch_size=16, train_size=600, test_size=200)
+    run = claimed(registry, cfg)
+    done = threading.Event()
+    errors: list[str] = []
+    mid_run: list[int] = []
 
     def reader():
-        seen = 0
-        while job.is_running:
-            s = job.snapshot()
-            if s.status != "running":
-                continue  # the last moment of the run
-            n = len(s.history.get("loss", []))
-            if set(s.history) != {"loss", "accuracy", "val_loss", "val_accuracy"}:
-                errors.append(f"history keys {sorted(s.history)}")
-            elif any(len(v) != n for v in s.history.values()):
-                errors.append(f"history lists of different lengths: {s.history}")
-            if not (s.epoch - 1 <= n <= s.epoch <= config.epochs):
-                errors.append(f"{n} finished epochs while in epoch {s.epoch}")
-            if not 0 <= s.batch <= s.batches_per_epoch:
-                errors.append(f"batch {s.batch} of {s.batches_per_epoch}")
-            if n >= 1:
-                seen += 1
-            time.sleep(0)  # let the training thread have the GIL: same checks, less wait
+        feed, seen = LiveFeed(registry), 0
+        while not done.is_set():
+            view = feed.view(run.id)
+            r = view.run
+            n = len(r.history.get("loss", []))
+            if any(len(v) != n for v in r.history.values()) or r.epochs_done != n:
+                errors.append(f"history of {r.epochs_done} epochs: {r.history}")
+            if r.status == "running":
+                if not (r.epoch - 1 <= n <= max(r.epoch, 0) <= cfg.epochs):
+                    errors.append(f"{n} finished epochs while in epoch {r.epoch}")
+                if not 0 <= r.batch <= r.batches_per_epoch:
+                    errors.append(f"batch {r.batch} of {r.batches_per_epoch}")
+                if not 0.0 <= r.progress <= 1.0:
+                    errors.append(f"progress {r.progress}")
+                seen += n >= 1
+            xs = [p["epoch"] for p in view.batch_metrics]
+            if xs != sorted(xs):
+                errors.append("points out of order")
+            time.sleep(0.01)
         mid_run.append(seen)
 
     threads = [threading.Thread(target=reader) for _ in range(3)]
     for t in threads:
         t.start()
-    assert job.wait(120)
-    for t in threads:
-        t.join()
+    try:
+        ended = train_run(registry, run, tiny_mnist)
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
     assert not errors, errors[:5]
-    assert len(mid_run) == 3 and min(mid_run) >= MID_RUN_SNAPSHOTS, mid_run
-    s = job.snapshot()
-    assert s.status == "finished" and len(s.history["val_loss"]) == config.epochs
+    assert len(mid_run) == 3 and min(mid_run) >= MID_RUN_VIEWS, mid_run
+    assert ended.status == "finished" and len(ended.history["val_loss"]) == cfg.epochs
 
 
 def test_a_failure_is_recorded_with_its_message(registry, tiny_mnist):
     (x, y), test = tiny_mnist
     broken = ((x[:, :20, :20], y), test)  # not 28x28
-    job = start_training(
-        TrainConfig(epochs=1, batch_size=8, train_size=100, test_size=50),
-        registry,
-        broken,
-        role=Role.INSTRUCTOR,
-    )
-    assert job.wait(30)
-    s = job.snapshot()
-    assert s.status == "failed" and "28x28" in s.error
-    assert registry.get(job.run_id).status == "failed"
-    assert "28x28" in registry.get(job.run_id).error
+    run = claimed(registry, TrainConfig(epochs=1, batch_size=8, train_size=100, test_size=50))
+    ended = train_run(registry, run, broken)
+    assert ended.status == "failed" and "28" in ended.error
+    stored = registry.get(run.id)
+    assert stored.status == "failed" and stored.error == ended.error
+    assert not registry.resume_path(run.id).exists()
 
 
 @pytest.mark.parametrize(
@@ -163,52 +221,90 @@ def test_a_failure_is_recorded_with_its_message(registry, tiny_mnist):
         ({"epochs": 0}, "epochs must be between 1"),
         ({"batch_size": 1000, "train_size": 500}, "larger than the training subset"),
         ({"train_size": 70000}, "training subset must be between"),
+        ({"test_size": 0}, "test subset must be between"),
         ({"learning_rate": 0.0}, "learning rate"),
         ({"preset": "vgg"}, "preset must be one of"),
         ({"seed": 2**32}, "seed must be between 0 and 4294967295"),
     ],
 )
-def test_invalid_settings_are_refused_with_a_reason(registry, tiny_mnist, changes, message):
-    cfg = TrainConfig(**{**TINY.__dict__, **changes})
+def test_invalid_settings_are_refused_with_a_reason(registry, changes, message):
+    cfg = TrainConfig(**{**TINY.to_dict(), **changes})
     with pytest.raises(InvalidConfigError, match=message):
-        TrainingJob(cfg, registry, tiny_mnist)
-    assert registry.list_runs() == []
+        cfg.validate()
+    with pytest.raises(InvalidConfigError, match=message):
+        registry.submit(cfg, role=TEACHER)
+    assert registry.list_runs() == [] and registry.queue() == []
+
+
+def test_every_problem_is_named_at_once():
+    cfg = TrainConfig(epochs=0, learning_rate=2.0, seed=-1)
+    with pytest.raises(InvalidConfigError) as refused:
+        cfg.validate()
+    assert "epochs" in str(refused.value) and "learning rate" in str(refused.value)
+    assert "seed" in str(refused.value)
 
 
 def test_subset_is_seeded_and_spans_the_data():
     x = np.arange(1000)
     a, _ = select_subset(x, x, 100, seed=7)
     b, _ = select_subset(x, x, 100, seed=7)
+    c, _ = select_subset(x, x, 100, seed=8)
     assert np.array_equal(a, b) and len(np.unique(a)) == 100
+    assert not np.array_equal(a, c)
     assert a.max() > 500  # not simply the first 100
     full, _ = select_subset(x, x, 5000, seed=7)
     assert np.array_equal(full, x)
 
 
-def test_only_the_instructor_starts_or_stops_and_long_runs_need_their_permission(
-    registry, tiny_mnist
-):
+def test_only_the_instructor_submits_stops_resumes_or_cancels(registry, tiny_mnist):
+    student = Role.STUDENT
     with pytest.raises(PermissionDeniedError, match="Only the instructor can start training"):
-        start_training(TINY, registry, tiny_mnist, role=Role.STUDENT)
+        registry.submit(TINY, role=student)
     assert registry.list_runs() == []
     long = TrainConfig(epochs=LESSON_MAX_EPOCHS + 1, batch_size=32, train_size=100, test_size=50)
     with pytest.raises(InvalidConfigError, match=f"at most {LESSON_MAX_EPOCHS} epochs"):
-        start_training(long, registry, tiny_mnist, role=Role.INSTRUCTOR)
+        registry.submit(long, role=TEACHER)
     assert registry.list_runs() == []
-    registry.allow_long_runs(True, role=Role.INSTRUCTOR)
-    job = start_training(long, registry, tiny_mnist, role=Role.INSTRUCTOR)
-    try:
-        with pytest.raises(PermissionDeniedError, match="Only the instructor can stop the run"):
-            job.stop(role=Role.STUDENT)
-        assert not job.snapshot().stop_requested
-    finally:
-        job.stop(role=Role.INSTRUCTOR)
-        assert job.wait(60)
-    assert job.snapshot().status == "stopped"
+    with pytest.raises(PermissionDeniedError):
+        registry.allow_long_runs(True, role=student)
+    registry.allow_long_runs(True, role=TEACHER)
+
+    running = claimed(registry, long)
+    queued = registry.submit(TINY, role=TEACHER)
+    with pytest.raises(PermissionDeniedError, match="Only the instructor can stop the run"):
+        registry.request_stop(running.id, role=student)
+    assert registry.get(running.id).stop_requested_at is None
+    with pytest.raises(PermissionDeniedError, match="Only the instructor can stop the run"):
+        registry.cancel_queued(queued.id, role=student)
+    with pytest.raises(PermissionDeniedError, match="Only the instructor can stop the run"):
+        registry.request_stop(queued.id, role=student)
+    assert registry.get(queued.id).status == "queued"
+
+    registry.request_stop(running.id, role=TEACHER)  # the stop is read at the first write
+    stopped = train_run(registry, running, tiny_mnist)
+    assert stopped.status == "stopped"
+    with pytest.raises(PermissionDeniedError, match="Only the instructor can start training"):
+        registry.resume(stopped.id, role=student)
+    assert registry.get(stopped.id).status == "stopped"
+
+    assert registry.cancel_queued(queued.id, role=TEACHER).status == "cancelled"
+    with pytest.raises(StoreError, match="not queued"):
+        registry.cancel_queued(queued.id, role=TEACHER)
+    with pytest.raises(StoreError, match="nothing to stop"):
+        registry.request_stop(stopped.id, role=TEACHER)
+
+
+def test_a_queued_run_is_cancelled_by_a_stop_and_never_claimed(registry):
+    first = registry.submit(TINY, role=TEACHER)
+    second = registry.submit(TINY, role=TEACHER)
+    assert [r.id for r in registry.queue()] == [first.id, second.id]
+    assert registry.request_stop(first.id, role=TEACHER).status == "cancelled"
+    assert registry.claim_next("w").id == second.id
+    assert registry.claim_next("w") is None
 
 
 def test_progress_is_zero_before_the_first_batch_not_negative():
     """A page that polls in the instant a run starts (epoch 0) must not crash its bar."""
-    s = Snapshot(run_id=1, config=TINY, status="running", epoch=0, batch=0,
-                 batches_per_epoch=30, elapsed_s=0.0, eta_s=None)  # fmt: skip
-    assert s.progress == 0.0
+    run = Run(id=1, created_at=0.0, status="running", config=TINY, epoch=0, batch=0,
+              batches_per_epoch=30)  # fmt: skip
+    assert run.progress == 0.0
