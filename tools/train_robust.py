@@ -21,8 +21,13 @@ Held out: `data.validation_split()` (5,000 training digits, never trained on her
 Every epoch records the model's accuracy on them as written and as re-drawn
 (`holdout_accuracy`, `holdout_drawn_accuracy` in the history), and the novelty
 thresholds and test-time choices are fitted on them; the MNIST test set only reports.
-The run is a normal run of the registry (live on the Train page), exported with its
-.json like `python -m mnist_demo train --output`.
+The run is a normal run of the registry (live on the Train page of a server on the same
+data home), exported with its .json like `python -m mnist_demo train --output`. It is
+trained here, in this process, not by the training engine: the engine's trainers know
+only the plans a run's record names (a fine-tune), and this plan is a one-off tool's. So
+the tool does what a trainer does: it submits the run, claims it at once as its own
+worker (`RunRegistry.submit` + `claim_next`), and calls `training.train_run` with its
+plan; a running engine never sees it queued.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import argparse
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -98,7 +104,7 @@ def drawn_copies(images: np.ndarray, seed: int = DRAWN_SEED, workers: int = 2) -
 
 @dataclass
 class DrawnStylePlan:
-    """A TrainingJob plan: the training split as written plus its re-drawn copies; the
+    """A `training.Plan`: the training split as written plus its re-drawn copies; the
     held-out digits (both ways) measured after every epoch."""
 
     drawn: np.ndarray  # re-drawn copy of every MNIST training digit
@@ -143,30 +149,14 @@ class DrawnStylePlan:
         return {"holdout_accuracy": right[0], "holdout_drawn_accuracy": right[1]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--output", type=Path, help="also export the model to this .keras path")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args(argv)
-
-    from mnist_demo.__main__ import export_run  # the CLI's export: model + .json
-    from mnist_demo.classroom import OWNER
-    from mnist_demo.runs import RunRegistry
-    from mnist_demo.training import TrainConfig, start_training
-
-    data = load_mnist()
-    drawn = drawn_copies(data[0][0], workers=args.workers)
-    train_idx, holdout_idx = validation_split()
-    plan = DrawnStylePlan(drawn, train_idx, holdout_idx)
-    cfg = TrainConfig(preset="robust", epochs=args.epochs)
-    registry = RunRegistry()
-    job = start_training(cfg, registry, data, role=OWNER, lesson_cap=False, plan=plan)
-    print(f"run {job.run_id}: {cfg}, {len(train_idx):,} digits + their drawn copies")
+def _report_epochs(registry: Any, run_id: int, done: threading.Event) -> None:
+    """Print each finished epoch's figures as the run records them (every 5 s, and once
+    more at the end)."""
     shown = 0
-    while not job.wait(timeout=5):
-        h = job.snapshot().history
-        while shown < len(h["loss"]):
+    while True:
+        finished = done.wait(5)
+        h = registry.get(run_id).history
+        while shown < len(h.get("loss", [])):
             print(
                 f"epoch {shown + 1}: loss {h['loss'][shown]:.4f} "
                 f"held-out {h['holdout_accuracy'][shown]:.4f} "
@@ -175,7 +165,57 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             shown += 1
-    run = registry.get(job.run_id)
+        if finished:
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--output", type=Path, help="also export the model to this .keras path")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+
+    from mnist_demo import engine
+    from mnist_demo.__main__ import export_run  # the CLI's export: model + .json
+    from mnist_demo.classroom import OWNER
+    from mnist_demo.recipe import TrainConfig
+    from mnist_demo.runs import RunRegistry
+    from mnist_demo.training import train_run
+
+    data = load_mnist()
+    drawn = drawn_copies(data[0][0], workers=args.workers)
+    train_idx, holdout_idx = validation_split()
+    plan = DrawnStylePlan(drawn, train_idx, holdout_idx)
+    cfg = TrainConfig.for_preset("robust", epochs=args.epochs)
+    registry = RunRegistry()
+    if engine.status(registry.store).running:
+        # its trainers would take the run from the queue and train it without this plan
+        print(
+            f"a training engine serves {registry.store.describe()}: stop it (or set "
+            "MNIST_DEMO_HOME to another data home) and run the tool again",
+            file=sys.stderr,
+        )
+        return 1
+    # first in the queue (priority -1) and claimed at once by this process, its worker
+    submitted = registry.submit(cfg, role=OWNER, lesson_cap=False, priority=-1)
+    run = registry.claim_next("tools.train_robust")
+    if run is None or run.id != submitted.id:  # an engine started meanwhile took it
+        if run is not None:  # never train another run with this plan
+            registry.finish_run(run.id, "interrupted", error="claimed by tools.train_robust")
+        print(f"run {submitted.id} was taken by a training engine; stop it", file=sys.stderr)
+        return 1
+    print(f"run {run.id}: {cfg}, {len(train_idx):,} digits + their drawn copies")
+    done = threading.Event()
+    reporter = threading.Thread(
+        target=_report_epochs, args=(registry, run.id, done), name="epochs", daemon=True
+    )
+    reporter.start()
+    try:
+        run = train_run(registry, run, data, plan=plan)
+    finally:
+        done.set()
+        reporter.join()
     if run.status != "finished":
         print(f"run {run.id} {run.status}: {run.error}", file=sys.stderr)
         return 1
