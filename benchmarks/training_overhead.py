@@ -1,27 +1,32 @@
-"""What does the app's training engine cost over a plain `model.fit`?
+"""What does the training job cost over a plain `model.fit`?
 
 The same data, model and settings, trained two ways, interleaved (plain, job, plain,
-job, ...). By default the Train page's Quick demo (`training.QUICK_DEMO`: the `quick`
+job, ...). By default the Train page's Quick demo (`recipe.QUICK_DEMO`: the `quick`
 preset, one epoch of all 60,000 images, batch 128, a one-cycle learning rate peaking at
-0.01, validation on the 10,000 test images), where the engine's per-batch work weighs
+0.01, validation on the 10,000 test images), where the job's per-batch work weighs
 most: about 430 steps of a few milliseconds. `--preset lab7` measures Lab 7 instead (on
 a seeded 10,000-image subset, 2 epochs, validation on 2,000 test images, unless the
 sizes are given). Subsets are `training.select_subset`'s, exactly what the job picks.
 
 
 - plain: `model.fit(x, y, validation_data=(x_val, y_val))` in this thread;
-- job:   `training.start_training(TrainConfig(...), RunRegistry(tmp), data, role=OWNER)`
-         then `job.wait()`: fit in a background thread, a callback per execution of
-         `model.STEPS_PER_EXECUTION` batches, and per epoch a validation
-         (`evaluation.evaluate`, which also counts the mistakes), a checkpoint
+- job:   what an engine's trainer does with a run, here in this process and thread:
+         `RunRegistry(tmp).submit(cfg, role=OWNER)`, `claim_next`, then
+         `training.train_run(registry, run, data)`: fit with a callback per execution of
+         `model.STEPS_PER_EXECUTION` batches that buffers the points and writes them to
+         the store at most every `training.FLUSH_EVERY_S` (with the run's position and
+         heartbeat, and reading the stop request), a heartbeat thread, and per epoch a
+         validation (`evaluation.evaluate`, which also counts the mistakes), a checkpoint
          (`save_model`), a resume checkpoint (not after the last epoch) and a registry
          write. The last epoch's validation is the run's result: nothing is reloaded.
+         Ray's own cost (queue, worker process) is `benchmarks/engine.py`'s.
 
 Both times include the same preparation (subset, scaling, one-hot, building the model).
-The job is timed twice: up to its last epoch's checkpoint (the training itself, the
-figure the target applies to) and up to `wait()` returning (end to end, with the
-final reload and scoring). To show where the difference goes, the job's epoch-end and
-batch-end methods are wrapped with a clock in this process (nothing else changes).
+The job is timed twice, from its submission: up to its last epoch's checkpoint (the
+training itself, the figure the target applies to) and up to `train_run` returning
+with the run recorded as finished (end to end). To show where the difference goes, the
+job's epoch-end and batch-end methods are wrapped with a clock in this process (nothing
+else changes).
 A short untimed warm-up fit comes first, so the first timed run does not pay
 TensorFlow's one-off start-up.
 
@@ -57,20 +62,16 @@ def main() -> None:
     args = parser.parse_args()
     import keras
 
+    from mnist_demo import training
     from mnist_demo.classroom import OWNER  # the machine's owner, as the CLI
     from mnist_demo.data import load_mnist, one_hot, to_model_input
     from mnist_demo.evaluation import evaluate
     from mnist_demo.model import build_model, save_model
+    from mnist_demo.recipe import QUICK_DEMO, TrainConfig
     from mnist_demo.runs import RunRegistry
-    from mnist_demo.training import (
-        QUICK_DEMO,
-        TrainConfig,
-        TrainingJob,
-        select_subset,
-        start_training,
-    )
+    from mnist_demo.training import select_subset, train_run
 
-    LAB7_SMALL = TrainConfig(preset="lab7", epochs=2, train_size=10000, test_size=2000)
+    LAB7_SMALL = TrainConfig.for_preset("lab7", epochs=2, train_size=10000, test_size=2000)
 
     data = load_mnist()
     (x_train_all, y_train_all), (x_test_all, y_test_all) = data
@@ -85,24 +86,25 @@ def main() -> None:
     cfg = replace(base, **{k: v for k, v in given.items() if v is not None}).validate()
 
     # Instrumentation, in this process only: how long the job spends in its per-epoch
-    # work (validation, checkpoint, registry) and in its per-batch callback.
+    # work (validation, checkpoint, registry) and in its per-batch callback (with its
+    # writes to the store).
     spent: dict[str, list[float]] = {"epoch_end": [], "batch_end": [], "epoch_done_at": []}
-    epoch_end, batch_end = TrainingJob._on_epoch_end, TrainingJob._on_batch_end
+    epoch_end, batch_end = training._Job.on_epoch_end, training._Job.on_train_batch_end
 
-    def timed_epoch_end(self, epoch, logs, model):
+    def timed_epoch_end(self, epoch, logs=None):
         t = time.perf_counter()
-        epoch_end(self, epoch, logs, model)
+        epoch_end(self, epoch, logs)
         spent["epoch_end"].append(time.perf_counter() - t)
         spent["epoch_done_at"].append(time.perf_counter())
 
-    def timed_batch_end(self, batch, logs):
+    def timed_batch_end(self, batch, logs=None):
         t = time.perf_counter()
         out = batch_end(self, batch, logs)
         spent["batch_end"].append(time.perf_counter() - t)
         return out
 
-    TrainingJob._on_epoch_end = timed_epoch_end
-    TrainingJob._on_batch_end = timed_batch_end
+    training._Job.on_epoch_end = timed_epoch_end
+    training._Job.on_train_batch_end = timed_batch_end
 
     def plain_run() -> tuple[float, float]:
         start = time.perf_counter()
@@ -128,17 +130,18 @@ def main() -> None:
         for v in spent.values():
             v.clear()
         start = time.perf_counter()
-        job = start_training(cfg, registry, data, role=OWNER)
-        job.wait()
+        run = registry.submit(cfg, role=OWNER, lesson_cap=False)
+        claimed = registry.claim_next("training_overhead")
+        assert claimed is not None and claimed.id == run.id
+        run = train_run(registry, claimed, data)
         end = time.perf_counter()
-        snap = job.snapshot()
-        if snap.status != "finished":
-            print(f"  job run {i}: status {snap.status}, error {snap.error}")
+        if run.status != "finished":
+            print(f"  job run {i}: status {run.status}, error {run.error}")
         last_epoch = spent["epoch_done_at"][-1] if spent["epoch_done_at"] else end
         job_extras.append(sum(spent["epoch_end"]))
         job_batch_cb.append(sum(spent["batch_end"]))
-        val_acc = snap.history["val_accuracy"][-1] if snap.history["val_accuracy"] else float("nan")
-        return last_epoch - start, end - start, float(val_acc)
+        val = run.history.get("val_accuracy") or [float("nan")]
+        return last_epoch - start, end - start, float(val[-1])
 
     samples = cfg.epochs * cfg.train_size
     common.header(__doc__)
@@ -206,22 +209,23 @@ def main() -> None:
     print()
     print(f"training samples per second ({samples:,} samples per run)")
     print(f"  plain model.fit(validation_data=...)      {fmt(plain_rate, digits=0)}")
-    print(f"  TrainingJob, to last epoch's checkpoint    {fmt(job_rate, digits=0)}")
-    print(f"  TrainingJob, end to end (wait() returns)   {fmt(job_total_rate, digits=0)}")
+    print(f"  train_run, to last epoch's checkpoint      {fmt(job_rate, digits=0)}")
+    print(f"  train_run, end to end (run recorded)       {fmt(job_total_rate, digits=0)}")
     print(f"  seconds per run: plain {fmt(plain_s, 's')}")
     print(f"                   job   {fmt(job_train_s, 's')}; end to end {fmt(job_total_s, 's')}")
     print(f"  final validation accuracy: plain {fmt(plain_acc, digits=4)}")
     print(f"                             job   {fmt(job_acc, digits=4)}")
     print(
         f"inside the job, per run: epoch ends (validation + checkpoint + registry) "
-        f"{fmt(job_extras, 's')}; per-batch callback {fmt(job_batch_cb, 's', 3)}"
+        f"{fmt(job_extras, 's')}; per-batch callback (store writes included) "
+        f"{fmt(job_batch_cb, 's', 3)}"
     )
     print(
         f"the job's per-epoch extras timed alone: evaluation.evaluate on {cfg.test_size:,} "
         f"{fmt(eval_s, 's')}; save_model {fmt(save_s, 's')}"
     )
     extra = [j - p for j, p in zip(job_total_s, plain_s, strict=True)]
-    print(f"the whole job (start to result recorded) minus plain fit, per pair: {fmt(extra, 's')}")
+    print(f"the whole job (submit to result recorded) minus plain fit, per pair: {fmt(extra, 's')}")
     print()
     print(
         f"ratio job/plain (samples/s, medians): {ratio:.3f} to the last checkpoint, "
