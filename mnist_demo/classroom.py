@@ -58,6 +58,7 @@ class Action(Enum):
     SET_ACTIVE_MODEL = "set the server's active model"
     ALLOW_LONG_RUNS = "allow long runs"
     MANAGE_CLASS_SET = "hide, delete or archive the class's drawings"
+    MANAGE_EXPERIMENTS = "set the class's experiment limits, pause the queue or reveal scores"
 
 
 class PermissionDeniedError(DigitLabError):

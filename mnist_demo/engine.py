@@ -45,7 +45,7 @@ from typing import Any
 from mnist_demo import config
 from mnist_demo.classroom import OWNER
 from mnist_demo.errors import DigitLabError
-from mnist_demo.runs import HOST, Run, RunRegistry
+from mnist_demo.runs import HOST, INSTRUCTOR, Run, RunRegistry
 from mnist_demo.store import Store, StoreError
 
 ENGINE_KEY = "engine"  # settings: the supervisor's heartbeat, capacity and address
@@ -181,7 +181,9 @@ class Trainer:
                 continue
             self.current = run.id
             try:
-                train_run(self.registry, run, self.data, plan=_plan_for(self.registry, run))
+                ended = train_run(self.registry, run, self.data, plan=_plan_for(self.registry, run))
+                if ended.owner != INSTRUCTOR and ended.has_model:
+                    _score_on_class_set(self.registry, ended)
             except Exception as e:  # never let one run end the trainer
                 print(f"trainer {self.name}: run {run.id} failed outside fit: {e}", flush=True)
             finally:
@@ -189,6 +191,22 @@ class Trainer:
 
     def ping(self) -> dict[str, Any]:
         return {"name": self.name, "pid": os.getpid(), "host": HOST, "run": self.current}
+
+
+def _score_on_class_set(registry: RunRegistry, run: Run) -> None:
+    """A student's experiment, scored on the class's own drawings (the current set) for
+    the leaderboard's private column."""
+    from mnist_demo.class_set import ClassSet
+    from mnist_demo.evaluation import evaluate
+    from mnist_demo.model import load_model
+
+    snapshot = ClassSet(registry.store).snapshot()
+    if snapshot.n == 0:
+        registry.set_class_score(run.id, None, 0)
+        return
+    model = load_model(registry.model_path(run.id))
+    accuracy = evaluate(model, snapshot.images, snapshot.labels).accuracy
+    registry.set_class_score(run.id, accuracy, snapshot.n)
 
 
 def _plan_for(registry: RunRegistry, run: Run) -> Any:

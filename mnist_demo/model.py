@@ -30,7 +30,14 @@ from keras import layers, ops
 
 from mnist_demo.data import INPUT_SHAPE, NUM_CLASSES, TRAIN_SIZE
 from mnist_demo.errors import DigitLabError, ModelFileError
-from mnist_demo.recipe import DEFAULT_PRESET, LAB_BATCH_SIZE, LAB_LEARNING_RATE, LAB_SEED, PRESETS
+from mnist_demo.recipe import (
+    DEFAULT_PRESET,
+    LAB_BATCH_SIZE,
+    LAB_LEARNING_RATE,
+    LAB_SEED,
+    PRESETS,
+    Network,
+)
 
 # Batches per call into TensorFlow: Keras reports metrics (and calls batch callbacks) once
 # per call, which keeps the per-step Python cost off small, fast steps; the live chart
@@ -159,18 +166,26 @@ def _conv(filters: int, name: str) -> list[keras.layers.Layer]:
     ]
 
 
-def lab7_layers(second_kernel: tuple[int, int]) -> list[keras.layers.Layer]:
+def lab7_layers(
+    second_kernel: tuple[int, int], network: Network | None = None
+) -> list[keras.layers.Layer]:
     """The workbook's CNN: Conv2D 32 5x5 -> pool -> Conv2D 64 -> pool -> dropout 0.25
-    -> flatten -> dense 1000 -> dropout 0.5 -> 10 softmax."""
+    -> flatten -> dense 1000 -> dropout 0.5 -> 10 softmax; a student's experiment
+    changes the values (`network`), never the shape."""
+    n = network or Network(conv2_kernel=second_kernel[0])
     return [
-        layers.Conv2D(32, (5, 5), padding="same", activation="relu", name="conv1"),
+        layers.Conv2D(
+            n.conv1_filters, n.conv1_kernel, padding="same", activation="relu", name="conv1"
+        ),
         layers.MaxPooling2D(pool_size=(2, 2), name="pool1"),
-        layers.Conv2D(64, second_kernel, padding="same", activation="relu", name="conv2"),
+        layers.Conv2D(
+            n.conv2_filters, n.conv2_kernel, padding="same", activation="relu", name="conv2"
+        ),
         layers.MaxPooling2D(pool_size=(2, 2), name="pool2"),
-        layers.Dropout(0.25, name="dropout1"),
+        layers.Dropout(n.dropout_conv, name="dropout1"),
         layers.Flatten(name="flatten"),
-        layers.Dense(1000, activation="relu", name="dense1"),
-        layers.Dropout(0.5, name="dropout2"),
+        layers.Dense(n.dense_units, activation="relu", name="dense1"),
+        layers.Dropout(n.dropout_dense, name="dropout2"),
         layers.Dense(NUM_CLASSES, activation="softmax", name="output"),
     ]
 
@@ -282,17 +297,19 @@ def build_model(
     seed: int | None = LAB_SEED,
     compile: bool = True,
     total_steps: int | None = None,
+    network: Network | None = None,
+    optimizer: str = "adam",
 ) -> keras.Model:
     """The workbook's Sequential CNN (or another preset's network), compiled as the lab
     does: Adam, categorical cross-entropy, accuracy. Seeding here makes the initial
     weights repeatable. `total_steps` (epochs x batches per epoch) lets a learning-rate
-    schedule span exactly the run; presets without one ignore it."""
+    schedule span exactly the run; presets without one ignore it. `network` changes the
+    lab's values (a student's experiment); `optimizer` "sgd" is SGD with momentum 0.9."""
     arch = architecture(preset)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [keras.Input(shape=INPUT_SHAPE), *arch.layers(seed)], name=preset.replace("-", "_")
-    )
+    body = lab7_layers((2, 2), network) if network is not None else arch.layers(seed)
+    model = keras.Sequential([keras.Input(shape=INPUT_SHAPE), *body], name=preset.replace("-", "_"))
     if compile:
         rate = (
             warmup_cosine(learning_rate, total_steps, arch.warmup_fraction)
@@ -301,7 +318,9 @@ def build_model(
         )
         # Keras 3 compile() must get keywords: positional arguments land elsewhere.
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=rate),
+            optimizer=keras.optimizers.SGD(learning_rate=rate, momentum=0.9)
+            if optimizer == "sgd"
+            else keras.optimizers.Adam(learning_rate=rate),
             loss="categorical_crossentropy",
             metrics=["accuracy"],
             steps_per_execution=STEPS_PER_EXECUTION,

@@ -65,6 +65,27 @@ DEFAULT_PRESET = "lab7"
 
 
 @dataclass(frozen=True)
+class Network:
+    """The lab's network with the values a student may change (its defaults are the
+    workbook's code: Conv2D 32 5x5 -> pool -> Conv2D 64 2x2 -> pool -> dropout 0.25 ->
+    flatten -> dense 1000 -> dropout 0.5 -> 10 softmax)."""
+
+    conv1_filters: int = 32
+    conv1_kernel: int = 5
+    conv2_filters: int = 64
+    conv2_kernel: int = 2
+    dropout_conv: float = 0.25
+    dense_units: int = 1000
+    dropout_dense: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+OPTIMIZERS = {"adam": "Adam", "sgd": "SGD with momentum 0.9"}
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """What a run trains: the lab's recipe by default (lab7, 12 epochs, batch 128, Adam
     1e-3, seed 7). `TrainConfig.for_preset` takes a preset's own recipe."""
@@ -76,13 +97,19 @@ class TrainConfig:
     train_size: int = TRAIN_SIZE
     test_size: int = TEST_SIZE
     seed: int = LAB_SEED
+    # A student's experiment: the lab's network with their values (preset lab7), and the
+    # optimizer; None and "adam" are the presets' own.
+    network: Network | None = None
+    optimizer: str = "adam"
 
     @classmethod
     def for_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
         """The preset's recipe, with any of its values overridden (None: keep the
         preset's)."""
         if preset not in PRESETS:
-            raise InvalidConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+            raise InvalidConfigError(
+                f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
+            )
         p = PRESETS[preset]
         base = cls(preset, epochs=p.epochs, batch_size=p.batch_size, learning_rate=p.learning_rate)
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
@@ -108,6 +135,10 @@ class TrainConfig:
             problems.append("learning rate must be in (0, 1]")
         if not 0 <= self.seed < 2**32:
             problems.append("seed must be between 0 and 4294967295")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.network is not None and self.preset != "lab7":
+            problems.append("a changed network is the lab's own (preset lab7)")
         if problems:
             raise InvalidConfigError("; ".join(problems))
         return self
@@ -117,12 +148,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        network = data.get("network")
+        data["network"] = None if network is None else _from_dict(Network, network)
         return _from_dict(cls, data)
 
     def changes_from(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
         """Field -> (other's value, this one's) wherever they differ."""
-        mine, theirs = self.to_dict(), other.to_dict()
+        mine, theirs = self.flat(), other.flat()
         return {k: (theirs[k], v) for k, v in mine.items() if theirs[k] != v}
+
+    def flat(self) -> dict[str, Any]:
+        """Every value, the network's included (the lab's when there is none)."""
+        d = self.to_dict()
+        d.pop("network")
+        return {**d, **(self.network or Network()).to_dict()}
 
 
 # The Train page's one-click "Quick demo": the quick preset's own recipe on all 60,000.

@@ -38,12 +38,14 @@ from mnist_demo.store import (
     atomic_write,
     points,
     runs,
+    settings,
 )
 
 STATUSES = ("queued", "running", "finished", "stopped", "failed", "interrupted", "cancelled")
 ENDED = ("finished", "stopped", "failed", "interrupted", "cancelled")
 ACTIVE_RUN = "active_run"  # settings keys
 LONG_RUNS = "long_runs"
+QUEUE_PAUSED = "class_queue_paused"  # the students' experiments wait (experiments.pause)
 ACTIVE_FILE = "active.json"  # in the runs folder: which run is active, for recovery
 RESUME_FILE = "resume.keras"  # in a run folder: the training model with its optimizer state
 INSTRUCTOR = "instructor"  # the owner of runs the instructor (or the CLI) starts
@@ -274,6 +276,12 @@ class RunRegistry:
         self.check_epochs(cfg, lesson_cap)
         return self._create(cfg, fine_tune, owner=owner, priority=priority, files=files)
 
+    def enqueue(self, cfg: TrainConfig, *, owner: str, priority: int) -> Run:
+        """Queue a run whose caller has checked its own rules (experiments.submit: a
+        student's experiment within the class's limits)."""
+        cfg.validate()
+        return self._create(cfg, None, owner=owner, priority=priority)
+
     def check_epochs(self, cfg: TrainConfig, lesson_cap: bool = True) -> None:
         cfg.validate()
         if lesson_cap and cfg.epochs > LESSON_MAX_EPOCHS and not self.long_runs_allowed():
@@ -334,15 +342,34 @@ class RunRegistry:
             )
 
     def queue(self) -> list[Run]:
-        """Queued runs in the order workers take them: the instructor's first, then by
-        time of submission."""
+        """Queued runs in the order workers take them (see _next_in_queue); while the
+        students' queue is paused, their experiments are listed after, waiting."""
         with self.store.read() as con:
-            rows = con.execute(
-                sa.select(runs)
-                .where(runs.c.status == "queued")
-                .order_by(runs.c.priority, runs.c.queued_at, runs.c.id)
-            ).fetchall()
-        return [_row_to_run(r) for r in rows]
+            ids = [r.id for r in con.execute(self._next_in_queue(con, everything=True))]
+            found = {
+                r.id: _row_to_run(r)
+                for r in con.execute(sa.select(runs).where(runs.c.id.in_(ids))).fetchall()
+            }
+        return [found[i] for i in ids if i in found]
+
+    def _next_in_queue(self, con: Any, everything: bool = False) -> Any:
+        """The queue's order: the instructor's runs first (priority 0), by time; then
+        students' experiments round-robin: the student with the fewest runs started so far
+        goes next, so one student's long run never holds the queue, then by time. While
+        the instructor has paused the students' queue, only priority 0 is taken."""
+        started = (
+            sa.select(sa.func.count())
+            .select_from(earlier := runs.alias("earlier"))
+            .where(earlier.c.owner == runs.c.owner, earlier.c.started_at.is_not(None))
+            .scalar_subquery()
+        )
+        query = sa.select(runs.c.id).where(runs.c.status == "queued")
+        paused = con.execute(
+            sa.select(settings.c.value).where(settings.c.key == QUEUE_PAUSED)
+        ).scalar_one_or_none()
+        if paused == "1" and not everything:
+            query = query.where(runs.c.priority == 0)
+        return query.order_by(runs.c.priority, started, runs.c.queued_at, runs.c.id)
 
     def running(self) -> list[Run]:
         with self.store.read() as con:
@@ -356,12 +383,7 @@ class RunRegistry:
         when the queue is empty. Two workers never claim the same run."""
         now = time.time()
         with self.store.write(lock=runs) as con:
-            row = con.execute(
-                sa.select(runs.c.id)
-                .where(runs.c.status == "queued")
-                .order_by(runs.c.priority, runs.c.queued_at, runs.c.id)
-                .limit(1)
-            ).first()
+            row = con.execute(self._next_in_queue(con).limit(1)).first()
             if row is None:
                 return None
             con.execute(
@@ -384,6 +406,9 @@ class RunRegistry:
     def cancel_queued(self, run_id: int, *, role: Role) -> Run:
         """Take a run out of the queue before it started (the instructor's call)."""
         require(role, Action.STOP_TRAINING)
+        return self._cancel_queued(run_id)
+
+    def _cancel_queued(self, run_id: int) -> Run:
         with self.store.write() as con:
             changed = con.execute(
                 sa.update(runs)
@@ -446,11 +471,16 @@ class RunRegistry:
 
     def request_stop(self, run_id: int, *, role: Role) -> Run:
         """Ask a run to end after its current batch (its last full epoch is kept); a
-        queued run is cancelled at once."""
+        queued run is cancelled at once. The instructor's call (a student cancels their
+        own experiment through experiments.cancel)."""
         require(role, Action.STOP_TRAINING)
+        return self.stop(run_id)
+
+    def stop(self, run_id: int) -> Run:
+        """request_stop once the caller has checked who may."""
         run = self.get(run_id)
         if run.status == "queued":
-            return self.cancel_queued(run_id, role=role)
+            return self._cancel_queued(run_id)
         if run.status != "running":
             raise StoreError(f"{run.name} is {run.status}, not running: nothing to stop")
         with self.store.write() as con:
@@ -512,6 +542,16 @@ class RunRegistry:
         run = self.get(run_id)
         self._write_run_file(run)
         return run
+
+    def set_class_score(self, run_id: int, accuracy: float | None, n: int) -> None:
+        """A run's accuracy on the class's own drawings (the leaderboard's private
+        column), measured by its worker when it ends."""
+        with self.store.write() as con:
+            con.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id)
+                .values(class_accuracy=accuracy, class_n=n)
+            )
 
     def resume_path(self, run_id: int) -> Path:
         """Where a run keeps its resume checkpoint (the compiled training model with its

@@ -194,7 +194,12 @@ def train_run(
             keras.utils.set_random_seed((cfg.seed + job.first_epoch) % 2**32)
         elif plan is None:
             model = build_model(
-                cfg.preset, learning_rate=cfg.learning_rate, seed=cfg.seed, total_steps=total_steps
+                cfg.preset,
+                learning_rate=cfg.learning_rate,
+                seed=cfg.seed,
+                total_steps=total_steps,
+                network=cfg.network,
+                optimizer=cfg.optimizer,
             )
         else:
             model = plan.build_model(cfg, total_steps)
