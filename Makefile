@@ -5,9 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
+PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+NGINX := /usr/sbin/nginx
 PORT ?= 8501
 
-.PHONY: setup data chromium fonts run class test test-fast lint format bench clean
+.PHONY: setup data chromium fonts postgres nginx run class test test-fast lint format bench clean
 
 setup: $(INSTALLED) data
 
@@ -47,6 +49,38 @@ fonts:
 		exit 1; \
 	fi
 
+# The store's tests run on SQLite and on a PostgreSQL they start themselves (initdb and
+# pg_ctl in a temporary folder, mnist_demo/postgres.py); `make hall` starts one too. Only
+# Debian's binaries are needed: the cluster the package would create and start on 5432
+# at install is turned off first (createcluster.d), and stopped should one exist anyway.
+postgres:
+	@if [ -n "$(PG_BIN)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's postgresql for the store's tests and the lecture hall"; \
+		mkdir -p /etc/postgresql-common/createcluster.d && \
+		echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/digit-lab.conf && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null && \
+		pg_lsclusters -h 2>/dev/null | while read -r version cluster port status rest; do \
+			if [ "$$status" = online ]; then pg_ctlcluster "$$version" "$$cluster" stop; fi; \
+		done; \
+	else \
+		echo "The store's tests need PostgreSQL: run 'sudo apt-get install -y postgresql'"; \
+		exit 1; \
+	fi
+
+# The lecture hall (`make hall`) puts Debian's nginx in front of its app servers; the
+# package's own server on port 80, started at install under systemd, is stopped.
+nginx:
+	@if [ -x $(NGINX) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's nginx for the lecture hall"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null && \
+		if [ -d /run/systemd/system ]; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi; \
+	else \
+		echo "The lecture hall needs nginx: run 'sudo apt-get install -y nginx'"; \
+		exit 1; \
+	fi
+
 # On this machine only, solo: every browser has the instructor's controls.
 run: setup
 	$(PY) -m mnist_demo serve --port $(PORT)
@@ -56,14 +90,14 @@ run: setup
 class: setup
 	$(PY) -m mnist_demo serve --class --port $(PORT)
 
-test: setup chromium fonts
+test: setup chromium fonts postgres nginx
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest
 
 # Everything but the browser tests and the quick benchmarks, for a loop while editing.
-test-fast: setup fonts
+test-fast: setup fonts postgres
 	$(PY) -m pytest -m "not e2e and not bench"
 
 lint: setup
