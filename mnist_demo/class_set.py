@@ -2,8 +2,9 @@
 
 Each drawing is a row in the store (so every app server sharing it sees the same class
 set, and a restart loses nothing): the 28x28 the model saw (784 bytes), a small PNG of
-the canvas, the digit the student *meant*, the model's answer and confidence, the time
-and an anonymous per-session tag. A row and its images are written in one transaction:
+the canvas, the digit the student *meant*, the model's answer, confidence and verdict
+(digit, not sure, not a digit), the time and the student's anonymous tag (their signed
+identity, students.py). A row and its images are written in one transaction:
 a drawing is stored whole or not at all.
 
 Each drawing is also kept as files beside the database, written atomically in the same
@@ -16,8 +17,14 @@ one (never deletes it). Every change bumps a version counter, which is what cach
 evaluations of the class set are keyed on.
 
 The rules are enforced here, where a drawing is stored: labels 0-9, no blank drawings,
-no drawing twice in a set, at most SENDS_PER_MINUTE per session, only the sender takes a
-drawing back, only the instructor hides, deletes, or starts a new set.
+no drawing twice in a set, at most SENDS_PER_MINUTE per student and the class's cap
+(`sends_cap`, the instructor's to change) for everyone together, counted as limit events
+in the store in the same transaction (so a reload, a take-back or another app server
+changes nothing), only the sender takes a drawing back (TAKE_BACKS_PER_MINUTE), only the
+instructor hides, deletes, or starts a new set.
+
+A drawing sent while the model said "not a digit" keeps that verdict: it is on the wall
+as such and left out of the class's accuracy (`Snapshot.counted`).
 """
 
 from __future__ import annotations
@@ -37,7 +44,15 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mnist_demo.classroom import Action, Role, require
+from mnist_demo.classroom import (
+    Action,
+    Role,
+    count_recent,
+    record_event,
+    require,
+    student_subject,
+    too_many,
+)
 from mnist_demo.data import IMAGE_SIZE, NUM_CLASSES, to_unit_pixels
 from mnist_demo.errors import DigitLabError
 from mnist_demo.store import (
@@ -49,7 +64,14 @@ from mnist_demo.store import (
     settings,
 )
 
-SENDS_PER_MINUTE = 12  # per session: a student draws a digit in a few seconds at best
+SENDS_PER_MINUTE = 12  # per student: a student draws a digit in a few seconds at best
+TAKE_BACKS_PER_MINUTE = 12  # per student
+CLASS_SENDS_KEY = "class_sends_per_minute"  # setting: the class-wide cap on sends
+CLASS_SENDS_DEFAULT = 120  # thirty students, one drawing each every 15 s
+CLASS_SENDS_RANGE = (1, 10_000)
+# Draw's verdicts, as novelty.py words them (not imported: novelty loads TensorFlow)
+DIGIT, NOT_SURE, NOT_A_DIGIT = "digit", "not sure", "not a digit"
+VERDICTS = (DIGIT, NOT_SURE, NOT_A_DIGIT)
 HELD_OUT_BUCKETS = 5  # one session in five is held out of fine-tuning (see held_out)
 _VERSION_KEY = "class_set_version"
 FILES_KEY = "class_files"  # setting: "1" once every drawing has its files (see __init__)
@@ -69,6 +91,10 @@ class TooManySendsError(ClassSetError):
     pass
 
 
+class TooManyTakeBacksError(ClassSetError):
+    pass
+
+
 @dataclass(frozen=True)
 class Drawing:
     id: int
@@ -82,10 +108,16 @@ class Drawing:
     image: np.ndarray  # (28, 28) uint8, what the model saw
     canvas_png: bytes | None
     hidden: bool
+    verdict: str | None = None  # as Draw said when it was sent; None: not recorded
 
     @property
     def correct(self) -> bool:
         return self.predicted == self.label
+
+    @property
+    def counted(self) -> bool:
+        """Whether it counts in the class's accuracy: not when Draw said "not a digit"."""
+        return self.verdict != NOT_A_DIGIT
 
 
 @dataclass(frozen=True)
@@ -99,10 +131,22 @@ class Snapshot:
     labels: np.ndarray  # (N,) int
     sessions: np.ndarray  # (N,) str
     skipped: int = 0  # rows whose stored image was unreadable (reported, not used)
+    verdicts: np.ndarray | None = None  # (N,) str, "" where none was recorded
 
     @property
     def n(self) -> int:
         return len(self.labels)
+
+    @property
+    def counted(self) -> np.ndarray:
+        """(N,) bool: the drawings the class's accuracy counts (not the "not a digit" ones)."""
+        if self.verdicts is None:
+            return np.ones(self.n, dtype=bool)
+        return np.asarray(self.verdicts) != NOT_A_DIGIT
+
+    @property
+    def not_digits(self) -> int:
+        return int(self.n - self.counted.sum())
 
 
 def as_stored_image(image28: np.ndarray) -> np.ndarray:
@@ -266,6 +310,7 @@ class ClassSet:
                     known.add(row["id"])
                     digests.add((set_id, row["digest"]))
                     restored += 1
+            self.store.ids_given(con, drawings)  # PostgreSQL: new ids after these
             self._bump(con)
             self.store.set_setting(FILES_KEY, "1", con)
         return restored
@@ -374,16 +419,20 @@ class ClassSet:
         confidence: float | None = None,
         model: str | None = None,
         canvas_png: bytes | None = None,
+        verdict: str | None = None,
         now: float | None = None,
     ) -> Drawing:
         """Store one drawing in the current set, or refuse it with a ClassSetError (a
-        full or read-only disk: a StoreWriteError, nothing saved)."""
+        full or read-only disk: a StoreWriteError, nothing saved). `session` is the
+        student's identity; `verdict` what Draw said (digit, not sure, not a digit)."""
         if isinstance(label, bool) or not isinstance(label, int | np.integer):
             raise ClassSetError(f"the digit meant must be a whole number 0-9, not {label!r}")
         if not 0 <= int(label) < NUM_CLASSES:
             raise ClassSetError(f"the digit meant must be 0-9, not {label}")
         if not session:
             raise ClassSetError("a drawing needs its session tag")
+        if verdict is not None and verdict not in VERDICTS:
+            raise ClassSetError(f"a verdict is one of {', '.join(VERDICTS)}, not {verdict!r}")
         image = as_stored_image(image28)
         if int(image.max()) == 0:
             raise ClassSetError("This drawing is blank: draw a digit first.")
@@ -392,16 +441,7 @@ class ClassSet:
         try:
             with self._writing() as (con, written):
                 set_id = self._current_set(con, written)
-                recent = con.execute(
-                    sa.select(sa.func.count())
-                    .select_from(drawings)
-                    .where(drawings.c.session == session, drawings.c.created_at > now - 60)
-                ).scalar_one()
-                if recent >= SENDS_PER_MINUTE:
-                    raise TooManySendsError(
-                        f"Too many drawings sent: at most {SENDS_PER_MINUTE} a minute. "
-                        "Wait a moment and send again."
-                    )
+                self._check_sends(con, session, now)
                 if con.execute(
                     sa.select(drawings.c.id).where(
                         drawings.c.set_id == set_id, drawings.c.digest == digest
@@ -421,10 +461,12 @@ class ClassSet:
                         image=image.tobytes(),
                         canvas_png=canvas_png,
                         hidden=0,
+                        verdict=verdict,
                     )
                 ).inserted_primary_key
                 assert drawing_id is not None
                 row = con.execute(sa.select(drawings).where(drawings.c.id == drawing_id[0])).one()
+                record_event(con, SEND, student_subject(session), now)
                 self._write_drawing_files(row._mapping, written)
                 self._bump(con)
         except sa.exc.IntegrityError:  # the same drawing sent twice at the same moment
@@ -433,10 +475,66 @@ class ClassSet:
         assert drawing is not None
         return drawing
 
-    def take_back(self, session: str) -> int:
-        """Delete this session's newest drawing in the current set (only its own); returns
-        its id."""
+    def _check_sends(self, con: Connection, session: str, now: float) -> None:
+        """Refuse a send past the student's budget or the class's cap (both counted from
+        the limit events of sends that were stored, whoever took them back since)."""
+        mine, oldest = count_recent(con, SEND, student_subject(session), now)
+        if mine >= SENDS_PER_MINUTE:
+            wait = 60 - (now - (oldest or now))
+            raise TooManySendsError(too_many("drawings sent", SENDS_PER_MINUTE, wait))
+        cap = self._sends_cap(con)
+        everyone, oldest = count_recent(con, SEND, None, now)
+        if everyone >= cap:
+            wait = max(1, round(60 - (now - (oldest or now))))
+            raise TooManySendsError(
+                f"The class has sent {everyone} drawings in the last minute, the most the "
+                f"instructor allows ({cap} a minute). Try again in {wait} s."
+            )
+
+    # --- the class-wide cap -----------------------------------------------------------
+
+    def _sends_cap(self, con: Connection) -> int:
+        value = con.execute(
+            sa.select(settings.c.value).where(settings.c.key == CLASS_SENDS_KEY)
+        ).scalar_one_or_none()
+        try:
+            return int(value) if value else CLASS_SENDS_DEFAULT
+        except ValueError:
+            return CLASS_SENDS_DEFAULT
+
+    def sends_cap(self) -> int:
+        """How many drawings the whole class may send in a minute."""
+        with self.store.read() as con:
+            return self._sends_cap(con)
+
+    def set_sends_cap(self, per_minute: int, *, role: Role) -> int:
+        """The instructor changes the class-wide cap on sends per minute."""
+        require(role, Action.SET_CLASS_LIMITS)
+        low, high = CLASS_SENDS_RANGE
+        if isinstance(per_minute, bool) or not isinstance(per_minute, int | np.integer):
+            raise ClassSetError(f"the class's cap is a whole number, not {per_minute!r}")
+        if not low <= int(per_minute) <= high:
+            raise ClassSetError(
+                f"the class's cap is {low:,} to {high:,} drawings a minute, not {per_minute:,}"
+            )
+        self.store.set_setting(CLASS_SENDS_KEY, str(int(per_minute)))
+        return int(per_minute)
+
+    def sent_last_minute(self, now: float | None = None) -> int:
+        """Drawings the whole class sent in the last minute (what the cap counts)."""
+        with self.store.read() as con:
+            n, _ = count_recent(con, SEND, None, time.time() if now is None else now)
+        return n
+
+    def take_back(self, session: str, now: float | None = None) -> int:
+        """Delete this student's newest drawing in the current set (only their own);
+        returns its id. At most TAKE_BACKS_PER_MINUTE."""
+        now = time.time() if now is None else now
         with self._writing() as (con, written):
+            n, oldest = count_recent(con, TAKE_BACK, student_subject(session), now)
+            if n >= TAKE_BACKS_PER_MINUTE:
+                wait = 60 - (now - (oldest or now))
+                raise TooManyTakeBacksError(too_many("take-backs", TAKE_BACKS_PER_MINUTE, wait))
             set_id = self._current_set(con, written)
             drawing_id = con.execute(
                 sa.select(drawings.c.id)
@@ -447,6 +545,7 @@ class ClassSet:
             if drawing_id is None:
                 raise ClassSetError("You have no drawing in the class set to take back.")
             con.execute(sa.delete(drawings).where(drawings.c.id == drawing_id))
+            record_event(con, TAKE_BACK, student_subject(session), now)
             self._bump(con)
         self._remove_drawing_files(set_id, drawing_id)
         return int(drawing_id)
@@ -500,19 +599,23 @@ class ClassSet:
         include_hidden: bool = False,
     ) -> list[Drawing]:
         """The wall: the newest drawings of a set (default: the current one), filtered."""
-        if outcome not in ("all", "right", "wrong"):
-            raise ValueError(f"outcome must be all, right or wrong, not {outcome!r}")
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
         query = sa.select(drawings).where(drawings.c.set_id == self._reading_set(set_id))
         if not include_hidden:
             query = query.where(drawings.c.hidden == 0)
         if label is not None:
             query = query.where(drawings.c.label == int(label))
+        counted = sa.or_(drawings.c.verdict.is_(None), drawings.c.verdict != NOT_A_DIGIT)
         if outcome == "right":
-            query = query.where(drawings.c.predicted == drawings.c.label)
+            query = query.where(drawings.c.predicted == drawings.c.label, counted)
         elif outcome == "wrong":
             query = query.where(
-                sa.or_(drawings.c.predicted.is_(None), drawings.c.predicted != drawings.c.label)
+                sa.or_(drawings.c.predicted.is_(None), drawings.c.predicted != drawings.c.label),
+                counted,
             )
+        elif outcome == NOT_A_DIGIT:
+            query = query.where(drawings.c.verdict == NOT_A_DIGIT)
         with self.store.read() as con:
             rows = con.execute(query.order_by(drawings.c.id.desc()).limit(int(limit))).fetchall()
         found = (_row_to_drawing(r._mapping) for r in rows)
@@ -540,11 +643,17 @@ class ClassSet:
                 sa.select(settings.c.value).where(settings.c.key == _VERSION_KEY)
             ).scalar_one_or_none()
             rows = con.execute(
-                sa.select(drawings.c.id, drawings.c.label, drawings.c.session, drawings.c.image)
+                sa.select(
+                    drawings.c.id,
+                    drawings.c.label,
+                    drawings.c.session,
+                    drawings.c.image,
+                    drawings.c.verdict,
+                )
                 .where(drawings.c.set_id == chosen, drawings.c.hidden == 0)
                 .order_by(drawings.c.id)
             ).fetchall()
-        ids, images, labels, sessions, skipped = [], [], [], [], 0
+        ids, images, labels, sessions, verdicts, skipped = [], [], [], [], [], 0
         for row in rows:
             image = np.frombuffer(row.image, dtype=np.uint8)
             if image.size != IMAGE_SIZE * IMAGE_SIZE or not 0 <= row.label < NUM_CLASSES:
@@ -554,6 +663,7 @@ class ClassSet:
             images.append(image.reshape(IMAGE_SIZE, IMAGE_SIZE))
             labels.append(row.label)
             sessions.append(row.session)
+            verdicts.append(row.verdict or "")
         return Snapshot(
             set_id=chosen,
             version=int(version) if version else 0,
@@ -562,6 +672,7 @@ class ClassSet:
             labels=np.array(labels, dtype=np.int64),
             sessions=np.array(sessions, dtype=str),
             skipped=skipped,
+            verdicts=np.array(verdicts, dtype=object),
         )
 
     def export_npz(self, set_id: int | None = None) -> bytes:
@@ -571,6 +682,9 @@ class ClassSet:
         np.savez_compressed(out, x=snap.images, y=snap.labels.astype(np.uint8))
         return out.getvalue()
 
+
+SEND, TAKE_BACK = "send", "take_back"  # limit events' kinds
+OUTCOMES = ("all", "right", "wrong", NOT_A_DIGIT)  # the wall's filter
 
 _CURRENT_SET = (
     sa.select(class_sets.c.id)
@@ -600,6 +714,7 @@ def _row_to_drawing(row: Any) -> Drawing | None:
         image=np.frombuffer(row["image"], dtype=np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE),
         canvas_png=row["canvas_png"],
         hidden=bool(row["hidden"]),
+        verdict=row.get("verdict"),
     )
 
 
@@ -639,6 +754,7 @@ def _read_drawing_file(path: Path) -> dict[str, Any] | None:
             "image": image,
             "canvas_png": png,
             "hidden": int(record["hidden"]),
+            "verdict": record.get("verdict") if record.get("verdict") in VERDICTS else None,
         }
     except (AssertionError, KeyError, TypeError, ValueError):
         return None

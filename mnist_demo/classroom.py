@@ -11,9 +11,15 @@ called by training, the run registry and the class set), never only by hiding a
 button: a student session that forges a widget message still reaches the check. The
 CLI runs as the machine's owner (`OWNER`) and is not restricted.
 
-`RateLimiter` keeps one session (a student, or a script posing as one) from taking the
-server's cores or memory: code guesses, uploads, drawings and other costly requests
-each have a per-session budget.
+Limits keep one student (or a script posing as one) from taking the server's cores or
+memory: code guesses, uploads, drawings read, sends and other costly requests each have
+a budget per student. `Limits` counts them in the store (`limit_events`), keyed on the
+student's signed identity (mnist_demo/students.py), never on a page load: a reload or a
+new tab keeps the count, and every app server sharing the store sees the same one.
+Wrong instructor codes are also counted per client address, so a browser that drops
+its cookie (a private window) is still slowed down. `RateLimiter` is the same sliding
+window in process memory: what `Limits` falls back on when the store refuses writes
+(a full or read-only data home), so reading drawings still works then.
 """
 
 from __future__ import annotations
@@ -27,10 +33,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from enum import Enum, StrEnum
 from io import BytesIO
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from mnist_demo.errors import DigitLabError
+from mnist_demo.store import Store, StoreWriteError, limit_events
 
 CODE_ENV = "MNIST_DEMO_INSTRUCTOR_CODE"
 SOLO_ENV = "MNIST_DEMO_SOLO"
@@ -58,6 +69,8 @@ class Action(Enum):
     SET_ACTIVE_MODEL = "set the server's active model"
     ALLOW_LONG_RUNS = "allow long runs"
     MANAGE_CLASS_SET = "hide, delete or archive the class's drawings"
+    MODERATE_STUDENTS = "rename or hide a student's nickname"
+    SET_CLASS_LIMITS = "change the class's limits"
     MANAGE_EXPERIMENTS = "set the class's experiment limits, pause the queue or reveal scores"
 
 
@@ -181,18 +194,159 @@ def _window_text(seconds: float) -> str:
     return "minute" if seconds == 60 else f"{seconds:g} s"
 
 
-# Per student session: (what the message calls it, how many per minute). Instructor
-# sessions are not limited (their code attempts are moot once unlocked).
+# Per student (their signed identity): (what the message calls it, how many per minute).
+# Instructor sessions are not limited (their code attempts are moot once unlocked);
+# sends and take-backs are counted by the class set itself (class_set.py), in the same
+# transaction as the drawing.
 STUDENT_LIMITS: dict[str, tuple[str, int]] = {
     "code": ("code attempts", 5),
     "upload": ("uploads", 10),
     "drawing": ("drawings read", 120),  # two a second: faster than anyone draws
     "inside": ("looks inside the network", 30),  # feature maps + saliency: 10x a drawing
 }
+# Per client address: wrong instructor codes, whichever student identity sent them.
+# Higher than a student's budget: several students may share one address (a NAT).
+CLIENT_LIMITS: dict[str, tuple[str, int]] = {
+    "code_wrong": ("wrong instructor codes from this address", 10),
+}
+WINDOW_S = 60.0
+PRUNE_AFTER_S = 3600.0  # events older than this are deleted (no limit looks back further)
+PRUNE_EVERY_S = 60.0
 
 
 def student_limiters(clock: Callable[[], float] = time.monotonic) -> dict[str, RateLimiter]:
     return {key: RateLimiter(what, n, clock=clock) for key, (what, n) in STUDENT_LIMITS.items()}
+
+
+def student_subject(student_id: str) -> str:
+    return f"student:{student_id}"
+
+
+def client_subject(address: str | None) -> str:
+    return f"client:{address or 'local'}"
+
+
+def _budget(kind: str) -> tuple[str, int]:
+    found = STUDENT_LIMITS.get(kind) or CLIENT_LIMITS.get(kind)
+    if found is None:
+        raise ValueError(f"no limit called {kind!r}")
+    return found
+
+
+def too_many(what: str, limit: int, wait_s: float, window_s: float = WINDOW_S) -> str:
+    wait = max(1, round(wait_s))
+    return f"Too many {what}: at most {limit} per {_window_text(window_s)}. Try again in {wait} s."
+
+
+def count_recent(
+    con: Connection, kind: str, subject: str | None, now: float, window_s: float = WINDOW_S
+) -> tuple[int, float | None]:
+    """(events of `kind` for `subject` (None: anyone) in the window, the oldest's time)."""
+    query = sa.select(sa.func.count(), sa.func.min(limit_events.c.at)).where(
+        limit_events.c.kind == kind, limit_events.c.at > now - window_s
+    )
+    if subject is not None:
+        query = query.where(limit_events.c.subject == subject)
+    n, oldest = con.execute(query).one()
+    return int(n), oldest
+
+
+def record_event(con: Connection, kind: str, subject: str, now: float) -> None:
+    con.execute(sa.insert(limit_events).values(kind=kind, subject=subject, at=now))
+
+
+class Limits:
+    """Sliding-window budgets kept in the store (`limit_events`): one count per kind of
+    request and subject (`student_subject`, `client_subject`), shared by every app
+    server on the store and kept across reloads. Events older than PRUNE_AFTER_S are
+    deleted now and then. Should the store refuse writes (a full or read-only data
+    home), the count goes on in this process's memory (RateLimiter) instead."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store, self._clock = store, clock
+        self._fallback: dict[tuple[str, str], RateLimiter] = {}
+        self._lock = threading.Lock()
+        self._pruned_at = 0.0
+
+    def take(self, kind: str, subject: str) -> None:
+        """Count one event of `kind` for `subject`, or raise RateLimitedError (saying
+        when the next is allowed) without counting it."""
+        what, limit = _budget(kind)
+        now = self._clock()
+        try:
+            with self.store.write(lock=limit_events) as con:
+                n, oldest = count_recent(con, kind, subject, now)
+                if n >= limit:
+                    raise RateLimitedError(
+                        too_many(what, limit, WINDOW_S - (now - (oldest or now)))
+                    )
+                record_event(con, kind, subject, now)
+                self._maybe_prune(con, now)
+        except StoreWriteError:
+            self._memory(kind, subject).take()
+
+    def check(self, kind: str, subject: str) -> None:
+        """Raise RateLimitedError if `subject` has no `kind` left; counts nothing."""
+        what, limit = _budget(kind)
+        now = self._clock()
+        with self.store.read() as con:
+            n, oldest = count_recent(con, kind, subject, now)
+        if n >= limit:
+            raise RateLimitedError(too_many(what, limit, WINDOW_S - (now - (oldest or now))))
+        if (kind, subject) in self._fallback and self._fallback[kind, subject].remaining() <= 0:
+            self._fallback[kind, subject].take()  # raises, with the wait
+
+    def record(self, kind: str, subject: str) -> None:
+        """Count one event whatever the budget says (a wrong code, once it was tried)."""
+        now = self._clock()
+        try:
+            with self.store.write(lock=limit_events) as con:
+                record_event(con, kind, subject, now)
+        except StoreWriteError:
+            with suppress(RateLimitedError):
+                self._memory(kind, subject).take()
+
+    def remaining(self, kind: str, subject: str) -> int:
+        _, limit = _budget(kind)
+        with self.store.read() as con:
+            n, _ = count_recent(con, kind, subject, self._clock())
+        return max(0, limit - n)
+
+    def _memory(self, kind: str, subject: str) -> RateLimiter:
+        what, limit = _budget(kind)
+        with self._lock:
+            if (kind, subject) not in self._fallback:
+                self._fallback[kind, subject] = RateLimiter(what, limit, WINDOW_S)
+            return self._fallback[kind, subject]
+
+    def _maybe_prune(self, con: Connection, now: float) -> None:
+        if now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        prune(con, now)
+
+
+def prune(con: Connection, now: float) -> int:
+    """Delete limit events no window looks back to any more; returns how many."""
+    return int(
+        con.execute(sa.delete(limit_events).where(limit_events.c.at < now - PRUNE_AFTER_S)).rowcount
+    )
+
+
+def try_code(limits: Limits, attempt: str, *, student: str, client: str | None) -> None:
+    """One instructor-code attempt from `student` (their identity) at `client` (their
+    address): refused at once when that address has sent too many wrong codes lately
+    (whichever identity sent them), counted against the student's budget (every try,
+    right or wrong), then checked. A wrong code also counts against the address.
+    Raises RateLimitedError or CodeError; returns when the code is right."""
+    address = client_subject(client)
+    limits.check("code_wrong", address)
+    limits.take("code", student_subject(student))
+    try:
+        check_code(attempt)
+    except CodeError:
+        limits.record("code_wrong", address)
+        raise
 
 
 # --- joining ----------------------------------------------------------------------------
