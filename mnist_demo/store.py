@@ -395,6 +395,20 @@ class Store:
         except (sa.exc.OperationalError, sa.exc.DatabaseError, sa.exc.InterfaceError) as e:
             raise _explain(e, self.where) from e
 
+    def ids_given(self, con: Connection, table: sa.Table) -> None:
+        """After rows were inserted with their ids given (a restore from files): the
+        next id the database makes for `table` is past every id in it. SQLite does this
+        by itself; PostgreSQL's sequence behind a SERIAL id does not."""
+        if self.is_sqlite:
+            return
+        con.execute(
+            sa.text(
+                f"SELECT setval(pg_get_serial_sequence(:table, 'id'), "
+                f"coalesce((SELECT max(id) FROM {table.name}), 0) + 1, false)"
+            ),
+            {"table": table.name},
+        )
+
     # --- settings -------------------------------------------------------------------
 
     def setting(self, key: str) -> str | None:

@@ -1,6 +1,7 @@
 """The class set: drawings stored whole in the store and as files beside it, refused with
 reasons, taken back, archived, exported, restored from their files, split for
-fine-tuning, and safe under thirty students at once."""
+fine-tuning, and safe under thirty students at once. Every test runs on SQLite and on
+PostgreSQL (`store_url`/`backend`, tests/conftest_pg.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import base64
 import errno
 import io
 import json
-import sqlite3
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from mnist_demo import class_set
 from mnist_demo.class_set import (
@@ -24,12 +25,14 @@ from mnist_demo.class_set import (
     held_out,
 )
 from mnist_demo.classroom import PermissionDeniedError, Role
-from mnist_demo.store import StoreWriteError
+from mnist_demo.store import StoreWriteError, drawings
+
+pytest_plugins = ["tests.conftest_pg"]  # `store_url`: each test on SQLite and PostgreSQL
 
 
 @pytest.fixture
-def store(tmp_path) -> ClassSet:
-    return ClassSet(tmp_path / "runs.sqlite")
+def store(store_url) -> ClassSet:
+    return ClassSet(store_url)
 
 
 def digit(seed: int) -> np.ndarray:
@@ -57,7 +60,7 @@ def test_a_drawing_is_stored_whole_and_read_back(store):
     assert d.image.dtype == np.uint8 and d.image.shape == (28, 28)
     np.testing.assert_array_equal(d.image, np.round(digit(1) * 255).astype(np.uint8))
     assert d.canvas_png.startswith(b"\x89PNG") and len(d.canvas_png) < 5000
-    again = ClassSet(store.path).get(d.id)  # a restart, or a second app server
+    again = ClassSet(store.store.url).get(d.id)  # a restart, or a second app server
     np.testing.assert_array_equal(again.image, d.image)
 
 
@@ -174,11 +177,16 @@ def test_export_round_trips_as_an_mnist_shaped_npz(store):
 
 def test_a_damaged_row_is_skipped_and_reported_the_rest_is_kept(store):
     good = store.add(digit(1), 1, session="a")
-    with sqlite3.connect(store.path) as con:
+    with store.store.write() as con:  # behind ClassSet's back, as a damaged row would be
         con.execute(
-            "INSERT INTO drawings (set_id, created_at, session, label, digest, image) "
-            "VALUES (?, 0, 'x', 5, 'bad', ?)",
-            (store.current_set(), b"\x00" * 17),
+            sa.insert(drawings).values(
+                set_id=store.current_set(),
+                created_at=0,
+                session="x",
+                label=5,
+                digest="bad",
+                image=b"\x00" * 17,
+            )
         )
     snap = store.snapshot()
     assert list(snap.ids) == [good.id] and snap.skipped == 1
@@ -192,7 +200,7 @@ def test_thirty_students_sending_at_once_lose_and_duplicate_nothing(store):
     def send(i: int) -> None:
         barrier.wait()
         try:
-            ClassSet(store.path).add(digit(i), i % 10, session=f"student-{i}")
+            ClassSet(store.store.url).add(digit(i), i % 10, session=f"student-{i}")
         except Exception as e:
             errors.append(e)
 
@@ -277,8 +285,8 @@ def test_a_new_set_is_recorded_in_its_set_file(store):
     assert new["id"] == second and new["archived_at"] is None
 
 
-def test_restore_from_files_rebuilds_every_set_and_drawing(tmp_path):
-    store = ClassSet(tmp_path / "runs.sqlite")
+def test_restore_from_files_rebuilds_every_set_and_drawing(backend):
+    store = ClassSet(backend.url)
     png = class_set.canvas_thumbnail(np.full((50, 50, 4), 200, np.uint8))
     a = store.add(digit(1), 1, session="a", predicted=1, confidence=0.9, model="m", canvas_png=png)
     store.set_hidden(a.id, True, role=Role.INSTRUCTOR)
@@ -289,8 +297,8 @@ def test_restore_from_files_rebuilds_every_set_and_drawing(tmp_path):
     before |= {d.id: d for d in store.newest(include_hidden=True, set_id=second)}
     sets_before = store.sets()
     store.store.dispose()
-    (tmp_path / "runs.sqlite").unlink()  # a fresh, empty database beside the files
-    fresh = ClassSet(tmp_path / "runs.sqlite")
+    backend.replace()  # a fresh, empty database beside the files
+    fresh = ClassSet(backend.url)
     assert fresh.restore_from_files() == 2
     after = {d.id: d for d in fresh.newest(include_hidden=True, set_id=first)}
     after |= {d.id: d for d in fresh.newest(include_hidden=True, set_id=second)}
@@ -303,15 +311,17 @@ def test_restore_from_files_rebuilds_every_set_and_drawing(tmp_path):
         np.testing.assert_array_equal(new.image, old.image)
     assert fresh.sets() == sets_before and fresh.current_set() == second
     assert fresh.restore_from_files() == 0  # twice: nothing doubled
+    later = fresh.add(digit(3), 3, session="c")  # new ids follow the restored ones
+    assert later.id > b.id and fresh.get(a.id).session == "a"
 
 
-def test_a_new_database_never_reuses_a_set_folder(tmp_path):
-    store = ClassSet(tmp_path / "runs.sqlite")
+def test_a_new_database_never_reuses_a_set_folder(backend):
+    store = ClassSet(backend.url)
     old = store.add(digit(1), 1, session="a")
     old_record = drawing_files(store, old)[0].read_text()
     store.store.dispose()
-    (tmp_path / "runs.sqlite").unlink()  # replaced without recovery
-    fresh = ClassSet(tmp_path / "runs.sqlite")
+    backend.replace()  # replaced without recovery
+    fresh = ClassSet(backend.url)
     new = fresh.add(digit(2), 2, session="b")
     assert new.set_id != old.set_id
     assert drawing_files(store, old)[0].read_text() == old_record

@@ -1,6 +1,6 @@
 """Typed run records: every field of TrainConfig, FineTuneRecord and Run goes to JSON and
-through the store and comes back exactly; an unknown field is refused; presets carry
-their recipe."""
+through the store (SQLite and PostgreSQL) and comes back exactly; an unknown field is
+refused; presets carry their recipe."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from mnist_demo.recipe import (
     TrainConfig,
 )
 from mnist_demo.runs import Run, RunRegistry
+
+pytest_plugins = ["tests.conftest_pg"]  # `store_url`: the store test on SQLite and PostgreSQL
 
 # Every field set to a value other than its default, so a field that is dropped or
 # defaulted on the way back shows.
@@ -89,8 +91,8 @@ def test_a_missing_required_field_is_refused():
         FineTuneRecord.from_dict(data)
 
 
-def test_every_run_field_round_trips_through_the_store(tmp_path):
-    registry = RunRegistry(tmp_path / "runs.sqlite")
+def test_every_run_field_round_trips_through_the_store(store_url, tmp_path):
+    registry = RunRegistry(store_url)
     created = registry.submit(CONFIG, role=Role.INSTRUCTOR, fine_tune=FINE_TUNE, lesson_cap=False)
     stored = registry.get(created.id)
     # Every field to a non-default value, written back through the registry's own

@@ -1,5 +1,8 @@
 """The run registry on the store: runs queued, claimed, followed point by point, stopped,
-cancelled, resumed and recovered; only the instructor changes what the class sees."""
+cancelled, resumed and recovered; only the instructor changes what the class sees.
+
+Every test runs on SQLite and on PostgreSQL (`store_url`, tests/conftest_pg.py) but the
+recovery of a damaged, emptied or missing SQLite file, which is about SQLite itself."""
 
 import os
 import sqlite3
@@ -9,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from mnist_demo.class_set import ClassSet
 from mnist_demo.classroom import PermissionDeniedError, Role
@@ -23,6 +27,10 @@ from mnist_demo.runs import (
     RunNotFoundError,
     RunRegistry,
 )
+from mnist_demo.store import runs as runs_table
+from tests.postgres_fixture import sqlite_only
+
+pytest_plugins = ["tests.conftest_pg"]  # `store_url`: each test on SQLite and PostgreSQL
 
 CONFIG = TrainConfig(epochs=2, train_size=600, test_size=100)
 HISTORY = {"loss": [0.5, 0.3], "accuracy": [0.8, 0.9], "val_loss": [0.4, 0.3]}
@@ -45,15 +53,26 @@ def finished_run(registry, accuracy=0.97, status="finished", history=HISTORY):
 
 
 @pytest.fixture
-def registry(tmp_path):
+def registry(store_url):
+    return RunRegistry(store_url)
+
+
+@pytest.fixture
+def sqlite_registry(tmp_path):
     return RunRegistry(tmp_path / "runs.sqlite")
 
 
-def test_a_run_is_recorded_and_survives_a_restart(tmp_path, registry):
+def set_run(registry, run_id, **values):
+    """Change a run's row behind the registry's back (as another process could)."""
+    with registry.store.write() as con:
+        con.execute(sa.update(runs_table).where(runs_table.c.id == run_id).values(**values))
+
+
+def test_a_run_is_recorded_and_survives_a_restart(store_url, registry):
     run = finished_run(registry)
     assert run.status == "finished" and run.epochs_done == 2
     assert run.duration_s is not None and run.duration_s >= 0
-    again = RunRegistry(tmp_path / "runs.sqlite").get(run.id)  # another process
+    again = RunRegistry(store_url).get(run.id)  # another process
     assert again.history == HISTORY and again.config == CONFIG
     assert isinstance(again.config, TrainConfig)
     assert again.test_accuracy == 0.97 and again.misclassified == 3 and again.has_model
@@ -208,11 +227,7 @@ def test_a_run_whose_heartbeat_stopped_is_interrupted_even_if_its_pid_lives(regi
     model = registry.run_dir(run.id) / "model.keras"
     model.write_bytes(b"epoch 1")
     registry.record_epoch(run.id, {"loss": [0.4]}, model)
-    with sqlite3.connect(registry.path) as con:
-        con.execute(
-            "UPDATE runs SET heartbeat = ? WHERE id = ?",
-            (time.time() - HEARTBEAT_STALE_S - 1, run.id),
-        )
+    set_run(registry, run.id, heartbeat=time.time() - HEARTBEAT_STALE_S - 1)
     alive = running_run(registry)
     registry.beat(alive.id)
     assert registry.mark_interrupted() == [run.id]
@@ -229,8 +244,7 @@ def test_a_run_of_a_dead_process_is_interrupted_at_once(registry):
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    with sqlite3.connect(registry.path) as con:
-        con.execute("UPDATE runs SET pid = ? WHERE id = ?", (int(dead.stdout), run.id))
+    set_run(registry, run.id, pid=int(dead.stdout))
     assert registry.mark_interrupted() == [run.id]
 
 
@@ -271,7 +285,9 @@ def three_runs(registry):
     return runs
 
 
-def test_a_database_truncated_to_100_bytes_loses_no_run_model_or_drawing(registry):
+@sqlite_only("a truncated file, its write-ahead log")
+def test_a_database_truncated_to_100_bytes_loses_no_run_model_or_drawing(sqlite_registry):
+    registry = sqlite_registry
     runs = three_runs(registry)
     classes, drawings = a_class(registry)
     wall = [(d.id, d.label, d.hidden, d.canvas_png) for d in classes.newest(include_hidden=True)]
@@ -296,7 +312,9 @@ def test_a_database_truncated_to_100_bytes_loses_no_run_model_or_drawing(registr
     assert finished_run(recovered).id == runs[-1].id + 1  # ids keep counting
 
 
-def test_a_corrupt_database_is_rejected_then_recovered_from_run_files(registry):
+@sqlite_only("a file that is not a database")
+def test_a_corrupt_database_is_rejected_then_recovered_from_run_files(sqlite_registry):
+    registry = sqlite_registry
     kept = [finished_run(registry, 0.9).id, finished_run(registry, 0.95).id]
     registry.store.dispose()
     registry.path.write_bytes(b"this is not sqlite" * 100)
@@ -309,8 +327,10 @@ def test_a_corrupt_database_is_rejected_then_recovered_from_run_files(registry):
     assert runs[kept[0]].history == HISTORY and runs[kept[0]].config == CONFIG
 
 
+@sqlite_only("an emptied or replaced file (recover works on the SQLite file)")
 @pytest.mark.parametrize("damage", ["zero-bytes", "replaced-by-empty-db"])
-def test_an_emptied_database_beside_run_folders_is_refused_not_reused(registry, damage):
+def test_an_emptied_database_beside_run_folders_is_refused_not_reused(sqlite_registry, damage):
+    registry = sqlite_registry
     runs = three_runs(registry)
     old_model = registry.model_path(runs[0].id).read_bytes()
     registry.store.dispose()
@@ -333,7 +353,9 @@ def test_new_ids_never_take_a_run_folder_even_past_the_table(registry):
     assert registry.submit(CONFIG, role=TEACHER).id == 8 and first.id == 1
 
 
-def test_recover_works_without_any_registry_file(registry):
+@sqlite_only("recover rebuilds a missing SQLite file")
+def test_recover_works_without_any_registry_file(sqlite_registry):
+    registry = sqlite_registry
     three_runs(registry)
     registry.store.dispose()
     registry.path.unlink()

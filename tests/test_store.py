@@ -1,6 +1,10 @@
 """The store: a registry made by the schema of Digit Lab before versioned migrations is
 migrated in place keeping every run, the active model and every class drawing; a newer
-schema is refused with nothing changed; settings; the atomic file write; a bad URL."""
+schema is refused with nothing changed; settings; the atomic file write; a bad URL.
+
+Settings and transactions run on SQLite and PostgreSQL (`store_url`); the migrations of
+SQLite files made before the store are SQLite-only by nature. PostgreSQL's own faults
+(refused password, server down, a newer schema there) are in test_store_pg.py."""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ from mnist_demo.class_set import FILES_KEY, ClassSet
 from mnist_demo.recipe import Accuracies, TrainConfig
 from mnist_demo.runs import RunRegistry
 from mnist_demo.store import Store, StoreError, StoreVersionError, StoreWriteError, atomic_write
+from tests.postgres_fixture import sqlite_only
+
+pytest_plugins = ["tests.conftest_pg"]  # `store_url`: each test on SQLite and PostgreSQL
 
 # The schema of runs.py and class_set.py before the store (commit cff4de2), verbatim.
 OLD_RUNS_SCHEMA = """
@@ -169,6 +176,7 @@ def check_drawings(classes: ClassSet, drawings: list[tuple]) -> None:
         assert d.image.tobytes() == image
 
 
+@sqlite_only("a registry file made by the SQLite schema before migrations")
 def test_a_registry_of_todays_main_is_migrated_in_place_losing_nothing(tmp_path):
     made = old_registry(tmp_path / "home")
     store = Store(made["path"])
@@ -203,6 +211,7 @@ def test_a_registry_of_todays_main_is_migrated_in_place_losing_nothing(tmp_path)
     assert json.loads((classes.files_dir / "1" / "set.json").read_text())["archived_at"] == 20.0
 
 
+@sqlite_only("a registry file made by the SQLite schema before migrations")
 def test_a_migrated_registry_keeps_working_and_reopens_as_it_is(tmp_path):
     made = old_registry(tmp_path / "home")
     store = Store(made["path"])
@@ -221,6 +230,7 @@ def registry_role():
     return Role.INSTRUCTOR
 
 
+@sqlite_only("a registry file made by the SQLite schema before migrations")
 def test_a_registry_from_before_heartbeats_is_migrated(tmp_path):
     made = old_registry(tmp_path / "home", heartbeat=False)
     registry = RunRegistry(Store(made["path"]))
@@ -231,6 +241,7 @@ def test_a_registry_from_before_heartbeats_is_migrated(tmp_path):
     assert registry.get(claimed.id).heartbeat is not None
 
 
+@sqlite_only("the file's bytes are checked (PostgreSQL: test_store_pg.py)")
 def test_a_newer_schema_is_refused_and_the_file_left_unchanged(tmp_path):
     made = old_registry(tmp_path / "home")
     Store(made["path"]).dispose()  # migrated to head
@@ -244,21 +255,21 @@ def test_a_newer_schema_is_refused_and_the_file_left_unchanged(tmp_path):
     assert made["path"].read_bytes() == before and made["path"].stat().st_mtime_ns == mtime
 
 
-def test_settings_are_kept_replaced_and_removed(tmp_path):
-    store = Store(tmp_path / "runs.sqlite")
+def test_settings_are_kept_replaced_and_removed(store_url):
+    store = Store(store_url)
     assert store.setting("colour") is None
     store.set_setting("colour", "blue")
     store.set_setting("colour", "green")
     with store.write() as con:
         store.set_setting("size", "3", con)
-    assert Store(tmp_path / "runs.sqlite").setting("colour") == "green"
+    assert Store(store_url).setting("colour") == "green"
     assert store.setting("size") == "3"
     store.set_setting("colour", None)
     assert store.setting("colour") is None and store.setting("size") == "3"
 
 
-def test_a_failed_write_transaction_saves_nothing(tmp_path):
-    store = Store(tmp_path / "runs.sqlite")
+def test_a_failed_write_transaction_saves_nothing(store_url):
+    store = Store(store_url)
     with pytest.raises(RuntimeError), store.write() as con:
         store.set_setting("half", "done", con)
         raise RuntimeError("something went wrong halfway")
