@@ -2,23 +2,35 @@
 refuse bad input. Training here is tiny: 500 real images, one epoch."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from mnist_demo import classroom, training
+from mnist_demo.recipe import QUICK_DEMO
+from mnist_demo.ui.training import MANAGED_ENV
+from tests.inline_engine import InlineEngine
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TIMEOUT = 120
 
 
 @pytest.fixture
-def app(home, monkeypatch):
+def trainer(home, mnist):
+    """Runs train in this process (what a Ray trainer does; test_engine.py tests Ray)."""
+    home.mkdir(parents=True, exist_ok=True)
+    worker = InlineEngine(home, mnist).start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def app(home, monkeypatch, trainer):
     """The app as `make run` serves it: solo, so this session has the instructor's
     controls (test_roles_app.py checks the classroom roles)."""
     monkeypatch.setenv(classroom.SOLO_ENV, "1")
+    monkeypatch.setenv(MANAGED_ENV, "1")  # never start a real engine from a page test
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
@@ -49,13 +61,8 @@ def test_home_answers_a_and_b_for_the_shipped_model(app):
     assert app.sidebar.selectbox[0].value == "shipped"
 
 
-def wait_for_training_end(at: AppTest) -> None:
-    job = training.current_job()
-    assert job is not None
-    deadline = time.monotonic() + TIMEOUT
-    while job.is_running and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not job.is_running, "the tiny run did not finish"
+def wait_for_training_end(at: AppTest, trainer: InlineEngine) -> None:
+    trainer.wait_idle(TIMEOUT)
     at.run()
 
 
@@ -63,27 +70,27 @@ def start_button(at: AppTest):
     return next(b for b in at.button if b.label == "Start training")
 
 
-def test_quick_demo_starts_the_quick_preset_with_its_own_recipe(app):
+def test_quick_demo_starts_the_quick_preset_with_its_own_recipe(app, trainer):
     at = page(app, "app_pages/train.py")
     [quick] = [b for b in at.button if b.label == "Quick demo"]
     quick.click()
     at.run()
     assert not at.error, [e.value for e in at.error]
-    job = training.current_job()
-    assert job is not None and job.config == training.QUICK_DEMO
-    assert (job.config.preset, job.config.epochs, job.config.train_size) == ("quick", 1, 60000)
-    assert (job.config.batch_size, job.config.learning_rate) == (128, 0.01)
-    # the form keeps the lab's recipe as its default
+    run = trainer.registry.list_runs()[0]
+    assert run.config == QUICK_DEMO
+    assert (run.config.preset, run.config.epochs, run.config.train_size) == ("quick", 1, 60000)
+    assert (run.config.batch_size, run.config.learning_rate) == (128, 0.01)
+    # the form leaves the recipe to the preset: empty boxes, lab7 chosen
     form = {w.label: w for w in at.number_input}
-    assert (form["Epochs"].value, form["Batch size"].value) == (12, 128)
+    assert (form["Epochs"].value, form["Batch size"].value) == (None, None)
     assert next(s for s in at.selectbox if s.label == "Preset").value == "lab7"
-    wait_for_training_end(at)
+    wait_for_training_end(at, trainer)
     run = at.dataframe[0].value.iloc[0]
     assert run["status"] == "finished" and run["images"] == 60000 and run["epochs"] == "1/1"
     assert run["test accuracy"] > 0.95
 
 
-def test_a_tiny_run_started_from_the_train_page_lands_in_the_history(app):
+def test_a_tiny_run_started_from_the_train_page_lands_in_the_history(app, trainer):
     at = page(app, "app_pages/train.py")
     assert "No run yet" in "\n".join(i.value for i in at.info)
     form = {w.label: w for w in at.number_input}
@@ -92,7 +99,7 @@ def test_a_tiny_run_started_from_the_train_page_lands_in_the_history(app):
     start_button(at).click()
     at.run()
     assert not at.error, [e.value for e in at.error]
-    wait_for_training_end(at)
+    wait_for_training_end(at, trainer)
     assert not at.exception
     run = at.dataframe[0].value.iloc[0]
     assert run["run"] >= 1 and run["status"] == "finished" and run["images"] == 500
@@ -115,7 +122,7 @@ def test_a_tiny_run_started_from_the_train_page_lands_in_the_history(app):
         (1, 1000, 500, "larger than the training subset"),
     ],
 )
-def test_invalid_settings_are_refused_in_the_form(app, epochs, batch, images, message):
+def test_invalid_settings_are_refused_in_the_form(app, trainer, epochs, batch, images, message):
     at = page(app, "app_pages/train.py")
     form = {w.label: w for w in at.number_input}
     form["Epochs"].set_value(epochs)
@@ -124,10 +131,10 @@ def test_invalid_settings_are_refused_in_the_form(app, epochs, batch, images, me
     start_button(at).click()
     at.run()
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
-    assert training.current_job() is None or not training.current_job().is_running
+    assert trainer.registry.list_runs() == []  # nothing was queued
 
 
-def test_a_failed_run_shows_its_error_and_the_page_keeps_working(app, monkeypatch):
+def test_a_failed_run_shows_its_error_and_the_page_keeps_working(app, trainer, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise MemoryError("failed to allocate 12.5 GiB for the model")
 
@@ -137,7 +144,7 @@ def test_a_failed_run_shows_its_error_and_the_page_keeps_working(app, monkeypatc
     at.select_slider[0].set_value(500)
     start_button(at).click()
     at.run()
-    wait_for_training_end(at)
+    wait_for_training_end(at, trainer)
     assert not at.exception
     assert any("failed: MemoryError: failed to allocate" in e.value for e in at.error)
     assert at.dataframe[0].value.iloc[0]["status"] == "failed"

@@ -4,7 +4,6 @@
 import json
 import re
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,11 @@ from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from mnist_demo import config, ui
+from mnist_demo.classroom import OWNER
 from mnist_demo.evaluation import predict_proba
 from mnist_demo.model import load_model
+from mnist_demo.recipe import TrainConfig
 from mnist_demo.runs import RunRegistry
-from mnist_demo.training import TrainConfig
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 pytestmark = pytest.mark.slow
@@ -84,7 +84,7 @@ def test_c_draws_the_shipped_models_recorded_history(home):
 def test_c_a_model_without_recorded_history_gets_a_note_not_an_error(home):
     """A model file registered with no per-epoch history (a copy of the shipped one)."""
     registry = RunRegistry()
-    run = registry.create_run(asdict(TrainConfig(epochs=1)))
+    run = registry.submit(TrainConfig(epochs=1), role=OWNER)
     path = registry.run_dir(run.id) / "model.keras"
     shutil.copy(config.DEFAULT_MODEL_PATH, path)
     registry.record_epoch(run.id, {}, path)

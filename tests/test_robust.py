@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mnist_demo import training
+from mnist_demo.classroom import OWNER
 from mnist_demo.config import ASSETS_DIR
 from mnist_demo.data import one_hot, to_model_input
 from mnist_demo.evaluation import evaluate
@@ -22,6 +23,7 @@ from mnist_demo.model import (
     load_model,
     save_model,
 )
+from mnist_demo.recipe import TrainConfig
 from mnist_demo.runs import RunRegistry
 
 ROBUST_PATH = ASSETS_DIR / "robust_model.keras"
@@ -166,12 +168,11 @@ def test_a_training_job_gives_the_schedule_the_run_length(tmp_path, tiny_mnist, 
         return real(*args, **kwargs)
 
     monkeypatch.setattr(training, "build_model", spy)
-    config = training.TrainConfig(
-        preset="robust", epochs=1, batch_size=100, train_size=600, test_size=200
-    )
-    job = training.TrainingJob(config, RunRegistry(tmp_path / "runs.sqlite"), tiny_mnist)
-    assert job.start().wait(180)
-    assert job.snapshot().status == "finished"
+    config = TrainConfig(preset="robust", epochs=1, batch_size=100, train_size=600, test_size=200)
+    registry = RunRegistry(tmp_path / "runs.sqlite")
+    registry.submit(config, role=OWNER)
+    run = training.train_run(registry, registry.claim_next("test"), tiny_mnist)
+    assert run.status == "finished"
     assert seen["total_steps"] == 6  # 1 epoch x 600 / 100 batches
 
 

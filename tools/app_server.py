@@ -35,11 +35,69 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Engine:
+    """`python -m mnist_demo engine` for a data home: a local Ray head and its warm
+    trainers, stopped by pid (SIGTERM: it stops its runs, then Ray)."""
+
+    def __init__(self, home: Path, extra_env: dict[str, str] | None = None):
+        self.home = Path(home)
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.home / "engine-process.log"
+
+    def start(self, timeout: float = SERVER_START_TIMEOUT_S) -> Engine:
+        from mnist_demo import engine
+        from mnist_demo.store import Store
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "MNIST_DEMO_HOME": str(self.home),
+            "MNIST_DEMO_DATA": str(config.data_dir()),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            **self.extra_env,
+        }
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mnist_demo", "engine"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        store = Store(env.get("MNIST_DEMO_DATABASE_URL") or self.home / "runs.sqlite")
+        deadline = time.monotonic() + timeout
+        while not engine.status(store).running:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the engine did not start: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        store.dispose()
+        return self
+
+    def stop(self, timeout: float = 120) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
 class AppServer:
     """`streamlit run streamlit_app.py` on a free loopback port with a temporary
-    MNIST_DEMO_HOME (the MNIST cache is shared, so nothing is fetched)."""
+    MNIST_DEMO_HOME (the MNIST cache is shared, so nothing is fetched). The server never
+    starts a training engine itself: pass `engine=True` for one (stopped with it)."""
 
-    def __init__(self, home: Path, port: int | None = None, cpus: set[int] | None = None):
+    def __init__(
+        self,
+        home: Path,
+        port: int | None = None,
+        cpus: set[int] | None = None,
+        engine: bool = False,
+    ):
+        self.engine = Engine(home) if engine else None
         self.home = Path(home)
         self.cpus = cpus  # CPU affinity of the server (and its threads), None: any
         self.port = port or free_port()
@@ -61,8 +119,11 @@ class AppServer:
             "MNIST_DEMO_DATA": str(config.data_dir()),
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "MNIST_DEMO_INSTRUCTOR_CODE": INSTRUCTOR_CODE,
+            "MNIST_DEMO_ENGINE_MANAGED": "1",  # engines are started here, never by a page
         }
         env.pop("MNIST_DEMO_SOLO", None)
+        if self.engine is not None and self.engine.proc is None:
+            self.engine.start()
         cmd = [
             sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
             "--server.port", str(self.port), "--server.address", "127.0.0.1",
@@ -118,6 +179,8 @@ class AppServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self.engine is not None:
+            self.engine.stop()
 
 
 def launch_chromium(playwright):
