@@ -228,6 +228,11 @@ def _explain(e: BaseException, where: str) -> StoreError:
         return StoreUnavailableError(
             f"the database at {where} refused the password: check MNIST_DEMO_DATABASE_URL"
         )
+    if re.search(r'database "[^"]*" does not exist', lower):
+        return StoreUnavailableError(
+            f"the database at {where} does not exist on that server: create it, or check "
+            "MNIST_DEMO_DATABASE_URL"
+        )
     if isinstance(e, sa.exc.OperationalError | sa.exc.InterfaceError) and (
         "connection" in lower or "server" in lower or "timeout" in lower or "refused" in lower
     ):
