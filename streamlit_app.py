@@ -30,4 +30,9 @@ from mnist_demo.ui import sidebar  # noqa: E402  (imports TensorFlow: after the 
 
 if loading is not None:  # loaded: the page draws itself from here (a page that stops
     loading.empty()  # early, st.stop, would otherwise leave the line standing)
-sidebar.navigation().run()
+page = sidebar.navigation()
+# The lecture hall (`make hall`) names each replica, so an instructor can tell which one
+# answered and when one is down; a single server sets nothing and shows nothing.
+if server_name := os.environ.get("MNIST_DEMO_SERVER", "").strip():
+    st.sidebar.caption(f"Answered by {server_name}")
+page.run()

@@ -413,6 +413,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
         child.wait()
 
 
+def cmd_hall(args: argparse.Namespace) -> None:
+    """A lecture hall on this machine (`make hall`): PostgreSQL, the training engine,
+    --replicas Streamlit servers and nginx in front with sticky sessions, until Ctrl+C,
+    which stops them all in order (mnist_demo/hall.py)."""
+    from mnist_demo import hall
+
+    hall.run(
+        replicas=args.replicas,
+        port=args.port,
+        listen=args.listen,
+        postgres_port=args.postgres_port,
+    )
+
+
 # --- parser ---------------------------------------------------------------------------
 
 
@@ -455,6 +469,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=_positive_int, default=8501)
     serve.set_defaults(func=cmd_serve, tensorflow=False)
+
+    hall = sub.add_parser(
+        "hall",
+        help="a lecture hall: PostgreSQL, the engine, N app servers behind nginx (Ctrl+C stops)",
+    )
+    hall.add_argument("--replicas", type=_positive_int, default=2, help="app servers (2)")
+    hall.add_argument("--port", type=_positive_int, default=8500, help="nginx's port (8500)")
+    hall.add_argument("--listen", default="0.0.0.0", help="nginx's address (every interface)")
+    hall.add_argument(
+        "--postgres-port", type=_positive_int, default=5433, help="PostgreSQL's (5433 or free)"
+    )
+    hall.set_defaults(func=cmd_hall, tensorflow=False)
 
     engine = sub.add_parser(
         "engine", help="the training engine: a local Ray head and warm trainers (Ctrl+C stops)"
