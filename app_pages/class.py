@@ -1,14 +1,23 @@
 """Class: the students' drawings live on the projector. How well a model that reads MNIST
 reads *this* class, where it fails (the confusion matrix to click into), which digits
-the class writes unlike MNIST; and the instructor's tools for the class set."""
+the class writes unlike MNIST; and the instructor's tools for the class set, the class's
+send cap and the students' nicknames.
 
+A drawing Draw called "not a digit" when it was sent is on the wall with a badge and is
+left out of the class's accuracy, the per-digit table and the confusion matrix (reported
+apart), so a scribble never counts as a right answer."""
+
+import html
 import time
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mnist_demo import charts, ui
+from mnist_demo import charts, class_set, students, ui
+from mnist_demo.class_set import NOT_A_DIGIT, Snapshot
 from mnist_demo.classroom import Action
+from mnist_demo.evaluation import Evaluation
 from mnist_demo.ui.widgets import ANY
 
 WALL_POLL_S = 1.0  # a sent drawing is on the projector within about a second
@@ -19,18 +28,57 @@ st.title("The class's drawings")
 store = ui.class_store()
 
 
+NOT_A_DIGIT_BADGE = (
+    '<br><span class="digit-lab-badge" style="display:inline-block;margin-top:2px;'
+    "padding:0 4px;border-radius:4px;background:#ffc107;color:#212529;"
+    'font:600 0.7rem/1.4 sans-serif">not a digit</span>'
+)
+
+
+def tile_caption(d: class_set.Drawing) -> str:
+    read = "?" if d.predicted is None else str(d.predicted)
+    return f"{d.label} → {read}" + ("" if d.counted else NOT_A_DIGIT_BADGE)
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def wall_html(set_id: int, version: int, label: int | None, outcome: str) -> tuple[str, int]:
     """The wall's HTML, built once per class-set version and filter (the projector and any
-    student watching poll it every second)."""
+    student watching poll it every second). A "not a digit" drawing has a badge, and is
+    neither right nor wrong (not red: it is not counted)."""
     drawings = store.newest(WALL_SIZE, set_id=set_id, label=label, outcome=outcome)
-    html = charts.wall_tiles(
+    wall = charts.wall_tiles(
         [d.image for d in drawings],
-        [f"{d.label} → {'?' if d.predicted is None else d.predicted}" for d in drawings],
-        [not d.correct for d in drawings],
+        [tile_caption(d) for d in drawings],
+        [d.counted and not d.correct for d in drawings],
         [d.id for d in drawings],
     )
-    return html, len(drawings)
+    for d in drawings:
+        if not d.counted:
+            attribute = f'data-drawing-id="{d.id}"'
+            wall = wall.replace(attribute, f'{attribute} data-verdict="not-a-digit"', 1)
+    return wall, len(drawings)
+
+
+def counted_only(snapshot: Snapshot, result: Evaluation) -> tuple[Evaluation, np.ndarray]:
+    """The answers and images the class's accuracy counts (no "not a digit" drawings)."""
+    keep = snapshot.counted
+    if keep.all():
+        return result, snapshot.images
+    return Evaluation(result.probabilities[keep], result.labels[keep]), snapshot.images[keep]
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'s' if n != 1 else ''}"
+
+
+def accuracy_line(name: str, mnist_accuracy: float, scored: Evaluation, not_digits: int) -> str:
+    apart = f", {plural(not_digits, 'not-a-digit drawing')} not counted" if not_digits else ""
+    if scored.n == 0:
+        return f"**{name}** reads MNIST at **{mnist_accuracy:.1%}**; no drawing counted yet{apart}"
+    return (
+        f"**{name}** reads MNIST at **{mnist_accuracy:.1%}**, this class at "
+        f"**{scored.accuracy:.1%}** — {plural(scored.n, 'drawing')}{apart}"
+    )
 
 
 @st.fragment(run_every=WALL_POLL_S)
@@ -46,23 +94,24 @@ def live_wall() -> None:
             icon="✍️",
         )
         return
-    st.markdown(
-        f"**{ref.name}** reads MNIST at **{mnist.accuracy:.1%}**, this class at "
-        f"**{result.accuracy:.1%}** — {result.n:,} drawing{'s' if result.n != 1 else ''}"
-    )
+    scored, _ = counted_only(snapshot, result)
+    st.markdown(accuracy_line(ref.name, mnist.accuracy, scored, snapshot.not_digits))
     if snapshot.skipped:
         st.warning(f"{snapshot.skipped} drawing(s) could not be read and are left out.")
     c1, c2, _spacer = st.columns([1, 1.4, 2])
     label = c1.selectbox("Digit meant", [ANY, *range(10)], key="wall_digit")
     outcome = c2.segmented_control(
-        "Read", ["all", "right", "wrong"], default="all", key="wall_outcome"
+        "Read", list(class_set.OUTCOMES), default="all", key="wall_outcome"
     )
-    html, shown = wall_html(set_id, version, None if label == ANY else label, outcome or "all")
-    st.caption(f"The newest {shown} (meant → read, at the time it was sent; red: read wrong)")
-    st.html(html)
+    wall, shown = wall_html(set_id, version, None if label == ANY else label, outcome or "all")
+    st.caption(
+        f"The newest {shown} (meant → read, at the time it was sent; red: read wrong; "
+        f"“{NOT_A_DIGIT}”: Draw said so when it was sent, not counted)"
+    )
+    st.html(wall)
     st.subheader("Per digit")
     st.caption("Digits read right least often are the ones this class writes unlike MNIST.")
-    rows = result.per_class()
+    rows = scored.per_class()
     table = pd.DataFrame(
         {
             str(r["digit"]): {
@@ -81,8 +130,11 @@ live_wall()
 st.header("Where it fails")
 with ui.user_errors():
     snapshot, result = ui.class_evaluation(ref)
-if result.n:
-    ui.confusion_explorer(result, snapshot.images, key="class", noun="class drawing")
+scored, scored_images = counted_only(snapshot, result)
+if scored.n:
+    ui.confusion_explorer(scored, scored_images, key="class", noun="class drawing")
+    if snapshot.not_digits:
+        st.caption(f"Without the {plural(snapshot.not_digits, 'not-a-digit drawing')}.")
 else:
     st.caption("The confusion matrix appears with the first drawings.")
 
@@ -119,4 +171,67 @@ if ui.locked_caption(Action.MANAGE_CLASS_SET):
             if st.button("Archive and start new", type="primary"):
                 with ui.user_errors():
                     store.start_new_set(role=ui.role())
+                st.rerun()
+
+    st.subheader("Sends per minute")
+    cap_col, now_col = st.columns([1, 2], vertical_alignment="bottom")
+    cap = cap_col.number_input(
+        "The whole class may send, per minute",
+        min_value=class_set.CLASS_SENDS_RANGE[0],
+        max_value=class_set.CLASS_SENDS_RANGE[1],
+        value=store.sends_cap(),
+        step=10,
+        help=f"Each student may send {class_set.SENDS_PER_MINUTE} a minute; this caps the "
+        "class together, so the wall and the server keep up.",
+    )
+    if cap_col.button("Set the class's cap", key="set-sends-cap"):
+        with ui.user_errors():
+            store.set_sends_cap(int(cap), role=ui.role())
+        st.toast(f"The class may now send {int(cap)} drawings a minute")
+    now_col.caption(f"Sent in the last minute: {store.sent_last_minute()}")
+
+st.header("Students")
+st.caption(
+    "Every browser is a student with a signed identity (a cookie); a nickname is optional. "
+    "Rename or hide one that should not be on the projector."
+)
+with ui.user_errors():
+    everyone = students.list_students(store.store)
+if not everyone:
+    st.caption("No student has joined yet.")
+else:
+    table = {"shown as": [s.display_name for s in everyone]}
+    if ui.is_instructor():  # a hidden nickname stays off students' screens
+        table["nickname"] = [s.nickname or "" for s in everyone]
+        table["hidden"] = [s.hidden for s in everyone]
+    table["tag"] = [s.id[: students.SHORT_TAG] for s in everyone]
+    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+    if ui.locked_caption(Action.MODERATE_STUDENTS):
+        by_id = {s.id: s for s in everyone}
+        who = st.selectbox(
+            "Student",
+            list(by_id),
+            format_func=lambda i: (
+                f"{by_id[i].display_name} ({html.escape(i[:4])}"
+                + (f", nickname “{by_id[i].nickname}”" if by_id[i].nickname else "")
+                + (", hidden" if by_id[i].hidden else "")
+                + ")"
+            ),
+            key="moderate-student",
+        )
+        new_name = st.text_input(
+            "New nickname", max_chars=students.MAX_NICKNAME, key="moderate-nickname"
+        )
+        rename, hide, show = st.columns(3)
+        if rename.button("Rename", key="moderate-rename"):
+            with ui.user_errors():
+                students.rename(store.store, who, new_name, role=ui.role())
+                st.rerun()
+        if hide.button("Hide nickname", key="moderate-hide"):
+            with ui.user_errors():
+                students.set_hidden(store.store, who, True, role=ui.role())
+                st.rerun()
+        if show.button("Show nickname", key="moderate-show"):
+            with ui.user_errors():
+                students.set_hidden(store.store, who, False, role=ui.role())
                 st.rerun()

@@ -81,17 +81,26 @@ def show_answer(reading: Reading) -> None:
 
 def send_to_class(reading: Reading, ref: ModelRef) -> None:
     """The drawing joins the class set with the digit the student meant (the model's
-    answer is pre-selected: one tap when it is right, two when it is wrong)."""
+    answer is pre-selected: one tap when it is right, two when it is wrong), and with
+    what Draw said. When that was "not a digit", nothing is pre-selected: the student
+    chooses, and the wall shows it as not a digit, outside the class's accuracy."""
     store = ui.class_store()
     seen = reading.image28
+    verdict = reading.verdict.kind
+    not_a_digit = verdict == novelty.NOT_A_DIGIT
     with st.container(border=True):
         drawing_key = hashlib.sha256(np.ascontiguousarray(seen).tobytes()).hexdigest()[:12]
         meant = st.pills(
             "Send it to the class: the digit you meant",
             list(range(10)),
-            default=reading.digit,
+            default=None if not_a_digit else reading.digit,
             key=f"meant-{drawing_key}",  # a new drawing starts on its own answer again
         )
+        if not_a_digit:
+            st.caption(
+                "The model doesn't think this is a digit: choose the digit you meant. The "
+                "wall shows it as *not a digit*, and it is not counted in the class's accuracy."
+            )
         send, take_back = st.columns([1, 1])
         if send.button(
             "Send to the class", type="primary", icon=":material/send:", disabled=meant is None
@@ -105,8 +114,12 @@ def send_to_class(reading: Reading, ref: ModelRef) -> None:
                     confidence=reading.confidence,
                     model=ref.name,
                     canvas_png=class_set.canvas_thumbnail(np.asarray(reading.picture)),
+                    verdict=verdict,
                 )
-                read = "read right" if sent.correct else f"read as {reading.digit}"
+                if not sent.counted:
+                    read = "said it is not a digit (not counted in the class's accuracy)"
+                else:
+                    read = "read right" if sent.correct else f"read as {reading.digit}"
                 st.success(f"Sent: you meant {sent.label}, the model {read}.", icon="✅")
         if take_back.button(
             "Take back",

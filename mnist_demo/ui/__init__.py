@@ -6,7 +6,8 @@ as `from mnist_demo import ui`:
 - `sidebar`: the frame every page runs in (page setup, page menu, model choice);
 - `widgets`: errors as `st.error`, times as text, charts (a model's recorded training
   curves among them), the test-digit gallery;
-- `classroom`: this session's role (instructor or student), rate limits, who is here;
+- `classroom`: this session's role (instructor or student), the student's identity
+  (a signed cookie), per-student limits, who is here;
 - `datasets`: MNIST test or the class's drawings, scored by the page's model;
 - `canvas`: the Draw page's inputs (the canvas and its toolbar fix, a photo upload).
 """
@@ -26,6 +27,7 @@ from mnist_demo.ui.classroom import (
     locked_caption,
     role,
     session_tag,
+    student_id,
 )
 from mnist_demo.ui.datasets import choose as choose_dataset
 from mnist_demo.ui.resources import (
@@ -81,6 +83,7 @@ __all__ = [
     "role",
     "session_tag",
     "setting_toggle",
+    "student_id",
     "uploaded_photo",
     "user_errors",
     "vega_lite",

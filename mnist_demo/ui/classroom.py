@@ -1,5 +1,6 @@
 """The session's role in the class: unlocking with the instructor code (from the link or
-the sidebar), locking again, the per-session rate limits, and who is connected.
+the sidebar), locking again, the student's identity (a signed cookie) and nickname, the
+per-student limits, and who is connected.
 
 The role lives in `st.session_state`, which only the server can write: a browser can
 send widget values, not a role. Every action that changes what others see is checked
@@ -9,21 +10,24 @@ again in the core with the role passed from here (`classroom.require`).
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 import threading
+from contextlib import suppress
 
 import streamlit as st
 
-from mnist_demo import classroom
-from mnist_demo.classroom import Action, Role, locked_reason
+from mnist_demo import classroom, students
+from mnist_demo.classroom import Action, Limits, Role, locked_reason
 from mnist_demo.errors import DigitLabError
+from mnist_demo.store import Store, StoreError
 
 ROLE_KEY = "classroom_role"
-LIMITS_KEY = "classroom_limits"
 CODE_INPUT_KEY = "classroom_code_input"
 CODE_ERROR_KEY = "classroom_code_error"
-SESSION_TAG_KEY = "classroom_session_tag"
+STUDENT_KEY = "classroom_student"  # the student's tag, from their signed cookie
+STUDENT_COOKIE_KEY = "classroom_student_cookie"  # a new identity's cookie, pending
+NICKNAME_INPUT_KEY = "classroom_nickname_input"
+NICKNAME_MESSAGE_KEY = "classroom_nickname_message"
 COOKIE_KEY = "classroom_cookie"  # "set" or "clear": pending for the browser
 
 
@@ -38,29 +42,76 @@ def is_instructor() -> bool:
     return role() is Role.INSTRUCTOR
 
 
+def _store() -> Store:
+    from mnist_demo.ui.resources import class_store  # not at import: resources loads Keras
+
+    return class_store().store
+
+
+@st.cache_resource(show_spinner=False)
+def _limits(url: str) -> Limits:
+    """One per process and database: the counts are in the store, not in this object."""
+    del url
+    return Limits(_store())
+
+
+def limits() -> Limits:
+    return _limits(_store().url)
+
+
+def student_id() -> str:
+    """This browser's student identity: the tag in its signed cookie (students.py), so a
+    reload, a new tab or another app server of the class is the same student. A browser
+    without a valid cookie gets a new tag, and the cookie is written with the sidebar."""
+    found = st.session_state.get(STUDENT_KEY)
+    if found:
+        return str(found)
+    tag = None
+    try:
+        store = _store()
+        tag = students.verify_cookie(store, st.context.cookies.get(students.COOKIE))
+        if tag is None:
+            tag = students.new_tag()
+            st.session_state[STUDENT_COOKIE_KEY] = students.cookie_value(store, tag)
+        students.ensure(store, tag)
+    except DigitLabError:  # the store cannot say or keep it: an identity for this session
+        tag = tag or students.new_tag()
+    st.session_state[STUDENT_KEY] = tag
+    return tag
+
+
 def session_tag() -> str:
-    """An anonymous tag for this browser session (no names): what the class set keeps
-    so a student can take back their own drawing and the held-out split is by person."""
-    if SESSION_TAG_KEY not in st.session_state:
-        st.session_state[SESSION_TAG_KEY] = secrets.token_hex(4)
-    return str(st.session_state[SESSION_TAG_KEY])
+    """The student's identity (`student_id`), as the class set and the experiments keep
+    it: a student takes back their own drawing after a reload, and the held-out split
+    is by person. No names."""
+    return student_id()
+
+
+def client_address() -> str | None:
+    """Where this browser connects from: the first hop of X-Forwarded-For (behind the
+    lecture hall's nginx), else the connection's address (None on localhost)."""
+    try:
+        forwarded = st.context.headers.get("X-Forwarded-For") or ""
+        first = forwarded.split(",")[0].strip()
+        return first or st.context.ip_address
+    except Exception:  # no request behind this session (a test harness)
+        return None
 
 
 def limit(kind: str) -> None:
     """Count one costly request of `kind` (see classroom.STUDENT_LIMITS) against this
-    student session's budget; raises RateLimitedError past it. Instructors are free."""
+    student's budget, kept in the store on their identity; raises RateLimitedError past
+    it. Instructors are free."""
     if is_instructor():
         return
-    if LIMITS_KEY not in st.session_state:
-        st.session_state[LIMITS_KEY] = classroom.student_limiters()
-    st.session_state[LIMITS_KEY][kind].take()
+    limits().take(kind, classroom.student_subject(student_id()))
 
 
 def unlock(code: str) -> None:
     """Make this session the instructor's, or raise CodeError / RateLimitedError. Every
-    try counts, right or wrong, so guessing is slow (5 a minute per session)."""
-    limit("code")
-    classroom.check_code(code)
+    try counts against the student (5 a minute, whichever tab or reload), and a wrong
+    one against the client's address too (classroom.try_code)."""
+    classroom.try_code(limits(), code, student=student_id(), client=client_address())
     _become(Role.INSTRUCTOR)
     st.session_state[COOKIE_KEY] = "set"  # remember this browser (role_panel writes it)
 
@@ -81,6 +132,7 @@ def _become(new_role: Role) -> None:
 def restore_from_cookie() -> None:
     """A reload or a new tab is a new Streamlit session: an instructor's browser that
     kept the session token (not the code) stays unlocked."""
+    student_id()  # every browser is a student first: its identity, made on first sight
     if ROLE_KEY in st.session_state or classroom.solo():
         return
     if classroom.valid_session_token(st.context.cookies.get(classroom.TOKEN_COOKIE)):
@@ -88,13 +140,17 @@ def restore_from_cookie() -> None:
 
 
 def _write_cookie(action: str) -> None:
-    """Set or clear the token cookie in the browser: a script with no visible output,
-    sent once, right after the change (Streamlit has no API for setting cookies)."""
-    name = classroom.TOKEN_COOKIE
+    """Set or clear the token cookie in the browser."""
     if action == "set":
-        value, age = classroom.session_token(), classroom.TOKEN_MAX_AGE_S
+        _set_cookie(classroom.TOKEN_COOKIE, classroom.session_token(), classroom.TOKEN_MAX_AGE_S)
     else:
-        value, age = "", 0
+        _set_cookie(classroom.TOKEN_COOKIE, "", 0)
+
+
+def _set_cookie(name: str, value: str, age: int) -> None:
+    """A cookie written in the browser: a script with no visible output, sent once,
+    right after the change (Streamlit has no API for setting cookies). `value` is made
+    here (hex, URL-safe base64 and dots), never from what a browser sent."""
     st.html(
         f"<script>document.cookie = '{name}={value}; path=/; max-age={age}; "
         "SameSite=Strict';</script>",
@@ -140,11 +196,54 @@ def _unlock_from_input() -> None:
         st.session_state.pop(CODE_ERROR_KEY, None)
 
 
+def _save_nickname() -> None:
+    text = st.session_state.get(NICKNAME_INPUT_KEY, "")
+    try:
+        me = students.set_nickname(_store(), student_id(), text)
+    except DigitLabError as e:
+        st.session_state[NICKNAME_MESSAGE_KEY] = ("error", str(e))
+    else:
+        st.session_state[NICKNAME_MESSAGE_KEY] = (
+            "success",
+            f"The class sees you as {me.nickname}.",
+        )
+
+
+def nickname_panel() -> None:
+    """The student's name in the class: their nickname, or "Student <tag>"; a form to
+    pick one (optional)."""
+    tag = student_id()
+    me = None
+    with suppress(StoreError):
+        me = students.get(_store(), tag)
+    name = me.display_name if me is not None else students.default_name(tag)
+    with st.expander(f":material/badge: You are **{name}**"):
+        if me is not None and me.hidden:
+            st.caption("The instructor has hidden your nickname.")
+        with st.form("classroom_nickname", border=False, enter_to_submit=True):
+            st.text_input(
+                "Nickname (optional)",
+                key=NICKNAME_INPUT_KEY,
+                max_chars=students.MAX_NICKNAME,
+                placeholder=name,
+                help="1–20 letters, digits, spaces, - and _; unique in the class. What "
+                "the class sees next to your experiments.",
+            )
+            st.form_submit_button("Save nickname", on_click=_save_nickname)
+        message = st.session_state.pop(NICKNAME_MESSAGE_KEY, None)
+        if message:
+            kind, text = message
+            (st.error if kind == "error" else st.success)(text)
+
+
 def role_panel() -> None:
     """Who this browser is, and the way to change it."""
     pending = st.session_state.pop(COOKIE_KEY, None)
     if pending:
         _write_cookie(pending)
+    student_cookie = st.session_state.pop(STUDENT_COOKIE_KEY, None)
+    if student_cookie:
+        _set_cookie(students.COOKIE, student_cookie, students.COOKIE_MAX_AGE_S)
     if classroom.solo():
         st.caption(":material/person: Solo mode: this browser has the instructor's controls.")
         return
@@ -153,6 +252,7 @@ def role_panel() -> None:
         left.markdown(":material/verified_user: **Instructor**")
         right.button("Lock", key="classroom_lock", on_click=lock, help="Back to student view")
         return
+    nickname_panel()
     with (
         st.expander(":material/lock: Student · instructor sign-in"),
         st.form("classroom_unlock", border=False, enter_to_submit=True),
