@@ -35,7 +35,7 @@ from mnist_demo.recipe import (
     Network,
     TrainConfig,
 )
-from mnist_demo.runs import ENDED, INSTRUCTOR, QUEUE_PAUSED, Run, RunRegistry
+from mnist_demo.runs import ENDED, INSTRUCTOR, QUEUE_PAUSED, ModelRef, Run, RunRegistry
 
 STUDENT_PRIORITY = 1  # after the instructor's runs (0)
 PAUSED = QUEUE_PAUSED  # settings keys
@@ -240,12 +240,7 @@ def submit(registry: RunRegistry, student: str, cfg: TrainConfig) -> Run:
     if not student or student == INSTRUCTOR:
         raise ExperimentError("an experiment belongs to a student")
     cfg.validate()
-    rules = limits(registry)
-    problems = []
-    if cfg.epochs > rules.max_epochs:
-        problems.append(f"at most {rules.max_epochs} epochs in this class")
-    if cfg.train_size > rules.max_train_images:
-        problems.append(f"at most {rules.max_train_images:,} training images in this class")
+    problems = limit_problems(registry, cfg)
     if problems:
         raise ExperimentError("; ".join(problems) + " (the instructor sets these limits)")
     for run in experiments_of(registry, student):
@@ -260,6 +255,25 @@ def submit(registry: RunRegistry, student: str, cfg: TrainConfig) -> Run:
                 "wait for it or cancel it first"
             )
     return registry.enqueue(cfg, owner=student, priority=STUDENT_PRIORITY)
+
+
+def limit_problems(registry: RunRegistry, cfg: TrainConfig) -> list[str]:
+    """What in `cfg` the class's limits refuse (the card shows it before Submit)."""
+    rules = limits(registry)
+    problems = []
+    if cfg.epochs > rules.max_epochs:
+        problems.append(f"at most {rules.max_epochs} epochs in this class")
+    if cfg.train_size > rules.max_train_images:
+        problems.append(f"at most {rules.max_train_images:,} training images in this class")
+    return problems
+
+
+def current(registry: RunRegistry, student: str) -> Run | None:
+    """The student's experiment queued or running, else their latest, else None."""
+    mine = experiments_of(registry, student)
+    waiting = [r for r in mine if not r.ended]
+    found = waiting or mine
+    return found[0] if found else None
 
 
 def position(registry: RunRegistry, run_id: int) -> int | None:
@@ -349,3 +363,108 @@ def leaderboard(registry: RunRegistry, *, role: Role, sort: str = "test_accuracy
     if sort not in keys:
         raise ExperimentError(f"sort by one of {', '.join(keys)}")
     return sorted(rows, key=keys[sort])
+
+
+def page(rows: list[Row], number: int, size: int = 25) -> tuple[list[Row], int]:
+    """One page of the leaderboard (1-based, clamped) and how many pages there are: the
+    page draws `size` rows whatever the class has finished."""
+    pages = max(1, -(-len(rows) // size))
+    number = min(max(number, 1), pages)
+    return rows[(number - 1) * size : number * size], pages
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The lab's recipe as the leaderboard's reference row: the shipped Lab 7 model's
+    figures (its .json), trained on all 60,000 images for 12 epochs."""
+
+    test_accuracy: float | None
+    misclassified: int | None
+    parameters: int
+    seconds: float | None
+    history: dict[str, list[float]]
+    test_loss: float | None
+
+
+def reference() -> Reference:
+    from mnist_demo import config
+    from mnist_demo.runs import shipped_info
+
+    info = shipped_info(config.DEFAULT_MODEL_PATH.with_suffix(".json"))
+    return Reference(
+        test_accuracy=info.get("test_accuracy"),
+        misclassified=info.get("misclassified"),
+        parameters=parameters(Network()),
+        seconds=info.get("training_seconds"),
+        history=info.get("history", {}),
+        test_loss=info.get("test_loss"),
+    )
+
+
+# --- the projector and the class's model for Draw ------------------------------------------
+
+DRAW_MODEL = "class_draw_model"  # settings: a run id; runs.default_model(for_drawings=True)
+PROJECTOR = "leaderboard_projector"  # settings: the run the projector shows
+
+
+def _run_setting(registry: RunRegistry, key: str) -> int | None:
+    raw = registry.store.setting(key)
+    return int(raw) if raw and raw.isdigit() else None
+
+
+def draw_model(registry: RunRegistry) -> int | None:
+    """The run the instructor made the class's model for Draw (None: the shipped default)."""
+    return _run_setting(registry, DRAW_MODEL)
+
+
+def set_draw_model(registry: RunRegistry, run_id: int | None, *, role: Role) -> None:
+    """Make a run's model the Draw page's default for every new session (None: back to
+    the shipped robust model). Only the instructor; only a run whose model is there."""
+    from mnist_demo.runs import usable
+
+    require(role, Action.SET_ACTIVE_MODEL)
+    if run_id is not None and not usable(registry.get(run_id)):
+        raise ExperimentError(f"run {run_id} has no finished model to read drawings with")
+    registry.store.set_setting(DRAW_MODEL, None if run_id is None else str(run_id))
+
+
+def projector(registry: RunRegistry) -> int | None:
+    """The run the instructor put on the projector (None: nothing)."""
+    return _run_setting(registry, PROJECTOR)
+
+
+def set_projector(registry: RunRegistry, run_id: int | None, *, role: Role) -> None:
+    require(role, Action.MANAGE_EXPERIMENTS)
+    if run_id is not None:
+        registry.get(run_id)  # RunNotFoundError for a run that is not there
+    registry.store.set_setting(PROJECTOR, None if run_id is None else str(run_id))
+
+
+def models_for(registry: RunRegistry, student: str, role: Role) -> list[ModelRef]:
+    """The models a session may open on the lab pages and Draw: the shipped ones, the
+    instructor's runs, the student's own finished experiments, and the run the
+    instructor made the class's model for Draw, put on the projector or made active.
+    The instructor sees every usable run."""
+    from mnist_demo.runs import run_model, shipped_models, usable
+
+    shared = {draw_model(registry), projector(registry), registry.active_run_id()}
+    return shipped_models() + [
+        run_model(run)
+        for run in registry.list_runs()
+        if usable(run)
+        and (role == Role.INSTRUCTOR or run.owner in (INSTRUCTOR, student) or run.id in shared)
+    ]
+
+
+def names(registry: RunRegistry) -> dict[str, str]:
+    """Student id -> the name the class sees (nickname, or "Student 3f9a"); empty when
+    the students module is not there yet (then pages show the tag)."""
+    try:
+        from mnist_demo import students
+    except ImportError:  # pragma: no cover - an older tree
+        return {}
+    return {s.id: s.display_name for s in students.list_students(registry.store)}
+
+
+def name_of(student: str, known: dict[str, str]) -> str:
+    return known.get(student) or f"Student {student[:4]}"

@@ -853,12 +853,20 @@ def default_model(registry: RunRegistry, for_drawings: bool = False) -> ModelRef
     """The model a new browser session (or the CLI, with no --model or --run) starts on,
     always one of `available_models`.
 
-    For drawings, the shipped robust model (it reads drawings best). For the lab pages
-    and the CLI, the registry's active run when it is usable, else shipped Lab 7.
+    For drawings, the run the instructor made the class's model for Draw
+    (experiments.set_draw_model) when it is usable, else the shipped robust model (it
+    reads drawings best). For the lab pages and the CLI, the registry's active run when
+    it is usable, else shipped Lab 7.
     """
+    from mnist_demo.experiments import draw_model  # experiments imports this module
+
     models = {ref.key: ref for ref in available_models(registry)}
-    if for_drawings and ROBUST_KEY in models:
-        return models[ROBUST_KEY]
+    if for_drawings:
+        chosen = draw_model(registry)
+        if chosen is not None and str(chosen) in models:
+            return models[str(chosen)]
+        if ROBUST_KEY in models:
+            return models[ROBUST_KEY]
     active = registry.active_run_id()
     if active is not None and str(active) in models:
         return models[str(active)]

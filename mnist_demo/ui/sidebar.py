@@ -9,13 +9,15 @@ from pathlib import Path
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
-from mnist_demo.runs import ModelRef, available_models, default_model
+from mnist_demo.experiments import models_for
+from mnist_demo.runs import ModelRef, default_model
 from mnist_demo.ui import classroom
 from mnist_demo.ui.resources import registry, registry_notice
 from mnist_demo.ui.widgets import ago
 
 MODEL_KEY = "model_key"  # the lab pages' model, per browser session
 DRAW_MODEL_KEY = "draw_model_key"  # the Draw page's model
+DEFAULTS_KEY = "model_defaults"  # the defaults this session was last given, per key
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ PAGES = (  # the first is the default, at the app's root URL
     AppPage("app_pages/draw.py", "Draw", ":material/draw:"),
     AppPage("app_pages/class.py", "Class", ":material/groups:"),
     AppPage("app_pages/join.py", "Join", ":material/qr_code_2:"),
+    AppPage("app_pages/experiment.py", "Experiment", ":material/science:"),
+    AppPage("app_pages/leaderboard.py", "Leaderboard", ":material/leaderboard:"),
 )
 
 
@@ -81,13 +85,21 @@ def page_setup(page_file: str, for_drawings: bool = False) -> ModelRef:
 
 def sidebar(for_drawings: bool = False) -> ModelRef:
     """The model this page shows, chosen per browser session, and which model the other
-    pages use. A new session starts on the models `runs.default_model` picks."""
+    pages use. A new session starts on the models `runs.default_model` picks, and
+    follows them when they change (the instructor makes a run active, or the class's
+    model for Draw) unless it chose another model itself. A student is offered the
+    shipped models, the instructor's runs and their own finished experiments
+    (`experiments.models_for`)."""
     reg = registry()
-    models = {m.key: m for m in available_models(reg)}
+    models = {m.key: m for m in models_for(reg, classroom.session_tag(), classroom.role())}
     keys = {False: MODEL_KEY, True: DRAW_MODEL_KEY}
+    given = st.session_state.setdefault(DEFAULTS_KEY, {})
     for drawings, key in keys.items():
-        if st.session_state.get(key) not in models:
-            st.session_state[key] = default_model(reg, for_drawings=drawings).key
+        default = default_model(reg, for_drawings=drawings).key
+        current = st.session_state.get(key)
+        if current not in models or (current == given.get(key) and default != current):
+            st.session_state[key] = default
+        given[key] = default
     this, other = keys[for_drawings], keys[not for_drawings]
     with st.sidebar:
         for page in PAGES:

@@ -1,0 +1,389 @@
+"""The Experiment and Leaderboard pages' pieces: a student's experiment card, its model
+summary and time estimate, their own experiment live, the class's leaderboard and a
+run's answers to the workbook. The rules (ranges, limits, quotas, who may cancel, what a
+student may see) are experiments.py's; these only draw them.
+
+The student is `ui.session_tag()`, the session's signed identity."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from mnist_demo import charts, experiments
+from mnist_demo.errors import DigitLabError
+from mnist_demo.experiments import RANGES, Row
+from mnist_demo.model import build_model, summary_rows
+from mnist_demo.recipe import OPTIMIZERS, Network, TrainConfig
+from mnist_demo.runs import Run, usable
+from mnist_demo.ui.classroom import is_instructor, role, session_tag
+from mnist_demo.ui.resources import registry
+from mnist_demo.ui.training import feed
+from mnist_demo.ui.widgets import duration, epoch_charts, setting_toggle, user_errors, vega_lite
+
+LEADERBOARD_PAGE_SIZE = 25
+LEADERBOARD_POLL_S = 3.0
+KERNEL_WORDS = {2: "2x2: the workbook's code", 3: "3x3", 5: "5x5: the workbook's text", 7: "7x7"}
+SORTS = {
+    "test_accuracy": "MNIST test accuracy",
+    "class_accuracy": "class drawings",
+    "parameters": "fewest parameters",
+    "seconds": "fastest",
+}
+
+
+def student() -> str:
+    return session_tag()
+
+
+def names() -> dict[str, str]:
+    return experiments.names(registry())
+
+
+# --- the card ------------------------------------------------------------------------------
+
+
+def _number(column: Any, name: str, default: float, step: float, fmt: str | None = None) -> Any:
+    knob = RANGES[name]
+    return column.number_input(
+        f"{knob.label} ({knob.low:g}–{knob.high:g})",
+        value=default,
+        step=step,
+        format=fmt,
+        key=f"card-{name}",
+        help=knob.words,
+    )
+
+
+def _kernel(column: Any, name: str, default: int) -> Any:
+    knob = RANGES[name]
+    return column.radio(
+        knob.label,
+        knob.choices,
+        index=knob.choices.index(default),
+        format_func=lambda k: KERNEL_WORDS.get(k, f"{k}x{k}"),
+        key=f"card-{name}",
+        help=knob.words,
+        horizontal=True,
+    )
+
+
+def card() -> dict[str, Any]:
+    """The card's controls, each starting on the lab's value (the class's default size
+    for epochs and images); returns the values as the student set them."""
+    lab, net = experiments.LAB_EXPERIMENT, Network()
+    rules = experiments.limits(registry())
+    st.markdown("**The network** — Conv → pool → Conv → pool → dropout → dense → dropout → 10")
+    a, b, c = st.columns(3)
+    values: dict[str, Any] = {
+        "conv1_filters": _number(a, "conv1_filters", net.conv1_filters, 1),
+        "conv1_kernel": _kernel(a, "conv1_kernel", net.conv1_kernel),
+        "conv2_filters": _number(b, "conv2_filters", net.conv2_filters, 1),
+        "conv2_kernel": _kernel(b, "conv2_kernel", net.conv2_kernel),
+        "dropout_conv": _number(c, "dropout_conv", net.dropout_conv, 0.05, "%.2f"),
+        "dense_units": _number(c, "dense_units", net.dense_units, 10),
+        "dropout_dense": _number(c, "dropout_dense", net.dropout_dense, 0.05, "%.2f"),
+    }
+    st.markdown(
+        f"**Training** — the class's limits: at most {rules.max_epochs} epochs and "
+        f"{rules.max_train_images:,} images (the instructor sets them)"
+    )
+    d, e, f, g, h = st.columns(5)
+    values["optimizer"] = d.radio(
+        "Optimizer",
+        list(OPTIMIZERS),
+        format_func=OPTIMIZERS.__getitem__,
+        key="card-optimizer",
+        help="the lab: Adam",
+    )
+    values["learning_rate"] = _number(e, "learning_rate", lab.learning_rate, 0.0005, "%.5f")
+    values["batch_size"] = _number(f, "batch_size", lab.batch_size, 32)
+    values["epochs"] = _number(g, "epochs", lab.epochs, 1)
+    values["train_size"] = _number(h, "train_size", lab.train_size, 500)
+    return values
+
+
+def check(values: dict[str, Any]) -> tuple[TrainConfig | None, list[str]]:
+    """The card's config and what is wrong with it (the core's words, with ranges)."""
+    try:
+        cfg = experiments.card_config(values)
+    except DigitLabError as e:
+        return None, str(e).split("; ")
+    return cfg, experiments.limit_problems(registry(), cfg)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def model_summary(network: Network, optimizer: str) -> list[dict[str, Any]]:
+    """The summary of the network the card describes, from the model build_model makes
+    (the one the worker will train), built once per setting."""
+    return summary_rows(
+        build_model("lab7", seed=None, network=network, optimizer=optimizer, compile=False)
+    )
+
+
+def summary(cfg: TrainConfig) -> None:
+    """The model summary, parameters and estimated time, before anything is submitted."""
+    rows = model_summary(cfg.network or Network(), cfg.optimizer)
+    seconds = experiments.estimate_seconds(cfg, registry().list_runs())
+    a, b = st.columns(2)
+    a.metric("Parameters", f"{sum(r['parameters'] for r in rows):,}")
+    b.metric("Estimated training time", f"about {duration(seconds)}", help="on this server")
+    st.caption(f"What I changed: {experiments.changes(cfg)}")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="card-summary")
+
+
+def submit_button(cfg: TrainConfig | None, problems: list[str]) -> None:
+    for problem in problems:
+        st.error(problem, icon="⚠️")
+    if st.button(
+        "Submit my experiment",
+        type="primary",
+        icon=":material/send:",
+        disabled=cfg is None or bool(problems),
+    ):
+        assert cfg is not None
+        with user_errors(stop=False):
+            experiments.submit(registry(), student(), cfg)
+            st.rerun()
+
+
+# --- my experiment ---------------------------------------------------------------------------
+
+
+def my_experiment(run: Run) -> None:
+    """The student's own experiment: where it is in the queue, then its curves batch by
+    batch, then its result; cancel while it waits or trains."""
+    view = feed().view(run.id)
+    run = view.run
+    st.subheader(f"My experiment · run {run.id} · {run.status}")
+    st.caption(f"What I changed: {experiments.changes(run.config)}")
+    if run.status == "queued":
+        place = experiments.position(registry(), run.id)
+        paused = (
+            " The instructor has paused the class's queue."
+            if experiments.paused(registry())
+            else ""
+        )
+        st.info(f"Waiting for the training engine: #{place} in the queue.{paused}", icon="⏳")
+    if run.status == "running":
+        eta = f" · about {duration(view.eta_s)} left" if view.eta_s is not None else ""
+        st.progress(
+            run.progress,
+            text=f"Epoch {max(run.epoch, 1)}/{run.config.epochs} · batch {run.batch}/"
+            f"{run.batches_per_epoch} · {duration(view.elapsed_s)} elapsed{eta}",
+        )
+    if not run.ended and not view.stop_requested:
+        if st.button("Cancel my experiment", icon=":material/stop:", key=f"cancel-{run.id}"):
+            with user_errors(stop=False):
+                experiments.cancel(registry(), run.id, student=student(), role=role())
+                st.rerun()
+    elif view.stop_requested and not run.ended:
+        st.caption("Stopping after this batch…")
+    if view.batch_metrics:
+        vega_lite(charts.batch_chart(view.batch_metrics))
+    if run.history.get("loss"):
+        epoch_charts(run.history)
+    if run.ended:
+        answers(run)
+
+
+def answers(run: Run) -> None:
+    """The workbook's (a) test loss and accuracy and (b) the misclassified count."""
+    if run.status == "interrupted":
+        st.warning(f"Run {run.id} was interrupted (its worker stopped).", icon="⚠️")
+    elif run.status == "failed":
+        st.error(f"Run {run.id} failed: {run.error}", icon="⚠️")
+    if run.test_accuracy is None:
+        st.caption("No finished epoch: nothing was scored.")
+        return
+    a, b, c = st.columns(3)
+    a.metric("(a) Test loss", f"{run.test_loss:.4f}")
+    b.metric("(a) Test accuracy", f"{run.test_accuracy:.2%}")
+    c.metric("(b) Misclassified", f"{run.misclassified} of {run.test_n:,}")
+    if usable(run):
+        st.caption("Open it on Home, Test set, Misclassified or Draw: the sidebar's model list.")
+
+
+def past_experiments(runs: list[Run]) -> None:
+    if not runs:
+        return
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "run": r.id,
+                    "status": r.status,
+                    "what I changed": experiments.changes(r.config),
+                    "test accuracy": r.test_accuracy,
+                    "misclassified": r.misclassified,
+                    "training time": duration(r.duration_s),
+                }
+                for r in runs
+            ]
+        ),
+        hide_index=True,
+        column_config={"test accuracy": st.column_config.NumberColumn(format="percent")},
+    )
+
+
+def class_queue() -> None:
+    known = names()
+    queue = registry().queue()
+    if queue:
+        st.caption(
+            "Class queue: "
+            + ", ".join(
+                f"#{i} {'instructor' if r.priority == 0 else experiments.name_of(r.owner, known)}"
+                for i, r in enumerate(queue, start=1)
+            )
+        )
+
+
+# --- the instructor -----------------------------------------------------------------------------
+
+
+def instructor_panel() -> None:
+    reg = registry()
+    rules = experiments.limits(reg)
+    with st.form("class-limits", border=False):
+        a, b = st.columns(2)
+        epochs = a.number_input("Maximum epochs", 1, int(RANGES["epochs"].high), rules.max_epochs)
+        images = b.number_input(
+            "Maximum training images",
+            int(RANGES["train_size"].low),
+            int(RANGES["train_size"].high),
+            rules.max_train_images,
+            step=500,
+        )
+        if st.form_submit_button("Set the class's limits"):
+            with user_errors(stop=False):
+                new = replace(rules, max_epochs=int(epochs), max_train_images=int(images))
+                experiments.set_limits(reg, new, role=role())
+                st.rerun()
+    setting_toggle(
+        "Pause the students' queue",
+        value=experiments.paused(reg),
+        change=lambda on: experiments.pause(reg, on, role=role()),
+        help="Students' experiments wait; the instructor's runs go on.",
+    )
+    known = names()
+    owners = sorted({r.owner for r in reg.list_runs() if r.owner != "instructor"})
+    if owners:
+        c, d = st.columns([3, 1], vertical_alignment="bottom")
+        who = c.selectbox(
+            "Clear a student's experiments",
+            owners,
+            format_func=lambda s: experiments.name_of(s, known),
+        )
+        if d.button("Clear", icon=":material/delete:"):
+            with user_errors(stop=False):
+                n = experiments.clear_student(reg, who, role=role())
+                st.toast(f"Removed {n} experiment(s) of {experiments.name_of(who, known)}.")
+
+
+# --- the leaderboard ----------------------------------------------------------------------------
+
+
+def leaderboard_frame(rows: list[Row], show_class: bool, with_reference: bool) -> pd.DataFrame:
+    known = names()
+    records = []
+    if with_reference:
+        ref = experiments.reference()
+        records.append(
+            {
+                "run": 0,
+                "nickname": "the lab's recipe (reference)",
+                "MNIST test accuracy": ref.test_accuracy,
+                "misclassified": ref.misclassified,
+                "parameters": ref.parameters,
+                "training time": duration(ref.seconds),
+                "what I changed": "Lab 7 as shipped: 12 epochs, 60,000 images",
+                "status": "reference",
+                "class drawings": None,
+            }
+        )
+    for r in rows:
+        records.append(
+            {
+                "run": r.run.id,
+                "nickname": experiments.name_of(r.owner, known),
+                "MNIST test accuracy": r.test_accuracy,
+                "misclassified": r.misclassified,
+                "parameters": r.parameters,
+                "training time": duration(r.seconds),
+                "what I changed": r.changes,
+                "status": r.run.status,
+                "class drawings": r.class_accuracy,
+            }
+        )
+    frame = pd.DataFrame(records)
+    if not show_class and not frame.empty:
+        frame = frame.drop(columns="class drawings")
+    return frame
+
+
+LEADERBOARD_COLUMNS = {
+    "MNIST test accuracy": st.column_config.NumberColumn(format="percent"),
+    "class drawings": st.column_config.NumberColumn(format="percent"),
+    "parameters": st.column_config.NumberColumn(format="localized"),
+}
+
+
+def run_detail(run_id: int) -> None:
+    """A run's test curves over the lab baseline's, and its answers to (a) and (b)."""
+    ref = experiments.reference()
+    if run_id == 0:
+        st.subheader("The lab's recipe")
+        epoch_charts(ref.history)
+        return
+    run = registry().get(run_id)
+    who = experiments.name_of(run.owner, names())
+    st.subheader(f"{who} · run {run.id} · {run.status}")
+    st.caption(f"What they changed: {experiments.changes(run.config)}")
+    histories = {f"run {run.id}": run.history, "lab baseline": ref.history}
+    left, right = st.columns(2)
+    vega_lite(charts.runs_overlay_chart(histories, "val_accuracy"), left)
+    vega_lite(charts.runs_overlay_chart(histories, "val_loss"), right)
+    answers(run)
+    if is_instructor():
+        instructor_run_actions(run)
+
+
+def instructor_run_actions(run: Run) -> None:
+    reg = registry()
+    a, b = st.columns(2)
+    on_projector = experiments.projector(reg) == run.id
+    if a.button(
+        "Take it off the projector" if on_projector else "Put on the projector",
+        icon=":material/cast:",
+        key=f"projector-{run.id}",
+    ):
+        with user_errors(stop=False):
+            experiments.set_projector(reg, None if on_projector else run.id, role=role())
+            st.rerun()
+    on_draw = experiments.draw_model(reg) == run.id
+    if b.button(
+        "The class's model for Draw" if on_draw else "Make it the class's model for Draw",
+        icon=":material/draw:",
+        key=f"draw-{run.id}",
+        disabled=on_draw or not usable(run),
+    ):
+        with user_errors(stop=False):
+            experiments.set_draw_model(reg, run.id, role=role())
+            st.rerun()
+
+
+def projector_banner() -> None:
+    """The run the instructor put on the projector, large, at the top of the page."""
+    run_id = experiments.projector(registry())
+    if run_id is None:
+        return
+    with user_errors(stop=False), st.container(border=True):
+        run = registry().get(run_id)
+        who = experiments.name_of(run.owner, names())
+        acc = f"{run.test_accuracy:.2%}" if run.test_accuracy is not None else "not scored"
+        st.markdown(f"## :material/cast: On the projector: {who} · run {run.id} · {acc}")
+        st.caption(f"What they changed: {experiments.changes(run.config)}")
