@@ -37,6 +37,7 @@ REPORTS = {
     "common.py": HELPERS,
     "drawing_latency.py": "accuracy on these drawings",
     "evaluation_speed.py": "target load model + first evaluate",
+    "experiments_capacity.py": "first experiments within 10 min",
     "non_digits.py": "target non-digits flagged >= 80 %",
     "page_load.py": "target warm page switch",
     "robust_vs_lab7.py": "drawn -> to_mnist gap",
