@@ -8,8 +8,10 @@ CHROMIUM := /usr/bin/chromium
 PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 NGINX := /usr/sbin/nginx
 PORT ?= 8501
+REPLICAS ?= 2
+HALL_PORT ?= 8500
 
-.PHONY: setup data chromium fonts postgres nginx run class test test-fast lint format bench clean
+.PHONY: setup data chromium fonts postgres nginx run class hall test test-fast lint format bench clean
 
 setup: $(INSTALLED) data
 
@@ -89,6 +91,11 @@ run: setup
 # printed at start (set MNIST_DEMO_INSTRUCTOR_CODE to choose the code).
 class: setup
 	$(PY) -m mnist_demo serve --class --port $(PORT)
+
+# A lecture hall on this machine: PostgreSQL, the Ray engine, $(REPLICAS) app servers and
+# nginx in front (sticky sessions) on $(HALL_PORT); Ctrl+C stops it all (mnist_demo/hall.py).
+hall: setup postgres nginx
+	$(PY) -m mnist_demo hall --replicas $(REPLICAS) --port $(HALL_PORT)
 
 test: setup chromium fonts postgres nginx
 	$(PY) -m ruff check .
