@@ -133,3 +133,34 @@ def test_a_read_only_home_keeps_reads_refuses_writes_plainly_and_recovers(home):
         again.dispose()
     home.writable()
     writes_work(home)
+
+
+def test_pages_that_only_read_render_on_a_full_disk(home, monkeypatch):
+    """Home, Test set and the Class wall, served from a full data home: every page
+    renders (the app once showed a raw RegistryCorruptError on every page), and Train
+    says plainly that the disk is full when asked to start a run."""
+    from streamlit.testing.v1 import AppTest
+
+    from mnist_demo import classroom
+    from mnist_demo.ui.training import MANAGED_ENV
+
+    home.registry.request_stop(1, role=Role.INSTRUCTOR)  # nothing queued behind the test
+    home.fill()
+    monkeypatch.setenv("MNIST_DEMO_HOME", str(home.dir))
+    monkeypatch.setenv(classroom.SOLO_ENV, "1")
+    monkeypatch.setenv(MANAGED_ENV, "1")
+    app = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+    for page in ("app_pages/home.py", "app_pages/browse.py", "app_pages/class.py"):
+        at = AppTest.from_file(app, default_timeout=120)
+        at.run()
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        assert not at.error, (page, [e.value for e in at.error])
+    at = AppTest.from_file(app, default_timeout=120)
+    at.run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception, at.exception
+    next(b for b in at.button if b.label == "Quick demo").click().run()
+    assert any("is full" in e.value and "nothing was saved" in e.value for e in at.error), [
+        e.value for e in at.error
+    ]
