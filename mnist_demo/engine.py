@@ -97,16 +97,30 @@ def run_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _free_port() -> int:
-    # Ray's workers take ports 10002-19999 by default: keep the head out of that range.
-    for port in range(26379, 26479):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise EngineUnavailableError("no free port for the training engine in 26379-26478")
+def _free_ports(n: int) -> list[int]:
+    """n ports free now, from the system's ephemeral range (above Ray's worker ports,
+    10002-19999). Every port a head listens on is chosen, none left to Ray's fixed
+    defaults: two heads on one machine (a test beside `make run`) must not collide."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+HEAD_PORT_OPTIONS = (
+    "--port",
+    "--ray-client-server-port",
+    "--node-manager-port",
+    "--object-manager-port",
+    "--metrics-export-port",
+    "--runtime-env-agent-port",
+    "--dashboard-agent-grpc-port",
+    "--dashboard-agent-listen-port",
+)
 
 
 # --- status, as every server sees it (from the store) -----------------------------------
@@ -261,21 +275,29 @@ class Supervisor:
         self.ensure_trainers()
         self.beat()
 
-    def _start_head(self) -> str:
+    def _start_head(self, attempts: int = 3) -> str:
         """A local Ray head as its own process (own session: a Ctrl+C reaches the
-        supervisor, which stops runs first and the head last)."""
-        port = _free_port()
+        supervisor, which stops runs first and the head last). A port taken between
+        choosing and binding it (another head starting) is tried again."""
+        for attempt in range(attempts):
+            try:
+                return self._try_head()
+            except EngineUnavailableError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _try_head(self) -> str:
+        ports = _free_ports(len(HEAD_PORT_OPTIONS))
         temp = Path("/tmp") / f"digit-lab-ray-{os.getpid()}"
         log = engine_dir(self.home) / "ray-head.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        start = log.stat().st_size if log.exists() else 0
         ray_bin = Path(sys.executable).with_name("ray")
-        command = [
-            str(ray_bin),
-            "start",
-            "--head",
-            "--block",
-            "--port",
-            str(port),
+        command = [str(ray_bin), "start", "--head", "--block"]
+        for option, port in zip(HEAD_PORT_OPTIONS, ports, strict=True):
+            command += [option, str(port)]
+        command += [
             "--node-ip-address",
             "127.0.0.1",
             "--num-cpus",
@@ -289,18 +311,20 @@ class Supervisor:
             self.head = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        address = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        address = f"127.0.0.1:{ports[0]}"
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.head.poll() is not None:
                 raise EngineUnavailableError(
                     f"the Ray head did not start (exit {self.head.returncode}); see {log}"
                 )
-            if "Ray runtime started" in log.read_text(errors="replace"):
-                return address
+            with open(log, "rb") as f:
+                f.seek(start)
+                if b"Ray runtime started" in f.read():
+                    return address
             time.sleep(0.2)
         self.stop_head()
-        raise EngineUnavailableError(f"the Ray head did not start within 60 s; see {log}")
+        raise EngineUnavailableError(f"the Ray head did not start within 90 s; see {log}")
 
     def capacity(self) -> int:
         import ray

@@ -89,6 +89,15 @@ def start_small_run(page, base_url: str, epochs: int | None = None) -> int:
     return int(RUNNING.search(page.get_by_text(RUNNING).inner_text()).group(1))
 
 
+def shows(page, text, server: AppServer, timeout_s: float = 180) -> None:
+    """`text` appears on a page of `server` (a cold server on a loaded 2-core machine
+    takes a while to import TensorFlow); on failure, the server's log says why."""
+    try:
+        expect(page.get_by_text(text)).to_be_visible(timeout=timeout_s * 1000)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n--- server log ---\n{server.log_tail()}") from None
+
+
 def progress_position(page) -> tuple[int, int]:
     text = page.get_by_text(PROGRESS).first.inner_text()
     epoch, _, batch, per_epoch = map(int, PROGRESS.search(text).groups())
