@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -747,6 +748,10 @@ def check_resume(run: Run, registry: RunRegistry) -> None:
         raise CannotResumeError(
             f"{run.name} has no resume checkpoint (it was trained before runs could be "
             "resumed, or its checkpoint was removed); start a new run"
+        )
+    if not zipfile.is_zipfile(registry.resume_path(run.id)):  # refused here, not by a worker
+        raise CannotResumeError(
+            f"the resume checkpoint of {run.name} is unreadable (damaged); start a new run"
         )
 
 

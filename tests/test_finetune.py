@@ -19,8 +19,9 @@ from mnist_demo.errors import ModelFileError
 from mnist_demo.finetune import NotEnoughDrawingsError
 from mnist_demo.model import DrawingAugmentation, load_model
 from mnist_demo.preprocess import DrawingTooSmallError, to_mnist
-from mnist_demo.runs import RunRegistry
-from mnist_demo.training import current_job
+from mnist_demo.recipe import TrainConfig
+from mnist_demo.runs import RunRegistry, resumable
+from mnist_demo.training import train_run
 from tools.drawn_digits import CANVAS, pen_path
 
 TEACHER = Role.INSTRUCTOR
@@ -64,7 +65,15 @@ def store(registry) -> ClassSet:
 
 
 def fine_tune(registry, store, mnist, **kw):
-    return finetune.start_fine_tune(DEFAULT_MODEL_PATH, registry, store, mnist, role=TEACHER, **kw)
+    return finetune.submit_fine_tune(DEFAULT_MODEL_PATH, registry, store, role=TEACHER, **kw)
+
+
+def claim_and_plan(registry, run_id):
+    """What a trainer of the engine does with a fine-tune run: claim it, and build its
+    plan from the run's record (the base model's *before* accuracies measured then)."""
+    run = registry.claim_next("test-worker")
+    assert run is not None and run.id == run_id
+    return run, finetune.plan_for(registry, run)
 
 
 # --- refusals, before anything starts ----------------------------------------------------
@@ -106,9 +115,9 @@ def test_students_and_missing_base_models_are_refused_before_a_run_exists(
     tags = session_tags(6, 2)
     fill(store, tags, [d % 10 for d in range(80)])
     with pytest.raises(PermissionDeniedError, match="Only the instructor can start training"):
-        finetune.start_fine_tune(DEFAULT_MODEL_PATH, registry, store, mnist, role=Role.STUDENT)
+        finetune.submit_fine_tune(DEFAULT_MODEL_PATH, registry, store, role=Role.STUDENT)
     with pytest.raises(ModelFileError, match="does not exist"):
-        finetune.start_fine_tune(tmp_path / "gone.keras", registry, store, mnist, role=TEACHER)
+        finetune.submit_fine_tune(tmp_path / "gone.keras", registry, store, role=TEACHER)
     assert registry.list_runs() == []
 
 
@@ -152,8 +161,41 @@ def test_oversampling_repeats_every_drawing_evenly():
 
 
 def test_a_plain_run_has_no_fine_tune_result(registry):
-    run = registry.create_run({"preset": "lab7", "epochs": 1})
-    assert finetune.result(run) is None
+    run = registry.submit(TrainConfig(epochs=1), role=TEACHER)
+    assert run.fine_tune is None and finetune.result(run) is None
+
+
+def test_a_small_fine_tune_is_a_queued_run_its_worker_plans_and_trains(registry, store, mnist):
+    """submit_fine_tune queues a run with its record and a snapshot of the class set;
+    the worker's plan_for measures the base model; train_run trains it like any run."""
+    tags = session_tags(6, 2)
+    fill(store, tags, [d % 10 for d in range(80)])
+    split = finetune.class_split(store)
+    run = fine_tune(registry, store, mnist, epochs=1, mnist_per_epoch=300, test_size=200)
+    assert run.status == "queued" and registry.queue()[0].id == run.id
+    record = run.fine_tune
+    assert record is not None and record.before is None  # measured by the worker
+    assert (record.train_drawings, record.held_out_drawings) == (split.n_train, split.n_held_out)
+    assert (registry.run_dir(run.id) / record.snapshot_file).exists()
+    assert run.config.train_size == 300 and run.config.epochs == 1
+    assert run.config.learning_rate == finetune.FINE_TUNE_LEARNING_RATE
+    fill(store, ["late-1"], [3, 4, 5])  # sent after the submit: not in this run
+
+    claimed, plan = claim_and_plan(registry, run.id)
+    assert plan.classes.n_train == split.n_train  # the snapshot, not the class set now
+    before = registry.get(run.id).fine_tune.before
+    assert before is not None and 0 <= before.class_held_out <= 1 and before.mnist > 0.9
+    claimed = registry.get(run.id)
+    done = train_run(registry, claimed, mnist, plan=plan)
+    assert done.status == "finished" and done.error is None, done.error
+    assert done.epochs_done == 1 and len(done.history[finetune.HISTORY_KEY]) == 1
+    result = finetune.result(done)
+    assert result is not None and result.after is not None and result.before == before
+    assert result.after.mnist == done.test_accuracy and done.test_n == 200
+    assert "→" in result.summary()
+    saved = load_model(registry.model_path(run.id))  # the inference model, as other runs
+    assert not any(isinstance(layer, DrawingAugmentation) for layer in saved.layers)
+    assert not registry.resume_path(run.id).exists() and not resumable(done, registry)
 
 
 # --- a real fine-tune on a class that writes its own way ----------------------------------
@@ -219,20 +261,19 @@ def test_fine_tuning_learns_the_class_hand_and_keeps_mnist(registry, store, mnis
     assert split.n_train > 300 and split.n_held_out > 70  # a few refused as too small
     built = time.monotonic()
 
-    job = finetune.start_fine_tune(  # the recipe, shortened: 2 x 13,333 images, not 3 x 20,000
-        base, registry, store, mnist, role=TEACHER, epochs=2, mnist_per_epoch=10_000
+    queued = finetune.submit_fine_tune(  # the recipe, shortened: 2 x 13,333 images
+        base, registry, store, role=TEACHER, epochs=2, mnist_per_epoch=10_000
     )
-    assert current_job(registry) is job  # the normal one-job-per-process slot
-    base.unlink()  # the base model was loaded at start
+    claimed, plan = claim_and_plan(registry, queued.id)
+    base.unlink()  # the worker loaded the base model when it planned the run
     marker_class(store, mnist, ["late-1", "late-2"], per_student=5, seed=1)  # sent meanwhile
-    assert job.wait(300)
+    run = train_run(registry, registry.get(claimed.id), mnist, plan=plan)
     finished = time.monotonic()
 
-    run = registry.get(job.run_id)
     assert run.status == "finished" and run.error is None, run.error
-    info = run.config["fine_tune"]
-    assert (info["train_drawings"], info["held_out_drawings"]) == (split.n_train, split.n_held_out)
-    assert run.config["epochs"] == 2 and run.config["train_size"] == 10_000
+    info = run.fine_tune
+    assert (info.train_drawings, info.held_out_drawings) == (split.n_train, split.n_held_out)
+    assert run.config.epochs == 2 and run.config.train_size == 10_000
     assert run.epochs_done == 2 and len(run.history[finetune.HISTORY_KEY]) == 2
     result = finetune.result(run)
     assert result is not None and result.after is not None

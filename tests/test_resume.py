@@ -12,19 +12,16 @@ import json
 import keras
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from mnist_demo import training
 from mnist_demo.classroom import PermissionDeniedError, Role
-from mnist_demo.runs import RunRegistry
-from mnist_demo.training import (
-    CannotResumeError,
-    TrainConfig,
-    resumable,
-    resume_training,
-    start_training,
-)
-from tests.test_cli import run_cli
+from mnist_demo.recipe import FineTuneRecord, TrainConfig
+from mnist_demo.runs import CannotResumeError, Run, RunRegistry, resumable
+from mnist_demo.store import runs as runs_table
+from mnist_demo.training import train_run
 
+TEACHER = Role.INSTRUCTOR
 SMALL = TrainConfig(epochs=4, batch_size=32, train_size=600, test_size=200, seed=7)
 STOP_AFTER = 2
 # Per-epoch metrics of a resumed run vs an uninterrupted one. Weights, optimizer state
@@ -38,6 +35,17 @@ TOLERANCE = {"loss": 0.15, "accuracy": 0.08, "val_loss": 0.15, "val_accuracy": 0
 @pytest.fixture
 def registry(tmp_path):
     return RunRegistry(tmp_path / "runs.sqlite")
+
+
+def claim(registry: RunRegistry, run_id: int) -> Run:
+    """Claim the queued run, as a trainer of the engine would."""
+    run = registry.claim_next("test-worker")
+    assert run is not None and run.id == run_id
+    return run
+
+
+def train(registry: RunRegistry, cfg: TrainConfig, data) -> Run:
+    return train_run(registry, claim(registry, registry.submit(cfg, role=TEACHER).id), data)
 
 
 @pytest.fixture
@@ -56,53 +64,58 @@ def checkpoints(monkeypatch):
     return saved
 
 
-def train_stopped_after(config, registry, data, epochs: int):
-    """Start a run and stop it as soon as `epochs` epochs are recorded: the stop lands in
-    the first batch of the next epoch, which therefore does not count."""
-    job_box = []
+def train_stopped_after(config, registry, data, epochs: int) -> Run:
+    """Train a run and ask it to stop as soon as `epochs` epochs are recorded: the stop
+    lands in the first batch of the next epoch, which therefore does not count."""
     record = registry.record_epoch
+    run = registry.submit(config, role=TEACHER)
 
     def record_then_stop(run_id, history, path):
         record(run_id, history, path)
         if len(history["loss"]) == epochs:
-            job_box[0].stop(role=Role.INSTRUCTOR)
+            registry.request_stop(run_id, role=TEACHER)
 
     registry.record_epoch = record_then_stop
-    job_box.append(start_training(config, registry, data, role=Role.INSTRUCTOR))
-    assert job_box[0].wait(300)
-    registry.record_epoch = record
-    return job_box[0]
+    try:
+        return train_run(registry, claim(registry, run.id), data)
+    finally:
+        registry.record_epoch = record
 
 
 @pytest.mark.parametrize("preset", ["lab7", "robust"])
 def test_a_resumed_run_ends_like_an_uninterrupted_one(preset, tmp_path, mnist, checkpoints):
-    config = TrainConfig(**{**SMALL.__dict__, "preset": preset})
+    config = TrainConfig(**{**SMALL.to_dict(), "preset": preset})
     straight = RunRegistry(tmp_path / "a" / "runs.sqlite")
-    job = start_training(config, straight, mnist, role=Role.INSTRUCTOR)
-    assert job.wait(300)
-    reference = straight.get(job.run_id)
+    reference = train(straight, config, mnist)
     assert reference.status == "finished"
-    assert not straight.resume_path(job.run_id).exists()  # finished: no optimizer state kept
+    assert not straight.resume_path(reference.id).exists()  # finished: no optimizer state
     straight_steps = checkpoints[-1][1:]
     checkpoints.clear()
 
     resumed = RunRegistry(tmp_path / "b" / "runs.sqlite")
-    stopped = train_stopped_after(config, resumed, mnist, STOP_AFTER)
-    run = resumed.get(stopped.run_id)
+    run = train_stopped_after(config, resumed, mnist, STOP_AFTER)
     assert run.status == "stopped" and run.epochs_done == STOP_AFTER  # the partial 3rd is not
     assert resumed.resume_path(run.id).exists() and resumable(run, resumed)
+    assert max(p for _, p, _, _ in resumed.points(run.id)) > STOP_AFTER  # the partial epoch's
     before_stop = [c[1:] for c in checkpoints]
 
-    job = resume_training(run.id, resumed, mnist, role=Role.INSTRUCTOR)
-    assert job.run_id == run.id
-    assert job.wait(300)
-    after = resumed.get(run.id)
+    queued = resumed.resume(run.id, role=TEACHER)
+    assert queued.id == run.id and queued.status == "queued" and queued.resume
+    # the partial epoch's points are dropped; the kept ones stay
+    kept_points = resumed.points(run.id)
+    assert max(p for _, p, _, _ in kept_points) == pytest.approx(STOP_AFTER)
+    after = train_run(resumed, claim(resumed, run.id), mnist)
     assert [r.id for r in resumed.list_runs()] == [run.id]  # the same run, no new one
     assert after.status == "finished" and after.error is None
     assert after.epochs_done == config.epochs
     assert after.history["loss"][:STOP_AFTER] == run.history["loss"]  # kept as recorded
     assert not resumed.resume_path(run.id).exists()
     assert json.loads((resumed.run_dir(run.id) / "run.json").read_text())["status"] == "finished"
+    points = resumed.points(run.id)
+    assert points[: len(kept_points)] == kept_points
+    assert [s for s, _, _, _ in points] == list(range(len(points)))  # seq goes on, no gap
+    positions = [p for _, p, _, _ in points]
+    assert positions == sorted(positions) and positions[-1] == pytest.approx(config.epochs)
     # the optimizer went on from its step count, so the schedule did too
     assert before_stop[-1][0] == STOP_AFTER * 19  # 600 / 32 -> 19 batches an epoch
     assert checkpoints[-1][1:] == pytest.approx(straight_steps)
@@ -122,9 +135,10 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(preset, tmp_path, mnist, c
     assert after.test_accuracy == pytest.approx(reference.test_accuracy, abs=0.05)
 
 
-def recorded_run(registry, status: str, epochs_done: int, **extra_config):
+def recorded_run(registry, status: str, epochs_done: int, fine_tune=None) -> Run:
     """A run as the registry holds it, without training (for the refusals)."""
-    run = registry.create_run({**SMALL.__dict__, **extra_config})
+    run = registry.submit(SMALL, role=TEACHER, fine_tune=fine_tune)
+    claim(registry, run.id)
     if epochs_done:
         history = {k: [0.5] * epochs_done for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         registry.record_epoch(run.id, history, registry.run_dir(run.id) / "model.keras")
@@ -132,18 +146,28 @@ def recorded_run(registry, status: str, epochs_done: int, **extra_config):
     return registry.get(run.id)
 
 
+TUNED = FineTuneRecord(
+    base="shipped", base_path="base.keras", class_set=1, version=1, train_drawings=60,
+    held_out_drawings=10, train_students=6, held_out_students=2, class_share=0.25,
+)  # fmt: skip
+
+
 def test_runs_that_cannot_be_resumed_are_refused_with_the_reason(registry, mnist):
-    def refused(run_id, *needles, role=Role.INSTRUCTOR):
+    def refused(run_id, *needles, role=TEACHER):
+        before = registry.get(run_id)
         with pytest.raises(CannotResumeError) as caught:
-            resume_training(run_id, registry, mnist, role=role)
+            registry.resume(run_id, role=role)
         for needle in needles:
             assert needle in str(caught.value), (needle, str(caught.value))
+        assert registry.get(run_id).status == before.status  # a refusal changes nothing
 
-    job = start_training(SMALL, registry, mnist, role=Role.INSTRUCTOR)
-    refused(job.run_id, "still training")
-    assert job.wait(300)
-    refused(job.run_id, "has finished")
-    assert not registry.resume_path(job.run_id).exists()
+    queued = registry.submit(SMALL, role=TEACHER)
+    refused(queued.id, "still queued")
+    running = claim(registry, queued.id)
+    refused(running.id, "still running")  # this process is alive and beating
+    finished = train_run(registry, running, mnist)
+    refused(finished.id, "has finished")
+    assert not registry.resume_path(finished.id).exists()
 
     never = recorded_run(registry, "stopped", 0)
     refused(never.id, "finished no epoch")
@@ -153,50 +177,42 @@ def test_runs_that_cannot_be_resumed_are_refused_with_the_reason(registry, mnist
     refused(failed.id, "only a stopped or interrupted run")
     complete = recorded_run(registry, "stopped", SMALL.epochs)
     refused(complete.id, f"all its {SMALL.epochs} epochs")
-    tuned = recorded_run(registry, "stopped", 1, fine_tune={"base": "shipped"})
+    tuned = recorded_run(registry, "stopped", 1, fine_tune=TUNED)
     refused(tuned.id, "fine-tune run")
     for run in (never, old, failed, complete, tuned):
         assert not resumable(registry.get(run.id), registry)
-        assert registry.get(run.id).status == run.status  # a refusal changes nothing
 
-    # a damaged checkpoint is a refusal too, and leaves the run as it was
+    # a damaged checkpoint is a refusal too, before the run is queued again
     registry.resume_path(old.id).write_bytes(b"not a keras file")
     refused(old.id, "unreadable")
-    assert registry.get(old.id).status == "interrupted"
+    assert registry.queue() == []
 
     with pytest.raises(PermissionDeniedError):
-        resume_training(old.id, registry, mnist, role=Role.STUDENT)
+        registry.resume(old.id, role=Role.STUDENT)
 
 
-def test_an_interrupted_run_left_running_by_a_dead_process_is_resumed(registry, mnist):
-    stopped = train_stopped_after(
-        TrainConfig(**{**SMALL.__dict__, "epochs": 2}), registry, mnist, 1
-    )
-    # as a killed server leaves it: "running", with a heartbeat long silent
-    registry._execute(
-        "UPDATE runs SET status = 'running', finished_at = NULL, heartbeat = 0 WHERE id = ?",
-        (stopped.run_id,),
-    )
-    job = resume_training(stopped.run_id, registry, mnist, role=Role.INSTRUCTOR)
-    assert job.wait(300)
-    run = registry.get(stopped.run_id)
+def test_an_interrupted_run_left_running_by_a_dead_worker_is_resumed(registry, mnist):
+    config = TrainConfig(**{**SMALL.to_dict(), "epochs": 2})
+    stopped = train_stopped_after(config, registry, mnist, 1)
+    # as a killed worker leaves it: "running", with a heartbeat long silent
+    with registry.store.write() as con:
+        con.execute(
+            sa.update(runs_table)
+            .where(runs_table.c.id == stopped.id)
+            .values(status="running", finished_at=None, heartbeat=0.0)
+        )
+    queued = registry.resume(stopped.id, role=TEACHER)  # marked interrupted, then queued
+    assert queued.status == "queued"
+    run = train_run(registry, claim(registry, stopped.id), mnist)
     assert run.status == "finished" and run.epochs_done == 2 and len(run.history["loss"]) == 2
 
 
-def test_the_cli_resumes_a_stopped_run(tmp_path, mnist):
-    home = tmp_path / "home"
-    registry = RunRegistry(home / "runs.sqlite")
-    stopped = train_stopped_after(SMALL, registry, mnist, STOP_AFTER)
-    result = run_cli("train", "--resume", stopped.run_id, home=home)
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert f"run {stopped.run_id} resumed after epoch {STOP_AFTER}" in result.stdout
-    assert "epoch 1:" not in result.stdout and "epoch 3:" in result.stdout
-    assert f"run {stopped.run_id} finished" in result.stdout
-    run = registry.get(stopped.run_id)
-    assert run.status == "finished" and run.epochs_done == SMALL.epochs
-    assert not registry.resume_path(run.id).exists()
-
-    again = run_cli("train", "--resume", run.id, home=home)
-    assert again.returncode == 2 and "has finished" in again.stderr
-    assert "Traceback" not in again.stderr
+def test_a_checkpoint_out_of_step_with_the_record_fails_the_run_with_the_reason(registry, mnist):
+    """A crash between an epoch's checkpoint and its record leaves them out of step: the
+    worker refuses to continue from the wrong place, and says so."""
+    run = train_stopped_after(SMALL, registry, mnist, STOP_AFTER)
+    history = {k: v[:1] for k, v in run.history.items()}  # the record says 1 epoch
+    registry.record_epoch(run.id, history, registry.model_path(run.id))
+    registry.resume(run.id, role=TEACHER)
+    failed = train_run(registry, claim(registry, run.id), mnist)
+    assert failed.status == "failed" and "at step" in failed.error
