@@ -35,6 +35,7 @@ from mnist_demo.errors import DigitLabError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_S = 30  # a writer waits this long for the write lock before giving up
+MIGRATE_LOCK = 0x4449474954  # PostgreSQL advisory lock: one server migrates at a time
 
 # --- the schema at head (the migrations build it; these describe it for queries) ------
 
@@ -393,10 +394,14 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """One consistent read."""
+        """One consistent read (PostgreSQL: one snapshot for all its statements, as
+        SQLite's read transaction has)."""
         try:
-            with self.engine.connect() as con, con.begin():
-                yield con
+            with self.engine.connect() as con:
+                if not self.is_sqlite:
+                    con = con.execution_options(isolation_level="REPEATABLE READ")
+                with con.begin():
+                    yield con
         except (sa.exc.OperationalError, sa.exc.DatabaseError, sa.exc.InterfaceError) as e:
             raise _explain(e, self.where) from e
 
@@ -426,6 +431,18 @@ class Store:
         if con is None:
             with self.write() as con:
                 self.set_setting(key, value, con)
+            return
+        if value is not None and not self.is_sqlite:
+            # Two servers setting one key at once: the second's value wins, neither fails
+            # (SQLite's write lock makes delete-then-insert safe; PostgreSQL's rows do not).
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            upsert = pg_insert(settings).values(key=key, value=value)
+            con.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[settings.c.key], set_={"value": upsert.excluded.value}
+                )
+            )
             return
         con.execute(sa.delete(settings).where(settings.c.key == key))
         if value is not None:
@@ -475,6 +492,10 @@ class Store:
                 if current == self.head():
                     return
                 with self.write() as con:
+                    if not self.is_sqlite:  # (SQLite: the write lock is already one)
+                        # Replicas starting together: the others wait here, then find
+                        # the schema at head in the same transaction (Alembic reads it).
+                        con.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATE_LOCK)))
                     cfg.attributes["connection"] = con
                     command.upgrade(cfg, "head")
             except StoreError:

@@ -8,6 +8,8 @@ finds its data, stopped it leaves nothing, without the package it says what to i
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -27,7 +29,7 @@ from mnist_demo.store import (
 )
 from tests.postgres_fixture import free_port, remove_postgres, start_postgres
 
-pytest_plugins = ["tests.conftest_pg"]  # `postgres`: the session's cluster
+pytest_plugins = ["tests.conftest_pg"]  # `postgres`: the session's cluster; `store_url`
 
 CONFIG = TrainConfig(epochs=1, train_size=600, test_size=100)
 
@@ -119,6 +121,46 @@ def test_a_database_made_by_a_newer_digit_lab_is_refused_and_left_unchanged(post
     assert "newer version of Digit Lab" in message and "Nothing was changed" in message
     assert redacted(database) in message
     assert contents() == before
+
+
+# --- several servers at once (on both backends) -------------------------------------------
+
+
+def run_together(n: int, call) -> list:
+    """`call(i)` in n threads released at once; returns their results (raises the first
+    error)."""
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+    errors: list = []
+
+    def one(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = call(i)
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_servers_starting_together_on_an_empty_database_migrate_it_once(store_url):
+    stores = run_together(4, lambda i: Store(store_url))
+    assert {s.revision() for s in stores} == {stores[0].head()}
+    RunRegistry(stores[0]).submit(CONFIG, role=Role.INSTRUCTOR)
+    assert [len(RunRegistry(s).list_runs()) for s in stores] == [1, 1, 1, 1]
+
+
+def test_servers_setting_one_key_together_neither_fails(store_url):
+    Store(store_url).dispose()  # migrated
+    run_together(8, lambda i: Store(store_url).set_setting("colour", f"colour {i}"))
+    assert Store(store_url).setting("colour") in {f"colour {i}" for i in range(8)}
 
 
 # --- PostgreSQL stopped mid-lesson ------------------------------------------------------
