@@ -185,9 +185,9 @@ if ui.locked_caption(Action.MANAGE_CLASS_SET):
         "class together, so the wall and the server keep up.",
     )
     if cap_col.button("Set the class's cap", key="set-sends-cap"):
-        with ui.user_errors():
+        with ui.user_errors(stop=False):
             store.set_sends_cap(int(cap), role=ui.role())
-        st.toast(f"The class may now send {int(cap)} drawings a minute")
+            st.toast(f"The class may now send {int(cap)} drawings a minute")
     now_col.caption(f"Sent in the last minute: {store.sent_last_minute()}")
 
 st.header("Students")
@@ -224,14 +224,14 @@ else:
         )
         rename, hide, show = st.columns(3)
         if rename.button("Rename", key="moderate-rename"):
-            with ui.user_errors():
+            with ui.user_errors(stop=False):
                 students.rename(store.store, who, new_name, role=ui.role())
                 st.rerun()
         if hide.button("Hide nickname", key="moderate-hide"):
-            with ui.user_errors():
+            with ui.user_errors(stop=False):
                 students.set_hidden(store.store, who, True, role=ui.role())
                 st.rerun()
         if show.button("Show nickname", key="moderate-show"):
-            with ui.user_errors():
+            with ui.user_errors(stop=False):
                 students.set_hidden(store.store, who, False, role=ui.role())
                 st.rerun()

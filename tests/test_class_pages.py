@@ -110,3 +110,96 @@ def test_misclassified_switches_to_the_class_drawings(student, canvas, mnist):
     assert not at.exception
     (heading,) = [h.value for h in at.subheader if "misclassified" in h.value]
     assert "of 6 class drawings misclassified" in heading
+
+
+# --- the student's identity and the class's accuracy (issue 25) ----------------------------
+
+
+def flag_every_reading_not_a_digit(monkeypatch) -> None:
+    """Draw's reader says "not a digit" whatever it reads (the real rule is tested in
+    test_reader / test_non_digits; here only what the page does with the verdict)."""
+    import dataclasses
+
+    from mnist_demo import novelty
+    from mnist_demo.reader import Reader
+
+    real = Reader.read
+
+    def read(self, picture):
+        reading = real(self, picture)
+        verdict = dataclasses.replace(reading.verdict, kind=novelty.NOT_A_DIGIT)
+        return dataclasses.replace(reading, verdict=verdict)
+
+    monkeypatch.setattr(Reader, "read", read)
+
+
+def test_a_not_a_digit_drawing_needs_the_digit_meant_and_is_not_counted(
+    student, canvas, mnist, monkeypatch
+):
+    _, (x_test, _) = mnist
+    flag_every_reading_not_a_digit(monkeypatch)
+    canvas.image = on_the_draw_page(draw_canvas(x_test[0], np.random.default_rng(3)))  # a 7
+    at = open_page("app_pages/draw.py")
+    meant = next(p for p in at.get("button_group") if "digit you meant" in p.label)
+    assert meant.value in (None, []), "no answer pre-selected for a drawing that is no digit"
+    assert button(at, "Send to the class").disabled
+    assert any("choose the digit you meant" in c.value for c in at.caption)
+    meant.set_value(7).run()
+    button(at, "Send to the class").click().run()
+    assert any("not counted in the class's accuracy" in s.value for s in at.success)
+    store = ClassSet()
+    [sent] = store.newest()
+    assert (sent.label, sent.verdict, sent.counted) == (7, "not a digit", False)
+
+    image = np.zeros((28, 28), np.uint8)
+    image[5:20, 12:16] = 255
+    store.add(image, 1, session="someone", predicted=1, verdict="digit")
+    wall = open_page("app_pages/class.py")
+    text = "\n".join(m.value for m in wall.markdown)
+    assert "this class at **100.0%** — 1 drawing, 1 not-a-digit drawing not counted" in text
+    (tiles,) = [h.proto.body for h in wall.get("html") if "digit-lab-tile" in h.proto.body]
+    assert tiles.count("digit-lab-tile") == 2 and tiles.count('data-verdict="not-a-digit"') == 1
+    assert tiles.count(">not a digit</span>") == 1
+    assert 'data-correct="false"' not in tiles, "not red: neither right nor wrong"
+
+
+def test_a_student_picks_a_nickname_in_the_sidebar_and_is_told_when_it_is_taken(student):
+    from mnist_demo import students
+    from mnist_demo.store import Store
+
+    students.set_nickname(Store(), "0123456789abcdef", "Ada")
+    at = open_page("app_pages/join.py")
+    nickname = next(t for t in at.sidebar.text_input if t.label == "Nickname (optional)")
+    nickname.set_value("ada")
+    next(b for b in at.sidebar.button if b.label == "Save nickname").click().run()
+    assert any("is taken in this class" in e.value for e in at.sidebar.error)
+    nickname = next(t for t in at.sidebar.text_input if t.label == "Nickname (optional)")
+    nickname.set_value("Grace H")
+    next(b for b in at.sidebar.button if b.label == "Save nickname").click().run()
+    assert any("The class sees you as Grace H" in s.value for s in at.sidebar.success)
+    me = at.session_state["classroom_student"]
+    assert students.get(Store(), me).display_name == "Grace H"
+
+
+def test_a_student_s_forged_moderation_and_cap_clicks_are_refused_by_the_core(
+    student, canvas, monkeypatch
+):
+    """The Class page's instructor controls, unlocked by a page that forgot the lock:
+    the student's clicks reach the core, which refuses each."""
+    from mnist_demo import students, ui
+    from mnist_demo.store import Store
+
+    students.set_nickname(Store(), "0123456789abcdef", "Ada")
+    monkeypatch.setattr(ui, "locked_caption", lambda action: True)
+    at = open_page("app_pages/class.py")
+    at.text_input(key="moderate-nickname").set_value("Rude")
+    button(at, "Rename").click().run()
+    assert any("Only the instructor can rename or hide" in e.value for e in at.error)
+    button(at, "Hide nickname").click().run()
+    assert any("Only the instructor can rename or hide" in e.value for e in at.error)
+    assert students.get(Store(), "0123456789abcdef").display_name == "Ada"
+    cap = next(n for n in at.number_input if "per minute" in n.label)
+    cap.set_value(1)
+    button(at, "Set the class's cap").click().run()
+    assert any("Only the instructor can change the class's limits" in e.value for e in at.error)
+    assert ClassSet().sends_cap() == 120

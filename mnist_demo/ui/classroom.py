@@ -252,7 +252,6 @@ def role_panel() -> None:
         left.markdown(":material/verified_user: **Instructor**")
         right.button("Lock", key="classroom_lock", on_click=lock, help="Back to student view")
         return
-    nickname_panel()
     with (
         st.expander(":material/lock: Student · instructor sign-in"),
         st.form("classroom_unlock", border=False, enter_to_submit=True),
@@ -268,6 +267,7 @@ def role_panel() -> None:
     error = st.session_state.pop(CODE_ERROR_KEY, None)
     if error:
         st.error(error, icon=":material/lock:")
+    nickname_panel()
 
 
 # --- who is connected -------------------------------------------------------------------
