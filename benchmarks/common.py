@@ -13,6 +13,9 @@ import argparse
 import contextlib
 import json
 import os
+import re
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -217,17 +220,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(pid: int, exclude: int | None = None) -> float:
+def tree_cpu_seconds(pid: int, exclude: int | Sequence[int] | None = None) -> float:
     """CPU seconds of a process and its live descendants, leaving out the subtree of
-    `exclude` (say, a server this process started, when measuring the browser)."""
-    skip = set(tree_pids(exclude)) if exclude else set()
+    `exclude` (say, a server this process started, when measuring the browser; or
+    several pids: an engine's processes too)."""
+    roots = [exclude] if isinstance(exclude, int) else list(exclude or [])
+    skip = {p for root in roots for p in tree_pids(root)}
     return sum(cpu_seconds(p) for p in tree_pids(pid) if p not in skip)
 
 
-def cpu_now(server_pid: int) -> tuple[float, float]:
+def cpu_now(server_pid: int, exclude: Sequence[int] = ()) -> tuple[float, float]:
     """CPU seconds so far of (the server's process tree, everything else this benchmark
-    runs: this process and its other children, such as Chromium and Playwright's driver)."""
-    return tree_cpu_seconds(server_pid), tree_cpu_seconds(os.getpid(), exclude=server_pid)
+    runs: this process and its other children, such as Chromium and Playwright's driver,
+    but not the processes in `exclude`, e.g. an engine's `Engine.pids()`)."""
+    return tree_cpu_seconds(server_pid), tree_cpu_seconds(
+        os.getpid(), exclude=[server_pid, *exclude]
+    )
 
 
 # --- the app --------------------------------------------------------------------------
@@ -269,6 +277,188 @@ async def new_page(browser) -> tuple:  # type: ignore[no-untyped-def]
     """(context, page): a fresh browser session at the benchmarks' viewport."""
     context = await browser.new_context(viewport=VIEWPORT)
     return context, await context.new_page()
+
+
+# --- the training engine --------------------------------------------------------------
+
+ENGINE_START_TIMEOUT_S = 180
+
+
+class Engine:
+    """`python -m mnist_demo engine` for a data home, started by a benchmark: its own
+    session (a SIGINT reaches the supervisor, which stops runs, trainers and its Ray
+    head in order), every process it made found by pid and stopped by `stop`."""
+
+    def __init__(self, home: Path, cpus: int | None = None):
+        self.home = Path(home)
+        self.cpus = cpus
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0  # time.monotonic() just before Popen
+        self.ready_s: float | None = None  # Popen -> the store says it runs
+        self.log_path = self.home / "engine-bench.log"
+        self._seen: set[int] = set()  # every pid of its tree seen so far
+
+    def env(self) -> dict[str, str]:
+        from mnist_demo import config
+
+        return {
+            **os.environ,
+            "MNIST_DEMO_HOME": str(self.home),
+            "MNIST_DEMO_DATA": str(config.data_dir()),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+
+    @property
+    def registry(self):  # type: ignore[no-untyped-def]
+        from mnist_demo.runs import RunRegistry
+
+        if not hasattr(self, "_registry"):
+            self._registry = RunRegistry(self.home / "runs.sqlite")
+        return self._registry
+
+    def start(self, wait: bool = True) -> Engine:
+        self.home.mkdir(parents=True, exist_ok=True)
+        _ = self.registry  # the store exists (migrated) before the supervisor opens it
+        cmd = [sys.executable, "-m", "mnist_demo", "engine"]
+        if self.cpus:
+            cmd += ["--cpus", str(self.cpus)]
+        log = self.log_path.open("ab")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_running()
+        return self
+
+    def running(self) -> bool:
+        from mnist_demo import engine
+
+        return engine.status(self.registry.store).running
+
+    def wait_running(self, timeout: float = ENGINE_START_TIMEOUT_S) -> float:
+        """Seconds from Popen until the supervisor's heartbeat is in the store (its Ray
+        head up, its trainers created: they may still be loading TensorFlow)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.pids()
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the engine exited ({self.proc.returncode}): {self.log_tail()}")
+            if self.running():
+                self.ready_s = time.monotonic() - self.started_at
+                return self.ready_s
+            time.sleep(0.1)
+        raise RuntimeError(f"the engine did not start in {timeout:.0f} s: {self.log_tail()}")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        text = ""
+        for path in (self.log_path, self.home / "engine" / "ray-head.log"):
+            with contextlib.suppress(OSError):
+                text += f"--- {path.name}\n" + path.read_text(errors="replace")[-chars:]
+        return text or "(no log)"
+
+    @property
+    def ray_dir(self) -> str:
+        """The Ray head's temp dir: engine.py names it after the supervisor's pid."""
+        assert self.proc is not None
+        return f"/tmp/digit-lab-ray-{self.proc.pid}"
+
+    def pids(self) -> list[int]:
+        """The supervisor's tree and every process of its Ray session (its workers are
+        the raylet's children; a detached actor may outlive its parent), live now."""
+        if self.proc is None:
+            return []
+        found = set(tree_pids(self.proc.pid)) if self.proc.poll() is None else set()
+        mark = re.compile(re.escape(self.ray_dir.encode()) + rb"(?![0-9])")
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                if mark.search((proc / "cmdline").read_bytes()):
+                    found |= set(tree_pids(int(proc.name)))
+        live = {p for p in found if Path(f"/proc/{p}").exists()}
+        self._seen |= live
+        return sorted(live)
+
+    def rss_bytes(self) -> int:
+        """VmRSS summed over every process of the engine (supervisor, Ray, trainers)."""
+        return sum(rss_bytes(p) for p in self.pids())
+
+    def stop(self, timeout: float = 120) -> list[int]:
+        """SIGINT the supervisor, as Ctrl+C does (it asks a running run to stop, stops its
+        trainers and its Ray head), wait, then SIGKILL by pid whatever of it is still
+        alive. Returns the pids that had to be killed (none when the engine stops as it
+        should). Not SIGTERM: measured here, the supervisor's `ray.init` replaces its
+        SIGTERM handler with Ray's, which ends the process at once and leaves the Ray head
+        and the trainers running."""
+        if self.proc is None:
+            return []
+        self.pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        deadline = time.monotonic() + 10
+        left = self._alive()
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = self._alive()
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self.ray_dir)
+        return left
+
+    def _alive(self) -> list[int]:
+        self.pids()  # also any process of the session not seen before
+        alive = []
+        for pid in sorted(self._seen):
+            with contextlib.suppress(OSError):
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    alive.append(pid)
+        return alive
+
+
+@contextlib.contextmanager
+def engine(home: Path, cpus: int | None = None, wait: bool = True) -> Iterator[Engine]:
+    """A started engine for `home`, stopped afterwards (a line if anything had to be
+    killed)."""
+    eng = Engine(home, cpus)
+    try:
+        yield eng.start(wait)
+    finally:
+        killed = eng.stop()
+        if killed:
+            print(f"engine: {len(killed)} process(es) did not stop with it; killed {killed}")
+
+
+def no_engine_from_servers() -> None:
+    """Servers this benchmark starts never start an engine of their own (a Train page
+    finding none would start a detached one, which would outlive the benchmark)."""
+    os.environ["MNIST_DEMO_ENGINE_MANAGED"] = "1"
+
+
+def wait_run(registry, run_id: int, until: Callable[[object], bool], timeout: float = 900):  # type: ignore[no-untyped-def]
+    """Poll the store every 20 ms until `until(run)`; returns (seconds, run)."""
+    start = time.monotonic()
+    while True:
+        run = registry.get(run_id)
+        if until(run):
+            return time.monotonic() - start, run
+        if run.ended or time.monotonic() - start > timeout:
+            raise RuntimeError(f"run {run_id} {run.status} ({run.error}) before the awaited moment")
+        time.sleep(0.02)
 
 
 if __name__ == "__main__":
