@@ -62,6 +62,7 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 DEFAULT_PRESET = "lab7"
+LAB_PRESETS = ("lab7", "lab7-5x5")  # the workbook's network, which an experiment changes
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,8 @@ class TrainConfig:
             problems.append("seed must be between 0 and 4294967295")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
-        if self.network is not None and self.preset != "lab7":
-            problems.append("a changed network is the lab's own (preset lab7)")
+        if self.network is not None and self.preset not in LAB_PRESETS:
+            problems.append("a changed network is the lab's own (preset lab7 or lab7-5x5)")
         if problems:
             raise InvalidConfigError("; ".join(problems))
         return self

@@ -15,6 +15,7 @@ from mnist_demo.recipe import (
     Accuracies,
     FineTuneRecord,
     InvalidConfigError,
+    Network,
     TrainConfig,
 )
 from mnist_demo.runs import Run, RunRegistry
@@ -24,13 +25,23 @@ pytest_plugins = ["tests.conftest_pg"]  # `store_url`: the store test on SQLite 
 # Every field set to a value other than its default, so a field that is dropped or
 # defaulted on the way back shows.
 CONFIG = TrainConfig(
-    preset="quick",
+    preset="lab7-5x5",  # a changed network is one of the lab's two
     epochs=3,
     batch_size=64,
     learning_rate=0.0123456789,
     train_size=1234,
     test_size=567,
     seed=99,
+    network=Network(
+        conv1_filters=16,
+        conv1_kernel=3,
+        conv2_filters=48,
+        conv2_kernel=5,
+        dropout_conv=0.125,
+        dense_units=333,
+        dropout_dense=0.375,
+    ),
+    optimizer="sgd",
 )
 BEFORE = Accuracies(class_held_out=0.615, mnist=0.9931)
 FINE_TUNE = FineTuneRecord(
@@ -60,6 +71,12 @@ def test_every_train_config_field_round_trips_through_json():
     assert all(getattr(CONFIG, n) != getattr(defaults, n) for n in names)
     assert set(CONFIG.to_dict()) == names
     assert TrainConfig.from_dict(through_json(CONFIG.to_dict())) == CONFIG
+    # the network's every field differs from the lab's, so each one is carried
+    lab = Network()
+    assert all(
+        getattr(CONFIG.network, f.name) != getattr(lab, f.name) for f in dataclasses.fields(Network)
+    )
+    assert isinstance(TrainConfig.from_dict(through_json(CONFIG.to_dict())).network, Network)
 
 
 @pytest.mark.parametrize("before", [BEFORE, None], ids=["measured", "not-yet"])

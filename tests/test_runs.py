@@ -37,6 +37,15 @@ HISTORY = {"loss": [0.5, 0.3], "accuracy": [0.8, 0.9], "val_loss": [0.4, 0.3]}
 TEACHER, STUDENT = Role.INSTRUCTOR, Role.STUDENT
 
 
+def fake_checkpoint(path):
+    """A resume checkpoint as the registry checks it (a .keras file is a zip); the worker
+    would load it (tests/test_resume.py resumes real ones)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("config.json", "{}")
+
+
 def running_run(registry, config=CONFIG):
     run = registry.submit(config, role=TEACHER)
     claimed = registry.claim_next("worker-1")
@@ -141,13 +150,13 @@ def test_resume_refuses_with_reasons_and_requeues_the_same_run(registry):
     with pytest.raises(CannotResumeError, match="finished no epoch"):
         registry.resume(no_epoch.id, role=TEACHER)
     full = finished_run(registry, status="stopped")  # 2 of 2 epochs
-    registry.resume_path(full.id).write_bytes(b"state")
+    fake_checkpoint(registry.resume_path(full.id))
     with pytest.raises(CannotResumeError, match="all its 2 epochs"):
         registry.resume(full.id, role=TEACHER)
     stopped = finished_run(registry, status="stopped", history={"loss": [0.5]})
     with pytest.raises(CannotResumeError, match="no resume checkpoint"):
         registry.resume(stopped.id, role=TEACHER)
-    registry.resume_path(stopped.id).write_bytes(b"optimizer state")
+    fake_checkpoint(registry.resume_path(stopped.id))
     registry.record_progress(
         stopped.id, epoch=2, batch=1, batches_per_epoch=4,
         new_points=[(0, 0.5, 1.0, 0.5), (1, 1.0, 0.8, 0.6), (2, 1.25, 0.7, 0.7)],
@@ -168,7 +177,7 @@ def test_a_fine_tune_run_is_not_resumed(registry):
     model.write_bytes(b"w")
     registry.record_epoch(run.id, {"loss": [0.4]}, model)
     registry.finish_run(run.id, "stopped")
-    registry.resume_path(run.id).write_bytes(b"state")
+    fake_checkpoint(registry.resume_path(run.id))
     assert registry.get(run.id).fine_tune == record
     with pytest.raises(CannotResumeError, match="fine-tune"):
         registry.resume(run.id, role=TEACHER)

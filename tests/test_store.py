@@ -187,7 +187,8 @@ def test_a_registry_of_todays_main_is_migrated_in_place_losing_nothing(tmp_path)
     for run_id, created, finished, status, config, loss, acc, wrong, n in made["runs"]:
         run = runs[run_id]
         plain = {k: v for k, v in config.items() if k != "fine_tune"}
-        assert run.config == TrainConfig(**plain) and run.config.to_dict() == plain
+        assert run.config == TrainConfig(**plain)
+        assert run.config.to_dict() == {**plain, "network": None, "optimizer": "adam"}
         assert (run.created_at, run.finished_at, run.status) == (created, finished, status)
         assert (run.test_loss, run.test_accuracy, run.misclassified, run.test_n) == (
             loss, acc, wrong, n,
