@@ -1,10 +1,14 @@
 """Training while the room watches: does a class of browsers on the Train page slow the run?
 
 Every browser on the Train page polls the live run once a second (a fragment rerun):
-the server redraws the progress bar, metrics and the per-batch chart for each of them,
-on the same 2 cores that train the model. The instructor's Chromium (the server runs
-as a class; tools/app_server.py's instructor link) opens /train and starts the lab's run
-(Lab 7, 12 epochs, batch 128, 60k images) with the form's Start button; then a student's
+the server reads the run's new points from the store (once per process: live.LiveFeed)
+and redraws the progress bar, metrics and the per-batch chart for each of them, on the
+same 2 cores that train the model. The run trains in a worker of the training engine, a
+real one this script starts on the server's data home (common.Engine: its own Ray head,
+stopped with everything it started at the end). The instructor's Chromium (the server
+runs as a class; tools/app_server.py's instructor link) opens /train and starts the
+lab's run (Lab 7, 12 epochs, batch 128, 60k images) with the form's Start button, which
+queues it in the store for the engine; then a student's
 Chromium opens /train while CDP records the frames it sends, including its poll. Then
 light WebSocket clients (benchmarks/wire.py: no rendering) replay these in their own
 student sessions, in
@@ -15,7 +19,8 @@ its watchers have opened the page.
 Figures: the run's speed in each phase (batches per second, read from the progress bar
 the watchers receive, counting only stretches inside one epoch so the end-of-epoch
 validation does not blur it), the ratio class / alone, each poll's round trip (send ->
-the fragment's run finished) and the bytes each watcher receives per poll. Prints
+the fragment's run finished), the bytes each watcher receives per poll, and the CPU of
+the server and of the engine in each phase. Prints
 figures, asserts nothing. Target: the class costs the run little (ratio >= 0.9), polls
 stay well under their 1 s period.
 
@@ -132,7 +137,13 @@ async def watcher(url, rec, poll: bytes, obs: Observations, go: asyncio.Event, r
         ready.append(1)
 
 
-async def phase(url, rec, poll, obs: Observations, name: str, n: int, seconds: float, pid: int):
+def engine_cpu(eng: common.Engine) -> float:
+    return sum(common.cpu_seconds(p) for p in eng.pids())
+
+
+async def phase(
+    url, rec, poll, obs: Observations, name: str, n: int, seconds: float, pid: int, eng
+):
     """n watchers open the page; once all have, they poll for `seconds`. Returns
     (t0, t1, server CPU s, this process's CPU s) of the polling part."""
     go, ready = asyncio.Event(), []
@@ -141,12 +152,12 @@ async def phase(url, rec, poll, obs: Observations, name: str, n: int, seconds: f
     while len(ready) < n:
         await asyncio.sleep(0.05)
     t0 = time.monotonic()
-    cpu0 = common.cpu_now(pid)
+    cpu0 = common.cpu_now(pid, eng.pids())
     obs.until = t0 + seconds
     go.set()
     await asyncio.gather(*tasks)
     t1 = time.monotonic()
-    cpu1 = common.cpu_now(pid)
+    cpu1 = common.cpu_now(pid, eng.pids())
     return t0, t1, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
 
 
@@ -154,15 +165,22 @@ async def main_async(args) -> None:
     random.seed(7)
     obs = Observations()
     phases: list[tuple[str, float, float, float]] = []  # name, t0, t1, server CPU s
-    with common.app_server("digit-lab-class-train-") as server:
+    common.no_engine_from_servers()
+    with (
+        common.app_server("digit-lab-class-train-") as server,
+        common.engine(server.home) as eng,
+    ):
+        print(f"engine running {eng.ready_s:.1f} s after its start")
         rec, poll = await record_training(server)
         print(f"recorded in Chromium: the instructor's Start, a student's poll ({len(poll)} B)")
         await asyncio.sleep(args.settle_s)  # the first batches (graph building) are slower
         schedule = [("alone", 1), ("class", args.watchers)] * args.rounds
         for i, (name, n) in enumerate(schedule):
+            engine0 = engine_cpu(eng)
             t0, t1, cpu, mine = await phase(
-                server.url, rec, poll, obs, name, n, args.phase_s, server.pid
+                server.url, rec, poll, obs, name, n, args.phase_s, server.pid, eng
             )
+            trainer = engine_cpu(eng) - engine0
             rate = obs.batches_per_s(t0, t1)
             if rate != rate:  # NaN: no progress seen, the run has ended
                 print(f"round {i // 2 + 1}, {name}: the run had ended; stopping here")
@@ -170,8 +188,8 @@ async def main_async(args) -> None:
             phases.append((name, t0, t1, cpu))
             print(
                 f"round {i // 2 + 1}, {name:5} ({n:2} watching): {rate:5.1f} batches/s, "
-                f"server CPU {cpu / (t1 - t0):.2f} cores, these clients "
-                f"{mine / (t1 - t0):.2f} cores"
+                f"server CPU {cpu / (t1 - t0):.2f} cores, engine {trainer / (t1 - t0):.2f} "
+                f"cores, these clients {mine / (t1 - t0):.2f} cores"
             )
     report(args, obs, phases)
 
