@@ -410,8 +410,8 @@ class Hall:
                 f"nginx refused {self.nginx_conf}: {_last(emerg[0] if emerg else check.stderr)}"
             )
         self.say(f"hall: nginx on {self.listen}:{self.port} (config {self.nginx_conf})…")
-        child = self._spawn("nginx", args, dict(os.environ), stop_signal=signal.SIGQUIT,
-                            stop_timeout=NGINX_STOP_S)  # fmt: skip
+        # SIGTERM, a fast stop: a graceful one (SIGQUIT) waits for every open WebSocket.
+        child = self._spawn("nginx", args, dict(os.environ), stop_timeout=NGINX_STOP_S)
         for i in range(1, self.replicas + 1):
             self._wait_healthy(f"{self.url}/healthz/{replica_name(i)}", child, timeout=30)
 
@@ -546,9 +546,12 @@ def run(
             )
             hall.watch(stopping)
     finally:
-        say("hall: stopping (nginx, app servers, engine, PostgreSQL)…")
+        started = bool(hall.children) or hall.pg is not None
+        if started:
+            say("hall: stopping (nginx, app servers, engine, PostgreSQL)…")
         hall.stop()
-        say("hall: stopped")
+        if started:
+            say("hall: stopped")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -579,7 +582,12 @@ class HallProcess:
 
     def start(self, timeout: float = 300.0) -> HallProcess:
         self.home.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "MNIST_DEMO_HOME": str(self.home), **self.env}
+        env = {
+            **os.environ,
+            "MNIST_DEMO_DATA": str(config.data_dir()),  # the caller's MNIST cache, shared
+            "MNIST_DEMO_HOME": str(self.home),
+            **self.env,
+        }
         command = [
             sys.executable, "-m", "mnist_demo", "hall", "--replicas", str(self.replicas),
             "--port", str(self.port), "--listen", "127.0.0.1",
