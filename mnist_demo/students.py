@@ -83,7 +83,7 @@ def secret(store: Store) -> bytes:
     found = store.setting(SECRET_KEY)
     if found:
         return found.encode()
-    with store.write() as con:  # two servers at once: the second finds the first's
+    with store.write(lock=settings) as con:  # two servers at once: the second finds the first's
         found = con.execute(
             sa.select(settings.c.value).where(settings.c.key == SECRET_KEY)
         ).scalar_one_or_none()

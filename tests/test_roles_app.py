@@ -4,16 +4,16 @@ guessing it is slow."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mnist_demo import classroom, training, ui
+from mnist_demo import classroom, ui
 from mnist_demo.classroom import Role
+from mnist_demo.recipe import TrainConfig
 from mnist_demo.runs import RunRegistry
+from mnist_demo.ui.training import MANAGED_ENV
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 CODE = "class-code-9Zt"
@@ -28,7 +28,8 @@ def code(monkeypatch) -> str:
 
 
 @pytest.fixture
-def registry(home) -> RunRegistry:
+def registry(home, monkeypatch) -> RunRegistry:
+    monkeypatch.setenv(MANAGED_ENV, "1")  # a page test never starts a real engine
     return RunRegistry()
 
 
@@ -37,7 +38,8 @@ def finished(registry, tmp_path):
     """A finished run with a (tiny, real) model file, as if trained earlier."""
     from mnist_demo.model import build_model, save_model
 
-    run = registry.create_run(asdict(training.TrainConfig(train_size=500, epochs=1)))
+    registry.submit(TrainConfig(train_size=500, epochs=1), role=Role.INSTRUCTOR)
+    run = registry.claim_next("test")
     path = registry.run_dir(run.id) / "model.keras"
     save_model(build_model("lab7", compile=False), path)
     registry.record_epoch(run.id, {"loss": [0.5], "accuracy": [0.9]}, path)
@@ -101,9 +103,9 @@ def forge_click(at: AppTest, label: str) -> AppTest:
 def test_forged_clicks_from_a_student_session_change_nothing(code, finished, registry):
     at = select_history_row(train_page())
     forge_click(at, "Start training")
-    assert training.current_job(registry) is None
+    assert registry.list_runs() == [registry.get(finished.id)]  # nothing queued
     forge_click(at, "Quick demo")
-    assert training.current_job(registry) is None
+    assert registry.list_runs() == [registry.get(finished.id)]  # nothing queued
     forge_click(at, "Make this the active model")
     assert registry.active_run_id() is None
     select_history_row(at)
@@ -115,14 +117,17 @@ def test_forged_clicks_from_a_student_session_change_nothing(code, finished, reg
 def test_hiding_buttons_is_not_the_guard_the_core_refuses(code, finished, registry, monkeypatch):
     """A page that forgot to lock its controls (or a stale page from before the lock):
     the student's clicks reach the core, which refuses each with the reason."""
+    from mnist_demo.ui import training as train_ui
+
     monkeypatch.setattr(ui, "locked_caption", lambda action: True)
+    monkeypatch.setattr(train_ui, "locked_caption", lambda action: True)
     at = select_history_row(train_page())
     button(at, "Start training").click().run()
     assert any("Only the instructor can start training" in e.value for e in at.error)
-    assert training.current_job(registry) is None
+    assert registry.list_runs() == [registry.get(finished.id)]  # nothing queued
     button(at, "Quick demo").click().run()
     assert any("Only the instructor can start training" in e.value for e in at.error)
-    assert training.current_job(registry) is None
+    assert registry.list_runs() == [registry.get(finished.id)]  # nothing queued
     button(at, "Make this the active model").click().run()
     assert any("Only the instructor can set the server's active model" in e.value for e in at.error)
     assert registry.active_run_id() is None
@@ -181,23 +186,18 @@ def test_a_wrong_code_in_the_link_is_removed_and_explained(code):
 
 
 def test_a_student_cannot_stop_the_run_the_class_is_watching(code, registry, tiny_mnist):
-    config = training.TrainConfig(train_size=600, test_size=200, epochs=30, batch_size=32)
-    job = training.start_training(config, registry, tiny_mnist, role=Role.INSTRUCTOR)
-    try:
-        at = train_page()
-        deadline = time.monotonic() + 60
-        while not [b for b in at.button if b.label == "Stop"] and time.monotonic() < deadline:
-            time.sleep(0.5)
-            at.run()
-        stop = button(at, "Stop")
-        assert stop.disabled
-        assert "Only the instructor can stop the run." in all_text(at)
-        stop.proto.disabled = False  # forged, as a hand-made WebSocket message would be
-        stop.click().run()
-        assert job.is_running and not job.snapshot().stop_requested
-    finally:
-        job.stop(role=Role.INSTRUCTOR)
-        job.wait(60)
+    config = TrainConfig(train_size=600, test_size=200, epochs=30, batch_size=32)
+    registry.submit(config, role=Role.INSTRUCTOR)
+    run = registry.claim_next("test")  # as a trainer would: running, the page follows it
+    registry.record_progress(run.id, epoch=1, batch=3, batches_per_epoch=19, new_points=[])
+    at = train_page()
+    stop = button(at, "Stop")
+    assert stop.disabled
+    assert "Only the instructor can stop the run." in all_text(at)
+    stop.proto.disabled = False  # forged, as a hand-made WebSocket message would be
+    stop.click().run()
+    after = registry.get(run.id)
+    assert after.status == "running" and after.stop_requested_at is None
 
 
 def test_solo_mode_has_the_instructor_controls_without_a_code(monkeypatch, home):
