@@ -110,7 +110,7 @@ class Engine:
         """Every process of its Ray head still alive: the head's session (workers change
         their command lines, but keep the session) and anything naming its temp dir."""
         found = set()
-        if self.ray_session is not None:
+        if self.ray_session and self.ray_session != os.getsid(0):  # never our own
             found |= set(_pgrep("-s", str(self.ray_session)))
         found |= set(_pgrep("-f", f"digit-lab-ray-{self.proc.pid}"))
         return sorted(found)
@@ -132,7 +132,8 @@ def _session_of(pid: int) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[4])  # state ppid pgrp session ...
+    session = int(stat.rsplit(")", 1)[1].split()[3])  # state ppid pgrp session ...
+    return session or None
 
 
 def start_engine(home: Path, **extra_env: str) -> Engine:
@@ -166,9 +167,10 @@ def start_engine(home: Path, **extra_env: str) -> Engine:
         )
         if proc.poll() is not None:
             raise AssertionError(f"the engine exited ({proc.returncode}):\n{handle.describe_log()}")
-        head = _pgrep("-f", f"digit-lab-ray-{proc.pid}")
-        if head:
-            handle.ray_session = _session_of(int(head[0].split()[0]))
+        head = _pgrep("-f", f"ray start --head .*digit-lab-ray-{proc.pid}$")
+        assert len(head) == 1, head  # the Ray head the supervisor started, own session
+        handle.ray_session = _session_of(int(head[0].split()[0]))
+        assert handle.ray_session == int(head[0].split()[0]) != os.getsid(0)
     except BaseException:
         stop_engine(handle, check=False)
         raise
@@ -194,7 +196,7 @@ def stop_engine(handle: Engine, check: bool = True) -> None:
         wait_for(lambda: not handle.ray_processes(), 20, "the Ray processes to end", every=0.5)
     except AssertionError:
         left = handle.ray_processes()
-        if handle.ray_session is not None:  # never leave them running for the next test
+        if handle.ray_session and handle.ray_session != os.getsid(0):  # never leave them
             for line in _pgrep("-s", str(handle.ray_session)):
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(line.split()[0]), signal.SIGKILL)
@@ -208,6 +210,20 @@ def engine(tmp_path_factory) -> Iterator[Engine]:
     that asks for it: runs accumulate there, so tests go by the ids they get back)."""
     handle = start_engine(tmp_path_factory.mktemp("engine-home"))
     yield handle
+    # Stopped as `make run`'s Ctrl+C stops it, with a run training: the run is asked to
+    # stop and keeps its last finished epoch, then nothing of Ray is left.
+    from mnist_demo.classroom import OWNER
+    from mnist_demo.recipe import TrainConfig
+
+    registry = handle.registry
+    for queued in registry.queue():
+        registry.cancel_queued(queued.id, role=OWNER)
+    cfg = TrainConfig(epochs=30, batch_size=16, train_size=1000, test_size=100)
+    run = registry.submit(cfg, role=OWNER)
+    wait_for(lambda: registry.get(run.id).epochs_done >= 1, 180, "an epoch", every=0.1)
     stop_engine(handle)
     assert handle.proc.returncode == 0, (handle.proc.returncode, handle.describe_log())
     assert "engine: stopped" in handle.describe_log()
+    run = registry.get(run.id)
+    assert run.status == "stopped" and run.error is None, (run.status, run.error)
+    assert 1 <= run.epochs_done < cfg.epochs and run.has_model

@@ -4,8 +4,10 @@ Its contract: a user mistake (bad argument, missing or broken file, blank or non
 picture, unreadable registry) ends with exit code 2 and ONE `error: ...` line on stderr,
 never a traceback; argparse's own errors also exit 2. Every call gets a fresh, empty
 MNIST_DEMO_HOME so no test sees another's runs (or an active model someone set), and
-MNIST_DEMO_DATA stays the verified cache conftest points at. Each call imports
-TensorFlow (3-5 s), so the calls are few and each checks as much as it can.
+MNIST_DEMO_DATA stays the verified cache conftest points at; `train` goes to the
+session's training engine (conftest.engine), on its own data home, so those tests find
+their runs by the ids the CLI prints. Each call imports TensorFlow (3-5 s), so the calls
+are few and each checks as much as it can.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnist_demo.classroom import OWNER
 from mnist_demo.config import DEFAULT_MODEL_PATH
 from mnist_demo.data import CACHE_NAME, SHA256
+from mnist_demo.recipe import TrainConfig
+from tests.conftest import wait_for
 from tools.drawn_digits import on_the_draw_page
 from tools.non_digits import non_digit_canvas
 
@@ -183,18 +188,34 @@ def test_evaluate_an_unknown_run(tmp_path):
 # --- train, runs --------------------------------------------------------------------------
 
 
-def test_train_activate_export_then_runs(tmp_path):
-    home = tmp_path / "home"
+def run_id_of(stdout: str) -> int:
+    """The id `train` prints first ("run 7: TrainConfig(...)" or "run 7 resumed ...")."""
+    found = re.search(r"^run (\d+)[: ]", stdout, re.M)
+    assert found, stdout
+    return int(found[1])
+
+
+def listing_row(home: Path, run_id: int) -> str:
+    listing = run_cli("runs", home=home)
+    assert_clean_success(listing)
+    rows = [line for line in listing.stdout.splitlines() if re.match(rf"[* ]\s+{run_id}\s", line)]
+    assert len(rows) == 1, listing.stdout
+    return rows[0]
+
+
+def test_train_activate_export_then_runs(engine, tmp_path):
+    """Submitted to the session's engine, followed from the store until it ends."""
     out = tmp_path / "export" / "tiny.keras"  # a folder that does not exist yet
     result = run_cli(
         "train",
         *("--train-size", 300, "--test-size", 100, "--epochs", 1, "--batch-size", 32),
         *("--activate", "--output", out),
-        home=home,
+        home=engine.home,
         timeout=300,
     )
     assert_clean_success(result)
-    assert "run 1 finished" in result.stdout
+    run_id = run_id_of(result.stdout)
+    assert f"run {run_id} finished" in result.stdout
     # the last epoch's line too, though the run ends well within one poll of it
     last_epoch = re.search(r"^epoch 1: loss [\d.]+ .* val_acc [\d.]+$", result.stdout, re.M)
     assert last_epoch, result.stdout
@@ -202,11 +223,14 @@ def test_train_activate_export_then_runs(tmp_path):
     assert found, result.stdout
     accuracy, misclassified = float(found[1]), int(found[2])
     assert accuracy == pytest.approx(1 - misclassified / 100, abs=1e-4)
-    assert "run 1 is now the active model" in result.stdout
+    assert f"run {run_id} is now the active model" in result.stdout
+    run = engine.registry.get(run_id)
+    assert run.pid is not None and run.worker.startswith("trainer-")  # trained by the engine
 
     assert zipfile.is_zipfile(out), "the export is a .keras (zip) file"
     assert "config.json" in zipfile.ZipFile(out).namelist()
     info = json.loads(out.with_suffix(".json").read_text())
+    assert info["run_id"] == run_id
     assert info["config"]["train_size"] == 300
     assert info["config"]["test_size"] == 100
     assert info["config"]["epochs"] == 1
@@ -219,15 +243,33 @@ def test_train_activate_export_then_runs(tmp_path):
     assert info["versions"]["keras"] == _dist_version("keras")
     assert info["data_sha256"] == SHA256
 
-    listing = run_cli("runs", home=home)
-    assert_clean_success(listing)
-    rows = [line for line in listing.stdout.splitlines() if line.strip()]
-    assert len(rows) == 1, listing.stdout
-    row = rows[0]
+    row = listing_row(engine.home, run_id)
     assert row.startswith("*"), f"the --activate run is marked active: {row!r}"
-    assert re.match(r"\*\s+1\s+finished\s", row), row
+    assert re.match(rf"\*\s+{run_id}\s+finished\s", row), row
     assert "epochs 1/1" in row
     assert f"acc {accuracy:.4f}" in row
+
+
+def test_train_detach_queues_the_run_and_returns(engine):
+    args = ("--train-size", 300, "--test-size", 100, "--epochs", 2, "--batch-size", 32)
+    result = run_cli("train", *args, "--detach", home=engine.home)
+    assert_clean_success(result)
+    run_id = run_id_of(result.stdout)
+    assert f"run {run_id} is queued; follow it with `python -m mnist_demo runs`" in result.stdout
+    assert "epoch 1:" not in result.stdout and "finished" not in result.stdout
+    registry = engine.registry
+    run = wait_for(lambda: (r := registry.get(run_id)).ended and r, 180, "the detached run")
+    assert run.status == "finished" and run.epochs_done == 2, run.error
+    assert re.match(rf" \s*{run_id}\s+finished\s.*epochs 2/2", listing_row(engine.home, run_id))
+
+
+def test_train_without_a_running_engine_is_one_line_naming_make_run(tmp_path):
+    home = tmp_path / "home"
+    for extra in ((), ("--detach",)):
+        result = run_cli("train", "--train-size", 300, "--test-size", 100, *extra, home=home)
+        assert_user_error(result, "the training engine is not running", "make run")
+        assert result.stdout == ""
+    assert not list(home.glob("runs/*")), "nothing was queued"
 
 
 @pytest.mark.parametrize(
@@ -411,16 +453,16 @@ def test_help_and_argument_errors_answer_without_importing_tensorflow(args):
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
 
 
-def test_ctrl_c_stops_the_run_cleanly_and_keeps_activate_and_output(tmp_path):
-    """Ctrl+C used to end in a TypeError (exit 1), the run recorded as interrupted and
-    --activate / --output skipped."""
-    home, out = tmp_path / "home", tmp_path / "kept.keras"
+def test_ctrl_c_stops_the_run_cleanly_and_keeps_activate_and_output(engine, tmp_path):
+    """Ctrl+C asks the engine's run to stop after its batch (as the page's Stop): the run
+    is stopped with its last finished epoch, and --activate / --output still happen."""
+    out = tmp_path / "kept.keras"
     args = ("--epochs", 30, "--train-size", 1000, "--test-size", 200, "--batch-size", 50)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mnist_demo", "train", *map(str, args), "--activate",
          "--output", str(out)],
         cwd=REPO,
-        env=dict(os.environ, MNIST_DEMO_HOME=str(home)),
+        env=engine.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -438,8 +480,38 @@ def test_ctrl_c_stops_the_run_cleanly_and_keeps_activate_and_output(tmp_path):
     stdout = "".join(lines) + rest
     assert proc.returncode == 0, (stdout, stderr)
     assert "Traceback" not in stderr, stderr
-    assert "run 1 stopped" in stdout, stdout
-    assert "run 1 is now the active model" in stdout
+    run_id = run_id_of(stdout)
+    assert "stopping after this batch" in stdout
+    assert f"run {run_id} stopped" in stdout, stdout
+    assert f"run {run_id} is now the active model" in stdout
     assert out.exists() and out.with_suffix(".json").exists()
-    listing = run_cli("runs", home=home)
-    assert re.match(r"\*\s+1\s+stopped\s", listing.stdout.strip()), listing.stdout
+    run = engine.registry.get(run_id)
+    assert run.status == "stopped" and run.error is None, run.error
+    assert 1 <= run.epochs_done < 30 and run.has_model
+    assert re.match(rf"\*\s+{run_id}\s+stopped\s", listing_row(engine.home, run_id))
+
+
+def test_the_cli_resumes_a_stopped_run(engine):
+    registry = engine.registry
+    cfg = TrainConfig(epochs=4, batch_size=32, train_size=600, test_size=200, seed=7)
+    run = registry.submit(cfg, role=OWNER)
+    wait_for(lambda: registry.get(run.id).epochs_done >= 2, 180, "two epochs", every=0.01)
+    registry.request_stop(run.id, role=OWNER)
+    stopped = wait_for(lambda: (r := registry.get(run.id)).ended and r, 60, "the stop")
+    kept = stopped.epochs_done
+    if stopped.status == "finished":  # the machine outran the stop: nothing to test
+        pytest.skip("the run finished before the stop reached it")
+    assert stopped.status == "stopped" and 2 <= kept < 4
+
+    result = run_cli("train", "--resume", run.id, home=engine.home, timeout=300)
+    assert_clean_success(result)
+    assert f"run {run.id} resumed after epoch {kept}" in result.stdout
+    epoch_lines = re.findall(r"^epoch (\d+):", result.stdout, re.M)
+    assert epoch_lines == [str(e) for e in range(kept + 1, cfg.epochs + 1)], result.stdout
+    assert f"run {run.id} finished" in result.stdout
+    run = registry.get(run.id)
+    assert run.status == "finished" and run.epochs_done == cfg.epochs
+    assert not registry.resume_path(run.id).exists()
+
+    again = run_cli("train", "--resume", run.id, home=engine.home)
+    assert_user_error(again, "has finished")
