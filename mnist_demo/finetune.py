@@ -40,7 +40,6 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
