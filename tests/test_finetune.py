@@ -232,7 +232,9 @@ def marker_drawing(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return canvas
 
 
-def marker_class(store: ClassSet, mnist, sessions: list[str], per_student: int, seed: int) -> None:
+def marker_class(
+    store: ClassSet, mnist, sessions: list[str], per_student: int, seed: int, t0: float = 1e9
+) -> None:
     """Students who all write slanted with a thick marker, each at their own slant, their
     digits taken from MNIST's training set and sent through the Draw page's to_mnist
     (which refuses a few as too small for the pen, as it would a student's)."""
@@ -248,7 +250,7 @@ def marker_class(store: ClassSet, mnist, sessions: list[str], per_student: int, 
                 drawing = to_mnist(marker_drawing(slanted(x_train[i], slant), hand))
             except DrawingTooSmallError:
                 continue
-            store.add(drawing, int(y_train[i]), session=session, now=1e9 + 10 * (s * 99 + j))
+            store.add(drawing, int(y_train[i]), session=session, now=t0 + 10 * (s * 99 + j))
 
 
 @pytest.mark.slow
@@ -266,7 +268,8 @@ def test_fine_tuning_learns_the_class_hand_and_keeps_mnist(registry, store, mnis
     )
     claimed, plan = claim_and_plan(registry, queued.id)
     base.unlink()  # the worker loaded the base model when it planned the run
-    marker_class(store, mnist, ["late-1", "late-2"], per_student=5, seed=1)  # sent meanwhile
+    # sent meanwhile (later than the class's drawings: the class-wide cap counts by time)
+    marker_class(store, mnist, ["late-1", "late-2"], per_student=5, seed=1, t0=2e9)
     run = train_run(registry, registry.get(claimed.id), mnist, plan=plan)
     finished = time.monotonic()
 
