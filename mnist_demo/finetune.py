@@ -257,6 +257,7 @@ def _preset_of(model: keras.Model) -> str:
 
 
 SNAPSHOT_FILE = "class_snapshot.npz"  # in the run folder: what the run learns on
+BASE_FILE = "base.keras"  # in the run folder: the model it starts from
 
 
 def submit_fine_tune(
@@ -323,7 +324,9 @@ def submit_fine_tune(
         role=role,
         fine_tune=record,
         lesson_cap=lesson_cap,
-        files={SNAPSHOT_FILE: buffer.getvalue()},
+        # the base model travels with the run: deleting its file (or its run) while the
+        # fine-tune waits in the queue changes nothing
+        files={SNAPSHOT_FILE: buffer.getvalue(), BASE_FILE: Path(base_path).read_bytes()},
     )
 
 
@@ -344,7 +347,8 @@ def plan_for(registry: RunRegistry, run: Run) -> FineTunePlan:
             held_out_sessions=frozenset(saved["held_out_sessions"].tolist()),
             **{f: saved[f] for f in ARRAYS},
         )
-    base = load_model(Path(record.base_path))
+    copy = registry.run_dir(run.id) / BASE_FILE
+    base = load_model(copy if copy.exists() else Path(record.base_path))
     if record.before is None:
         _, (x_test, y_test) = mnist_data.load_mnist()
         cfg = run.config
