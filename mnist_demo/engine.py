@@ -120,6 +120,7 @@ HEAD_PORT_OPTIONS = (
     "--runtime-env-agent-port",
     "--dashboard-agent-grpc-port",
     "--dashboard-agent-listen-port",
+    "--dashboard-port",  # Ray still starts a dashboard process with the dashboard off
 )
 
 

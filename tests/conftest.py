@@ -28,6 +28,9 @@ from mnist_demo import config
 
 os.environ["MNIST_DEMO_DATA"] = str(config.data_dir())
 os.environ["MNIST_DEMO_HOME"] = tempfile.mkdtemp(prefix="digit-lab-tests-")
+# A page under test never starts a training engine of its own (a plain server does when
+# it finds none): the tests that need one start it, and stop it by pid.
+os.environ["MNIST_DEMO_ENGINE_MANAGED"] = "1"
 
 import numpy as np
 import pytest
