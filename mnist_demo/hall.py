@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import pwd
 import shutil
@@ -269,12 +270,30 @@ class Hall:
 
         taken = {self.port}
         port = pick_port(self.postgres_port, taken)
-        pg = LocalPostgres(self.dir / "postgres", port, durable=self.durable)
+        pg = LocalPostgres(self._postgres_dir(), port, durable=self.durable)
         self.say(f"hall: PostgreSQL in {pg.data_dir} on 127.0.0.1:{port}…")
         self.pg = pg
         pg.start()
         self.database_url = pg.url
         Store(self.database_url).dispose()  # the schema, migrated once before anyone else
+
+    def _postgres_dir(self) -> Path:
+        """<home>/hall/postgres, unless PostgreSQL's own user cannot reach it: run as root
+        with the default data home (/root is closed to other users), the cluster lives in
+        /var/lib/digit-lab/<the home's hash>/ instead, still one per data home."""
+        wanted = self.dir / "postgres"
+        if os.geteuid() != 0:
+            return wanted
+        probe = subprocess.run(
+            ["runuser", "-u", "postgres", "--", "test", "-x", str(self.dir)],
+            capture_output=True,
+        )
+        if probe.returncode == 0:
+            return wanted
+        digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
+        moved = Path("/var/lib/digit-lab") / digest / "postgres"
+        self.say(f"hall: {self.dir} is closed to the postgres user; its cluster is in {moved}")
+        return moved
 
     def _env(self) -> dict[str, str]:
         from mnist_demo import classroom
