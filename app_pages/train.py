@@ -41,9 +41,10 @@ with st.form("settings", border=True):
     preset = c1.selectbox(
         "Preset", list(PRESETS), format_func=lambda p: f"{p} — {PRESETS[p].description}"
     )
-    epochs = c2.number_input("Epochs", 1, MAX_EPOCHS, value=None, placeholder="the preset's")
+    # from 0: a value out of range reaches the core, whose message says what is allowed
+    epochs = c2.number_input("Epochs", 0, MAX_EPOCHS, value=None, placeholder="the preset's")
     batch_size = c3.number_input(
-        "Batch size", 1, TRAIN_SIZE, value=None, step=32, placeholder="the preset's"
+        "Batch size", 0, TRAIN_SIZE, value=None, step=32, placeholder="the preset's"
     )
     c4, c5, c6 = st.columns(3)
     train_size = c4.select_slider(
