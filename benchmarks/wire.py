@@ -21,6 +21,19 @@ What this relies on is Streamlit's private browser protocol, as of streamlit==1.
   `data:image/png` in it (the canvas component's widget value). A replayed frame claims
   the recording browser's `cached_message_hashes`: for those large elements the server
   sends a `ForwardMsg.ref_hash`, as it would to that browser;
+- a fragment's id is a hash of its function and of its position on the page (the
+  cursor's delta path when it is called), and a `rerun_script.fragment_id` the session
+  does not have is dropped with one INFO line in the server's log ("The fragment with
+  id ... does not exist anymore") and no answer at all. So a recorded fragment rerun only
+  replays if the recording's page load laid the page out as every replayed one does. A
+  fresh server's first runs do not: streamlit_app.py paints a loading line at the top
+  of the page until TensorFlow is imported, which moves every fragment one place down.
+  `record()` therefore loads the page once first, in a context of its own (so no cookie
+  it gets, the student's identity among them, reaches the recording), until the page's
+  run has ended (`stApp`'s `data-test-script-state`, RUN_ENDED_JS); `check_live` keeps
+  the fragment ids a replayed page load has (`Delta.fragment_id`) in
+  `Recording.fragments`, and `Recording.stale_fragments()` names the recorded reruns of
+  any other;
 - server -> browser: `ForwardMsg`, read as PROTOCOL below lists (new_session first,
   then deltas whose elements hold the answers, then script_finished);
 - over HTTP: `/_stcore/health` (tools/app_server.py), the modules under `/static/` a
@@ -58,6 +71,7 @@ PROTOCOL = {
     "ForwardMsg": (
         "type=new_session",
         "type=delta",
+        "delta.fragment_id",
         "type=script_finished",
         "script_finished:FINISHED_SUCCESSFULLY",
         "script_finished:FINISHED_EARLY_FOR_RERUN",
@@ -74,6 +88,9 @@ PROTOCOL = {
     ),
     "BackMsg": ("type=rerun_script", "rerun_script.fragment_id"),
 }
+# The page's run has ended: Streamlit's frontend says so on the app's root element.
+RUN_ENDED_JS = """() => document.querySelector('[data-testid="stApp"]')
+  ?.getAttribute("data-test-script-state") === "notRunning" """
 
 
 class ServerException(RuntimeError):
@@ -139,10 +156,27 @@ class Recording:
     protocols: list[str]
     frames: list[bytes]
     fetched: list[str] = field(default_factory=list)
+    fragments: set[str] = field(default_factory=set)  # a replayed page load's (check_live)
 
     def static(self) -> list[str]:
         """The app's static files (JavaScript modules loaded on first use) it fetched."""
         return [path for path in self.fetched if path.startswith("/static/")]
+
+    def stale_fragments(self) -> list[str]:
+        """The fragment ids the recorded frames rerun that a replayed page load does not
+        have (the server would drop those frames without an answer), in frame order."""
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+
+        stale = []
+        for frame in self.frames[1:]:
+            msg = BackMsg()
+            msg.ParseFromString(frame)
+            fragment = (
+                msg.rerun_script.fragment_id if msg.WhichOneof("type") == "rerun_script" else ""
+            )
+            if fragment and fragment not in self.fragments and fragment not in stale:
+                stale.append(fragment)
+        return stale
 
 
 def _header(headers: dict, name: str) -> str:
@@ -157,9 +191,16 @@ async def record(
 ) -> Recording:
     """Open url+path in Chromium, `await ready(page)`, then `await act(page)`, recording
     the frames sent from the start and the HTTP requests made during `act`; then check
-    that a light client can replay the page load (`check_live`)."""
+    that a light client can replay the page load (`check_live`). The page is loaded once
+    before, in another context, so that the server is warm: the recorded page load then
+    lays the page out as a replayed one does (the module's docstring says why)."""
     check_protocol()
     async with common.chromium() as browser:
+        warm, warm_page = await common.new_page(browser)
+        await warm_page.goto(url + path, timeout=TIMEOUT_S * 1000)
+        await ready(warm_page)
+        await warm_page.wait_for_function(RUN_ENDED_JS, timeout=TIMEOUT_S * 1000)
+        await warm.close()
         context, page = await common.new_page(browser)
         cdp = await context.new_cdp_session(page)
         handshakes, frames, fetched = [], [], []
@@ -189,9 +230,12 @@ async def check_live(url: str, rec: Recording) -> None:
     if rec.protocols[0] != SUBPROTOCOL or len(rec.protocols) != 2:
         raise ProtocolChanged(f"the browser's subprotocols are {rec.protocols[:1]} + tokens")
     seen: list[str] = []
+    rec.fragments = set()
 
     def done(msg, element):
         seen.append(f"{msg.WhichOneof('type')}:{element_type(element) or ''}")
+        if msg.WhichOneof("type") == "delta" and msg.delta.fragment_id:
+            rec.fragments.add(msg.delta.fragment_id)
         return finished(msg, element)
 
     try:
