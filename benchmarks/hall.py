@@ -61,6 +61,24 @@ def with_replica(rec: wire.Recording, replica: str) -> wire.Recording:
     return dataclasses.replace(rec, cookie="; ".join(parts))
 
 
+async def warm_replicas(url: str, replicas: int) -> None:
+    """Load /draw once on every replica (the proxy's cookie picks it): a cold server's
+    first page runs with the first-paint placeholder above it, so a drawing recorded
+    there names a fragment that no later session has (wire.record warms only the
+    replica its own browser lands on)."""
+    async with common.chromium() as browser:
+        for i in range(1, replicas + 1):
+            context, page = await common.new_page(browser)
+            host = url.split("//", 1)[1].split("/", 1)[0].split(":")[0]
+            await context.add_cookies(
+                [{"name": "dl_replica", "value": f"r{i}", "domain": host, "path": "/"}]
+            )
+            await page.goto(url + "/draw", timeout=wire.TIMEOUT_S * 1000)
+            await classroom.wait_js(page, classroom.DRAW_READY_JS, wire.TIMEOUT_S * 1000)
+            await page.wait_for_function(wire.RUN_ENDED_JS, timeout=wire.TIMEOUT_S * 1000)
+            await context.close()
+
+
 async def record(url: str, n: int) -> tuple[wire.Recording, list, wire.Recording]:
     """Through the proxy: n drawings and their sends, and a Train page load."""
     server = type("Proxy", (), {"url": url})()
@@ -202,6 +220,7 @@ async def measure(args, replicas: int) -> dict:
     print(f"\n== {replicas} replica(s): hall up in {time.monotonic() - t:.0f} s at {hall.url}")
     try:
         store, class_set, registry = class_set_and_runs(hall)
+        await warm_replicas(hall.url, replicas)
         rec, pairs, train = await record(hall.url, args.students)
         print(f"recorded through the proxy: {len(pairs)} drawings with sends, a Train load")
         rounds = []
