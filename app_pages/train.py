@@ -103,7 +103,7 @@ if start or quick:
 followed = training.focus()
 
 
-@st.fragment(run_every=training.poll_seconds(followed))
+@st.fragment(run_every=training.poll_seconds(followed, projector=ui.is_instructor()))
 def live_run(followed_id: int | None, was: str | None) -> None:
     now = training.focus()
     if now is None:
@@ -111,7 +111,6 @@ def live_run(followed_id: int | None, was: str | None) -> None:
         return
     if now.id != followed_id or now.status != was:
         st.rerun()  # a run queued, started or ended (maybe elsewhere): redraw the page
-    registry.mark_interrupted()  # a worker that died shows as interrupted, resumable
     training.live_run(training.feed().view(now.id))
     training.queue_table()
 

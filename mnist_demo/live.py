@@ -9,13 +9,16 @@ one restarted, builds the same view from it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
 
 from mnist_demo.runs import Run, RunRegistry
+from mnist_demo.store import StoreError
 
 REFRESH_S = 0.15  # at most this often per run and process, whatever the number of watchers
+TEND_EVERY_S = 3.0  # how often a process looks for runs whose worker died
 MAX_CHART_POINTS = 500  # about one per 1.5 pixel columns of a full-width chart; every
 # point goes to every watching browser on every poll
 
@@ -62,6 +65,27 @@ class LiveFeed:
         self._lock = threading.Lock()
         self._points: dict[int, list[tuple[int, float, float, float]]] = {}
         self._runs: dict[int, tuple[float, Run]] = {}
+        self._focus: tuple[float, Run | None, list[Run]] = (-1e9, None, [])
+        self._tended = -1e9
+
+    def focus(self) -> tuple[Run | None, list[Run]]:
+        """The run a page follows (the oldest training, else the first queued, else the
+        latest) and the queue, read at most once per REFRESH_S for the whole process:
+        thirty sessions polling five times a second cost one query, not 150. A run whose
+        worker died is marked interrupted here too, at most every few seconds."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._focus[0] >= REFRESH_S:
+                if now - self._tended >= TEND_EVERY_S:
+                    self._tended = now
+                    with contextlib.suppress(StoreError):  # read-only: shown as it is
+                        self.registry.mark_interrupted()
+                running = self.registry.running()
+                queue = self.registry.queue()
+                candidates = running or queue or self.registry.latest()
+                followed = candidates[0] if candidates else None
+                self._focus = (now, followed, queue)
+            return self._focus[1], self._focus[2]
 
     def view(self, run_id: int) -> LiveView:
         with self._lock:

@@ -80,24 +80,21 @@ def engine_line(status: engine.EngineStatus) -> None:
 
 
 def focus() -> Run | None:
-    """The run the page follows: the oldest one training, else the first queued, else
-    the latest."""
-    reg = registry()
-    running = reg.running()
-    if running:
-        return running[0]
-    queue = reg.queue()
-    if queue:
-        return queue[0]
-    latest = reg.list_runs()[:1]
-    return latest[0] if latest else None
+    """The run the page follows (see LiveFeed.focus: one read per process, not per
+    session)."""
+    return feed().focus()[0]
 
 
-def poll_seconds(run: Run | None) -> float:
+def poll_seconds(run: Run | None, projector: bool = False) -> float:
+    """How often a session's live view reruns. The projector (the instructor) follows a
+    short run five times a second; students once a second: thirty students at five a
+    second cost the server more than it has on two cores, and the room watches the
+    projector."""
     if run is None or run.ended:
         return POLL_IDLE_S
     cfg = run.config
-    return POLL_SHORT_RUN_S if cfg.epochs * cfg.train_size <= TRAIN_SIZE else POLL_RUNNING_S
+    short = cfg.epochs * cfg.train_size <= TRAIN_SIZE
+    return POLL_SHORT_RUN_S if short and projector else POLL_RUNNING_S
 
 
 def live_run(view: LiveView) -> None:
@@ -105,7 +102,8 @@ def live_run(view: LiveView) -> None:
     run = view.run
     st.subheader(f"Run {run.id} · {run.config.preset} · {run.status}")
     if run.status == "queued":
-        place = [r.id for r in registry().queue()].index(run.id) + 1 if not run.ended else 0
+        waiting = [r.id for r in feed().focus()[1]]
+        place = waiting.index(run.id) + 1 if run.id in waiting else 1
         st.info(f"Waiting for the training engine: #{place} in the queue.", icon="⏳")
         stop_button(run, "Cancel")
         return
@@ -146,7 +144,7 @@ def stop_button(run: Run, label: str) -> None:
 
 
 def queue_table() -> None:
-    queue = registry().queue()
+    queue = feed().focus()[1]
     if queue:
         st.caption(
             "Waiting: "

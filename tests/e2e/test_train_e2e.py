@@ -172,7 +172,7 @@ def test_two_servers_show_one_live_run_and_a_killed_server_misses_nothing(
     try:
         watcher = new_page()
         watcher.goto(f"{second.url}/train")
-        expect(watcher.get_by_text(f"Run {run_id} · lab7 · running")).to_be_visible(timeout=60_000)
+        shows(watcher, f"Run {run_id} · lab7 · running", second)
         assert moves(watcher), "the second server's view did not move"
     finally:
         second.kill()
@@ -181,7 +181,7 @@ def test_two_servers_show_one_live_run_and_a_killed_server_misses_nothing(
     try:
         watcher = new_page()
         watcher.goto(f"{restarted.url}/train")
-        expect(watcher.get_by_text(f"Run {run_id} · lab7 · running")).to_be_visible(timeout=60_000)
+        shows(watcher, f"Run {run_id} · lab7 · running", restarted)
         assert moves(watcher), "the restarted server's view did not move"
         assert len(registry.points(run_id)) > points_before  # it trained on meanwhile
         expect(watcher.get_by_text(f"Run {run_id} · lab7 · finished")).to_be_visible(
