@@ -320,9 +320,12 @@ def leaderboard_frame(rows: list[Row], show_class: bool, with_reference: bool) -
             }
         )
     frame = pd.DataFrame(records)
-    if not show_class and not frame.empty:
-        frame = frame.drop(columns="class drawings")
-    return frame
+    if frame.empty:
+        return frame
+    # the two scores side by side, first: the grid draws only the columns in view
+    order = ["run", "nickname", "MNIST test accuracy", "class drawings"]
+    frame = frame[order + [c for c in frame.columns if c not in order]]
+    return frame if show_class else frame.drop(columns="class drawings")
 
 
 LEADERBOARD_COLUMNS = {
