@@ -163,11 +163,13 @@ def test_two_servers_show_one_live_run_and_a_killed_server_misses_nothing(
     home, engine, server, registry, new_page
 ):
     """Two Streamlit servers on one store both follow the run live; the second is killed
-    (SIGKILL) mid-run and started again: the run trained on, and the restarted server
-    shows it live with every point, the ones it missed included."""
+    (SIGKILL) mid-run and started again: the run trained on meanwhile, and the restarted
+    server shows it live, from every point in the store (none missing)."""
+    from mnist_demo.classroom import OWNER
+
     teacher = new_page()
     open_as_instructor(teacher, server)
-    run_id = start_small_run(teacher, server.url, epochs=3)
+    run_id = start_small_run(teacher, server.url)  # the lab's 12 epochs: long enough
     second = AppServer(home).start()
     try:
         watcher = new_page()
@@ -184,15 +186,14 @@ def test_two_servers_show_one_live_run_and_a_killed_server_misses_nothing(
         shows(watcher, f"Run {run_id} · lab7 · running", restarted)
         assert moves(watcher), "the restarted server's view did not move"
         assert len(registry.points(run_id)) > points_before  # it trained on meanwhile
-        expect(watcher.get_by_text(f"Run {run_id} · lab7 · finished")).to_be_visible(
-            timeout=240_000
-        )
+        registry.request_stop(run_id, role=OWNER)
+        shows(watcher, f"Run {run_id} · lab7 · stopped", restarted)
     finally:
         restarted.stop()
-    run = registry.get(run_id)
-    assert run.status == "finished" and run.epochs_done == 3
+    seqs = [s for s, _, _, _ in registry.points(run_id)]
+    assert seqs == list(range(len(seqs)))  # every batch's point, none lost or doubled
     positions = [p for _, p, _, _ in registry.points(run_id)]
-    assert positions == sorted(positions) and positions[-1] == pytest.approx(3.0)
+    assert positions == sorted(positions)
 
 
 def test_a_killed_worker_leaves_the_run_interrupted_and_it_resumes_from_the_page(
