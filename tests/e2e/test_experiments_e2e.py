@@ -111,5 +111,9 @@ def test_three_students_and_the_instructor(class_server, new_page):
     newcomer = new_page()
     newcomer.goto(f"{server.url}/draw")
     sidebar = newcomer.get_by_test_id("stSidebar")
-    expect(sidebar.get_by_text(f"Run {top.group(1)} · lab7")).to_be_visible(timeout=60_000)
+    # the selectbox shows its choice as the combobox's value, not as a text node
+    chosen = sidebar.get_by_role("combobox", name="Model for drawings")
+    expect(chosen).to_match_aria_snapshot(
+        f'- combobox "Model for drawings": /Run {top.group(1)} · lab7/', timeout=60_000
+    )
     shot(newcomer, "draw-class-model")
