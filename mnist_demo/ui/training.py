@@ -63,7 +63,7 @@ def engine_status() -> engine.EngineStatus:
 
 def engine_line(status: engine.EngineStatus) -> None:
     if status.running:
-        queued = len(registry().queue())
+        queued = len(feed().focus()[1])  # the process's shared read, not one per page run
         st.caption(
             f":material/memory: Training engine: {status.capacity} run(s) at a time"
             + (f" · {queued} waiting" if queued else "")
