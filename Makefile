@@ -10,8 +10,11 @@ NGINX := /usr/sbin/nginx
 PORT ?= 8501
 REPLICAS ?= 2
 HALL_PORT ?= 8500
+# Two pytest workers, a test file each: most tests wait on servers, browsers and the
+# engine, so two at once use the two cores (25 -> 17 min here). PARALLEL= runs serially.
+PARALLEL ?= -n 2 --dist loadfile
 
-.PHONY: setup data chromium fonts postgres nginx run class hall test test-fast lint format bench clean
+.PHONY: setup data chromium fonts postgres nginx run class hall test test-fast lint format bench bench-quick clean
 
 setup: $(INSTALLED) data
 
@@ -101,11 +104,11 @@ test: setup chromium fonts postgres nginx
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest $(PARALLEL) -m "not heavy"
 
 # Everything but the browser tests and the quick benchmarks, for a loop while editing.
 test-fast: setup fonts postgres
-	$(PY) -m pytest -m "not e2e and not bench"
+	$(PY) -m pytest $(PARALLEL) -m "not e2e and not bench"
 
 lint: setup
 	$(PY) -m ruff check .
@@ -115,6 +118,10 @@ lint: setup
 format:
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# Every benchmark's quick run, the heavy ones too (make test leaves those out): 8 min.
+bench-quick: setup chromium fonts postgres nginx
+	$(PY) -m pytest -m bench
 
 bench: setup fonts
 	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

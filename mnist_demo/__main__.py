@@ -238,6 +238,7 @@ def export_run(run: Run, output: Path, trained_by: str = "python -m mnist_demo t
     `trained_by` is the command that trained it (tools/train_robust.py exports too)."""
     import platform
 
+    _import_tensorflow_quietly()
     import keras
     import numpy as np
     import tensorflow as tf
@@ -295,12 +296,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from mnist_demo.preprocess import BlankImageError, DrawingTooSmallError, ImageFileError
-    from mnist_demo.reader import Reader
-
     path = Path(args.image)
     if not path.is_file():
         raise UserError(f"{path} is not a file")
+    _import_tensorflow_quietly()  # after the checks that need none: their answer is instant
+    from mnist_demo.preprocess import BlankImageError, DrawingTooSmallError, ImageFileError
+    from mnist_demo.reader import Reader
     model_path, label = _resolve_model(args)  # the path too: the model's rule is beside it
     reader = Reader.load(model_path)
     try:
@@ -517,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a stopped or interrupted run from its last finished epoch, with its "
         "own settings (the options above are ignored)",
     )
-    train.set_defaults(func=cmd_train, tensorflow=True)
+    # train only submits and follows (the engine trains): TensorFlow loads for --output
+    train.set_defaults(func=cmd_train, tensorflow=False)
 
     for name, func, text in (
         ("evaluate", cmd_evaluate, "test loss, accuracy and misclassified count"),
@@ -531,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
         which.add_argument("--run", type=_positive_int, help="a run id from `runs`")
         if name == "evaluate":
             p.add_argument("--json", action="store_true", help="one JSON object")
-        p.set_defaults(func=func, tensorflow=True)
+        p.set_defaults(func=func, tensorflow=name == "evaluate")
     return parser
 
 

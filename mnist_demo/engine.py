@@ -40,13 +40,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnist_demo import config
 from mnist_demo.classroom import OWNER
 from mnist_demo.errors import DigitLabError
 from mnist_demo.runs import HOST, INSTRUCTOR, Run, RunRegistry
 from mnist_demo.store import Store, StoreError
+
+if TYPE_CHECKING:  # TensorFlow loads in the trainer only, never in the supervisor
+    from mnist_demo.data import Arrays
+    from mnist_demo.recipe import TrainConfig
+    from mnist_demo.training import Spare
 
 ENGINE_KEY = "engine"  # settings: the supervisor's heartbeat, capacity and address
 ENGINE_STALE_S = 10.0  # an engine silent this long is not running
@@ -184,19 +189,29 @@ class Trainer:
         threading.Thread(target=self._serve, name="trainer", daemon=True).start()
 
     def _serve(self) -> None:
+        from mnist_demo.recipe import QUICK_DEMO
         from mnist_demo.training import train_run
 
+        spare: Spare | None = None
+        make_spare = True  # once per idle spell: a failure is not retried in a loop
         while True:
             try:
                 run = self.registry.claim_next(self.name)
             except StoreError:
                 run = None  # the store is unavailable for a moment: try again
             if run is None:
-                time.sleep(CLAIM_EVERY_S)
+                if make_spare:  # idle: get the Quick demo's model ready (2 s here)
+                    spare, make_spare = _spare_or_none(QUICK_DEMO, self.data), False
+                else:
+                    time.sleep(CLAIM_EVERY_S)
                 continue
             self.current = run.id
+            used = spare if spare is not None and spare.fits(run) else None
+            if used is not None:  # this run trains it: the next idle spell makes another
+                spare, make_spare = None, True
             try:
-                ended = train_run(self.registry, run, self.data, plan=_plan_for(self.registry, run))
+                plan = _plan_for(self.registry, run)
+                ended = train_run(self.registry, run, self.data, plan=plan, spare=used)
                 if ended.owner != INSTRUCTOR and ended.has_model:
                     _score_on_class_set(self.registry, ended)
             except Exception as e:  # never let one run end the trainer
@@ -206,6 +221,18 @@ class Trainer:
 
     def ping(self) -> dict[str, Any]:
         return {"name": self.name, "pid": os.getpid(), "host": HOST, "run": self.current}
+
+
+def _spare_or_none(config: TrainConfig, data: Arrays) -> Spare | None:
+    """A Spare for `config`, or None if it could not be made (runs then build their
+    own model, as they would without one)."""
+    from mnist_demo.training import Spare
+
+    try:
+        return Spare(config, data)
+    except Exception as e:
+        print(f"trainer: no spare model ({type(e).__name__}: {e})", flush=True)
+        return None
 
 
 def _score_on_class_set(registry: RunRegistry, run: Run) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from mnist_demo import data as mnist_data
 from mnist_demo.evaluation import evaluate
-from mnist_demo.model import build_model, load_model, save_model
+from mnist_demo.model import STEPS_PER_EXECUTION, build_model, load_model, save_model
 from mnist_demo.recipe import TrainConfig
 from mnist_demo.runs import HEARTBEAT_EVERY_S, CannotResumeError, Run, RunRegistry
 
@@ -158,15 +158,71 @@ class _Job(keras.callbacks.Callback):
         self.registry.record_epoch(self.run.id, self.history, path)
 
 
+def _build(cfg: TrainConfig, total_steps: int) -> keras.Model:
+    """The compiled model a fresh run of `cfg` starts from."""
+    return build_model(
+        cfg.preset,
+        learning_rate=cfg.learning_rate,
+        seed=cfg.seed,
+        total_steps=total_steps,
+        network=cfg.network,
+        optimizer=cfg.optimizer,
+    )
+
+
+class Spare:
+    """A model built and traced ahead of its run, while a trainer is idle.
+
+    Most of the seconds between a click and a run's first live point go to building the
+    model and tracing its training step (TensorFlow turns it into a graph on the first
+    batch). A warm trainer keeps one Spare for the run it expects next (the Quick demo):
+    built exactly as `train_run` would build it, its training step traced by one real
+    step on a few images, and then every variable (weights, optimizer state and step
+    count, metrics) put back as built. A run whose config matches starts from it and
+    trains exactly as it would have from a fresh build; any other run builds its own.
+    """
+
+    def __init__(self, cfg: TrainConfig, data: mnist_data.Arrays):
+        (x_train, y_train), _ = data
+        self.config = cfg
+        batches = -(-min(cfg.train_size, len(x_train)) // cfg.batch_size)
+        self.model = _build(cfg, cfg.epochs * batches)
+        # Adam makes its moments on the first step: made now, they are put back too
+        self.model.optimizer.build(self.model.trainable_variables)
+        variables = [
+            *self.model.variables,
+            *self.model.optimizer.variables,
+            *self.model.metrics_variables,
+        ]
+        as_built = [keras.ops.convert_to_numpy(v) for v in variables]
+        n = cfg.batch_size * STEPS_PER_EXECUTION  # one execution: the traced loop
+        self.model.fit(
+            mnist_data.to_model_input(x_train[:n]),
+            mnist_data.one_hot(y_train[:n]),
+            batch_size=cfg.batch_size,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+        )
+        for variable, value in zip(variables, as_built, strict=True):
+            variable.assign(value)
+
+    def fits(self, run: Run) -> bool:
+        return run.config == self.config and not run.resume and run.fine_tune is None
+
+
 def train_run(
     registry: RunRegistry,
     run: Run,
     data: mnist_data.Arrays,
     plan: Plan | None = None,
+    spare: Spare | None = None,
 ) -> Run:
     """Train a claimed run (status running) to its end and record it: finished, stopped
     (a stop request; its last full epoch kept) or failed (the error recorded). A
-    heartbeat thread says the run is alive while it builds, trains and validates."""
+    heartbeat thread says the run is alive while it builds, trains and validates.
+    `spare`: a model built ahead of time, used if it was built for this run's config
+    (the caller must not use it again)."""
     done = threading.Event()
     beat = threading.Thread(
         target=_heartbeat, args=(registry, run.id, done), name=f"heartbeat-{run.id}", daemon=True
@@ -193,14 +249,12 @@ def train_run(
             # a resume of the same run continues the same way whenever it is resumed
             keras.utils.set_random_seed((cfg.seed + job.first_epoch) % 2**32)
         elif plan is None:
-            model = build_model(
-                cfg.preset,
-                learning_rate=cfg.learning_rate,
-                seed=cfg.seed,
-                total_steps=total_steps,
-                network=cfg.network,
-                optimizer=cfg.optimizer,
+            model = (
+                spare.model if spare is not None and spare.fits(run) else _build(cfg, total_steps)
             )
+            # The shuffle's seed is set here, after the build, so a run is the same
+            # whether its model was built now or ahead of time (a Spare).
+            keras.utils.set_random_seed(cfg.seed)
         else:
             model = plan.build_model(cfg, total_steps)
         job.flush(force=True)

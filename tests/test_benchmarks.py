@@ -50,6 +50,17 @@ REPORTS = {
     "upload_memory.py": "target under 2048 MB",
     "wire.py": HELPERS,
 }
+# Quick runs that start a training engine, a hall or a class of simulated browsers take
+# 25-70 s each here: `make bench-quick` runs them, `make test` (the 20-minute gate) not.
+HEAVY = {
+    "class_send.py",
+    "classroom.py",
+    "classroom_train.py",
+    "engine.py",
+    "experiments_capacity.py",
+    "hall.py",
+    "training_speed.py",
+}
 # a script's other modes worth a quick run too: (script, option) -> a line of its report
 OPTIONS = {
     ("classroom_server.py", "--while-training"): "while a Lab 7 run trains (median over",
@@ -66,17 +77,23 @@ def test_every_benchmark_has_a_quick_run_here():
     assert sorted(p.name for p in BENCHMARKS.glob("*.py")) == sorted(REPORTS)
 
 
+def marks(script: str) -> list[pytest.MarkDecorator]:
+    return [
+        m
+        for m, on in ((pytest.mark.e2e, script in BROWSER), (pytest.mark.heavy, script in HEAVY))
+        if on
+    ]
+
+
 @pytest.mark.bench
-@pytest.mark.parametrize(
-    "script",
-    [pytest.param(s, marks=pytest.mark.e2e) if s in BROWSER else s for s in sorted(REPORTS)],
-)
+@pytest.mark.parametrize("script", [pytest.param(s, marks=marks(s)) for s in sorted(REPORTS)])
 def test_quick_run(script):
     quick_run(script, REPORTS[script])
 
 
 @pytest.mark.bench
 @pytest.mark.e2e
+@pytest.mark.heavy
 @pytest.mark.parametrize(("script", "option"), sorted(OPTIONS))
 def test_quick_run_with_option(script, option):
     quick_run(script, OPTIONS[script, option], option)

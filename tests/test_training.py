@@ -7,6 +7,7 @@ import math
 import os
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -308,3 +309,24 @@ def test_progress_is_zero_before_the_first_batch_not_negative():
     run = Run(id=1, created_at=0.0, status="running", config=TINY, epoch=0, batch=0,
               batches_per_epoch=30)  # fmt: skip
     assert run.progress == 0.0
+
+
+def test_a_run_from_a_spare_trains_exactly_as_a_fresh_one(registry, tiny_mnist):
+    """The spare's training step is traced by a real step, then every variable is put back:
+    a run started from it ends with the same weights, history and points as one that
+    built its model on claim. A run with another config does not take it."""
+    cfg = TrainConfig.for_preset("quick", batch_size=32, train_size=600, test_size=200, seed=3)
+    spare = training.Spare(cfg, tiny_mnist)
+    assert spare.model.train_function is not None  # traced ahead of the run
+    assert not spare.fits(claimed(registry, replace(cfg, seed=4)))
+
+    from_spare = train_run(registry, claimed(registry, cfg), tiny_mnist, spare=spare)
+    fresh = train_run(registry, claimed(registry, cfg), tiny_mnist)
+    assert from_spare.status == fresh.status == "finished"
+    assert from_spare.history == fresh.history
+    assert [p[1:] for p in registry.points(from_spare.id)] == [
+        p[1:] for p in registry.points(fresh.id)
+    ]
+    a, b = load_model(from_spare.model_path), load_model(fresh.model_path)
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)

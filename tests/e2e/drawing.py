@@ -141,6 +141,16 @@ class SentDrawings:
                 return True
             seen = len(self)
 
+    def wait_strokes(self, page, count: int, timeout_s: float = 10.0) -> int:
+        """The stroke count of the latest drawing sent, once it is `count` (or at the
+        timeout). On a busy machine the canvas may send between two strokes of one digit
+        (0.2 s after a stroke ends): the later send carries them all; a lost stroke never
+        arrives."""
+        deadline = time.monotonic() + timeout_s
+        while self.strokes() < count and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        return self.strokes()
+
     def strokes(self, i: int = -1) -> int:
         return self.messages[i].count(b'"type":"Path"')
 

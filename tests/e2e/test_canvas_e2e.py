@@ -208,7 +208,8 @@ def test_replayed_handwriting_lands_stroke_by_stroke_and_is_read(desktop, mnist)
         before = len(desktop.sent)
         mouse_strokes(desktop, [p.tolist() for p in placed])
         assert desktop.sent.wait_new(desktop, before), f"digit {index}: nothing sent"
-        assert desktop.sent.strokes() == len(placed), f"digit {index}: a stroke was lost"
+        strokes = desktop.sent.wait_strokes(desktop, len(placed))
+        assert strokes == len(placed), f"digit {index}: a stroke was lost"
         image = desktop.sent.image()
         assert not_inked(image, np.concatenate(placed)) == [], f"digit {index}: ink missing"
         # the answer shown is for the whole drawing: the picture it shows is this one's
