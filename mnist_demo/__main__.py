@@ -302,6 +302,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     _import_tensorflow_quietly()  # after the checks that need none: their answer is instant
     from mnist_demo.preprocess import BlankImageError, DrawingTooSmallError, ImageFileError
     from mnist_demo.reader import Reader
+
     model_path, label = _resolve_model(args)  # the path too: the model's rule is beside it
     reader = Reader.load(model_path)
     try:
