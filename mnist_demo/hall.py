@@ -54,6 +54,7 @@ STREAMLIT_UPLOAD_MB = 10  # .streamlit/config.toml server.maxUploadSize
 START_TIMEOUT_S = 180.0  # a replica's first start imports TensorFlow: 5-10 s each, 2 cores
 ENGINE_TIMEOUT_S = 120.0
 REPLICA_STOP_S = 20.0
+REPLICA_RESTARTS = 3  # a replica ending this often within a minute of its start stays down
 ENGINE_STOP_S = 120.0  # the engine waits up to 60 s for running runs to stop
 NGINX_STOP_S = 10.0
 
@@ -186,6 +187,9 @@ class Child:
     log: Path
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 20.0
+    replica: int = 0  # app server i (1-based); 0: not an app server
+    started: float = field(default_factory=time.monotonic)
+    given_up: bool = False  # a replica that kept ending, left down
 
 
 @dataclass
@@ -356,16 +360,8 @@ class Hall:
             port = pick_port(self.port + i, taken)
             taken.add(port)
             self.replica_ports.append(port)
-        app = ROOT / "streamlit_app.py"
-        for i, port in enumerate(self.replica_ports, start=1):
-            env = self._env()
-            env[SERVER_ENV] = f"server {i} of {self.replicas}"
-            command = [
-                sys.executable, "-m", "streamlit", "run", str(app),
-                "--server.address", "127.0.0.1", "--server.port", str(port),
-                "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            ]  # fmt: skip
-            self._spawn(replica_name(i), command, env, stop_timeout=REPLICA_STOP_S)
+        for i in range(1, self.replicas + 1):
+            self._spawn_replica(i)
         self.say(
             f"hall: {self.replicas} app server(s) on 127.0.0.1:"
             + ", ".join(map(str, self.replica_ports))
@@ -375,6 +371,17 @@ class Hall:
             child = self.replica(replica_name(i))
             assert child is not None
             self._wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", child)
+
+    def _spawn_replica(self, i: int) -> Child:
+        """App server i (1-based) on its port, named for the footer ("server i of n")."""
+        env = self._env()
+        env[SERVER_ENV] = f"server {i} of {self.replicas}"
+        command = [
+            sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+            "--server.address", "127.0.0.1", "--server.port", str(self.replica_ports[i - 1]),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        ]  # fmt: skip
+        return self._spawn(replica_name(i), command, env, stop_timeout=REPLICA_STOP_S, replica=i)
 
     def _wait_healthy(self, url: str, child: Child, timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
@@ -437,23 +444,36 @@ class Hall:
     # -- run --------------------------------------------------------------------------
 
     def watch(self, stopping: threading.Event) -> None:
-        """Until `stopping` is set, or nginx or the engine ends: a replica that ends is
-        reported (nginx passes its browsers to the others) and left down."""
-        reported: set[str] = set()
+        """Until `stopping` is set, or nginx or the engine ends. A replica that ends is
+        reported and started again on its port (nginx passes its browsers to the others
+        meanwhile, and back once it is healthy); one that keeps ending within a minute of
+        its start (REPLICA_RESTARTS times in a row) is left down, said so."""
+        crashes: dict[str, int] = {}
         while not stopping.wait(0.5):
-            for child in self.children:
+            for child in list(self.children):
                 code = child.proc.poll()
-                if code is None or child.name in reported:
+                if code is None or child.given_up:
                     continue
-                reported.add(child.name)
                 if child.name in ("nginx", "engine"):
                     self.say(f"hall: {child.name} exited ({code}): stopping the hall")
                     return
+                lived = time.monotonic() - child.started
+                crashes[child.name] = crashes.get(child.name, 0) + 1 if lived < 60 else 1
+                if crashes[child.name] > REPLICA_RESTARTS:
+                    child.given_up = True
+                    self.say(
+                        f"hall: {child.name} exited ({code}) {crashes[child.name]} times "
+                        f"within a minute of its start; left down (see {child.log})"
+                    )
+                    continue
                 self.say(
                     f"hall: {child.name} exited ({code}); its students are passed to the "
-                    "other servers"
+                    "other servers, and it is started again"
                 )
-            if len(reported) == len(self.children):
+                self.children.remove(child)
+                self._spawn_replica(child.replica)
+            if all(c.given_up for c in self.children if c.replica):
+                self.say("hall: every app server is down: stopping the hall")
                 return
 
     # -- stop -------------------------------------------------------------------------

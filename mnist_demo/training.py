@@ -171,22 +171,31 @@ def _build(cfg: TrainConfig, total_steps: int) -> keras.Model:
 
 
 class Spare:
-    """A model built and traced ahead of its run, while a trainer is idle.
+    """A run's model and inputs made ahead of it, while a trainer is idle.
 
-    Most of the seconds between a click and a run's first live point go to building the
-    model and tracing its training step (TensorFlow turns it into a graph on the first
-    batch). A warm trainer keeps one Spare for the run it expects next (the Quick demo):
-    built exactly as `train_run` would build it, its training step traced by one real
-    step on a few images, and then every variable (weights, optimizer state and step
-    count, metrics) put back as built. A run whose config matches starts from it and
-    trains exactly as it would have from a fresh build; any other run builds its own.
+    Of the seconds between a click and a run's first live point, most went to three
+    things a warm trainer can do before the click (measured here for the Quick demo: 2.9
+    s in all): building the model, tracing its training step (TensorFlow makes a graph
+    on the first batch) and handing fit 188 MB of images (a first copy into TensorFlow's
+    memory, 0.6-1.5 s). A trainer keeps one Spare for the run it expects next (the
+    Quick demo): the model built exactly as `train_run` would build it, its training
+    step traced by one real step on a few images and then every variable (weights,
+    optimizer state and step count, metrics) put back as built, and the run's inputs
+    already TensorFlow tensors. A run whose config matches starts from it and trains
+    exactly as it would have from scratch (tests/test_training.py); any other run makes
+    its own.
     """
 
     def __init__(self, cfg: TrainConfig, data: mnist_data.Arrays):
         (x_train, y_train), _ = data
         self.config = cfg
-        batches = -(-min(cfg.train_size, len(x_train)) // cfg.batch_size)
-        self.model = _build(cfg, cfg.epochs * batches)
+        x_train, y_train = select_subset(x_train, y_train, cfg.train_size, cfg.seed)
+        self.inputs = (
+            keras.ops.convert_to_tensor(mnist_data.to_model_input(x_train)),
+            keras.ops.convert_to_tensor(mnist_data.one_hot(y_train)),
+        )
+        size = len(x_train)
+        self.model = _build(cfg, cfg.epochs * -(-size // cfg.batch_size))
         # Adam makes its moments on the first step: made now, they are put back too
         self.model.optimizer.build(self.model.trainable_variables)
         variables = [
@@ -195,15 +204,12 @@ class Spare:
             *self.model.metrics_variables,
         ]
         as_built = [keras.ops.convert_to_numpy(v) for v in variables]
-        n = cfg.batch_size * STEPS_PER_EXECUTION  # one execution: the traced loop
-        self.model.fit(
-            mnist_data.to_model_input(x_train[:n]),
-            mnist_data.one_hot(y_train[:n]),
-            batch_size=cfg.batch_size,
-            epochs=1,
-            verbose=0,
-            shuffle=False,
-        )
+        # One execution of the traced loop, and the run's last short batch if it has
+        # one: a partial batch makes the batch size unknown to the trace, as in the run
+        # (a different shape would trace again on the run's first batch).
+        n = min(size, cfg.batch_size * STEPS_PER_EXECUTION + size % cfg.batch_size)
+        x, y = self.inputs
+        self.model.fit(x[:n], y[:n], batch_size=cfg.batch_size, epochs=1, verbose=0)
         for variable, value in zip(variables, as_built, strict=True):
             variable.assign(value)
 
@@ -235,7 +241,10 @@ def train_run(
         (x_train, y_train), (x_test, y_test) = data
         x_train, y_train = select_subset(x_train, y_train, cfg.train_size, cfg.seed)
         x_test, y_test = select_subset(x_test, y_test, cfg.test_size, cfg.seed)
-        if plan is None:
+        ready = spare if spare is not None and spare.fits(run) else None
+        if ready is not None:
+            x, y = ready.inputs
+        elif plan is None:
             x, y = mnist_data.to_model_input(x_train), mnist_data.one_hot(y_train)
         else:
             x, y = plan.training_data(x_train, y_train)
@@ -249,9 +258,7 @@ def train_run(
             # a resume of the same run continues the same way whenever it is resumed
             keras.utils.set_random_seed((cfg.seed + job.first_epoch) % 2**32)
         elif plan is None:
-            model = (
-                spare.model if spare is not None and spare.fits(run) else _build(cfg, total_steps)
-            )
+            model = ready.model if ready is not None else _build(cfg, total_steps)
             # The shuffle's seed is set here, after the build, so a run is the same
             # whether its model was built now or ahead of time (a Spare).
             keras.utils.set_random_seed(cfg.seed)

@@ -7,6 +7,7 @@ nginx itself, and the one line a machine without nginx or PostgreSQL gets."""
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import time
 import urllib.request
@@ -18,6 +19,7 @@ from mnist_demo import hall as hall_module
 from mnist_demo.hall import HallProcess, processes_of, render_nginx_conf
 from mnist_demo.postgres import LocalPostgres
 from mnist_demo.store import Store
+from tests.conftest import wait_for
 
 NGINX = hall_module.nginx_binary()
 needs_hall = pytest.mark.skipif(
@@ -30,6 +32,13 @@ def get(url: str, cookie: str | None = None) -> tuple[int, dict[str, str], bytes
     request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
     with urllib.request.urlopen(request, timeout=10) as r:
         return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+
+
+def serves(url: str) -> bool:
+    try:
+        return get(url)[0] == 200
+    except OSError:  # 502 while the replica starts (HTTPError is an OSError)
+        return False
 
 
 def replica_cookie(headers: dict[str, str]) -> str:
@@ -91,6 +100,22 @@ def test_hall_starts_from_nothing_routes_sticky_stops_clean_and_finds_its_data(h
         assert all(replica_pids)
         running = set(processes_of(hall_home))
         assert {nginx_pid, pg_pid, *replica_pids} <= running
+        # a replica that dies is started again on its port, and nginx sends to it again
+        os.kill(replica_pids[1], signal.SIGKILL)
+        wait_for(
+            lambda: any("r2 exited (-9)" in ln and "started again" in ln for ln in hall.output),
+            timeout=30,
+            what="the hall to say it starts r2 again",
+        )
+        wait_for(
+            lambda: (
+                hall.replica_pid(2) not in (None, replica_pids[1])
+                and serves(f"{hall.url}/healthz/r2")
+            ),
+            timeout=120,
+            what="r2 serving again under a new pid",
+        )
+        replica_pids[1] = hall.replica_pid(2)
         # a setting written now must be there after a restart
         store = Store(pg.url)
         store.set_setting("test_hall_marker", "written by the first hall")
