@@ -3,12 +3,10 @@ then shows the 28x28 it saw, how the drawing became that 28x28 (and what the mod
 answer without those steps), what its convolution layers saw, and which pixels mattered.
 The reading itself is one call: `reader.Reader.read` (via `ui.reader`)."""
 
-import hashlib
-
 import numpy as np
 import streamlit as st
 
-from mnist_demo import charts, class_set, novelty, ui
+from mnist_demo import charts, novelty, ui
 from mnist_demo.inference import feature_grid
 from mnist_demo.preprocess import for_display, squash_to_28
 from mnist_demo.reader import Reader, Reading
@@ -57,7 +55,7 @@ def draw_and_answer(ref: ModelRef) -> None:
             width=224,
             output_format="PNG",  # sharp pixels; JPEG would blur the 28x28 grid
         )
-        send_to_class(reading, ref)
+        ui.send_to_class(reading, ref)
     how_the_model_sees(reading, reader)
     inside_the_network(reading, reader)
 
@@ -77,58 +75,6 @@ def show_answer(reading: Reading) -> None:
     if reading.verdict.kind == novelty.NOT_A_DIGIT:
         st.warning(f"{reading.sentence}.", icon=":material/help:")
     st.html(charts.probability_bars(reading.probabilities))
-
-
-def send_to_class(reading: Reading, ref: ModelRef) -> None:
-    """The drawing joins the class set with the digit the student meant (the model's
-    answer is pre-selected: one tap when it is right, two when it is wrong), and with
-    what Draw said. When that was "not a digit", nothing is pre-selected: the student
-    chooses, and the wall shows it as not a digit, outside the class's accuracy."""
-    store = ui.class_store()
-    seen = reading.image28
-    verdict = reading.verdict.kind
-    not_a_digit = verdict == novelty.NOT_A_DIGIT
-    with st.container(border=True):
-        drawing_key = hashlib.sha256(np.ascontiguousarray(seen).tobytes()).hexdigest()[:12]
-        meant = st.pills(
-            "Send it to the class: the digit you meant",
-            list(range(10)),
-            default=None if not_a_digit else reading.digit,
-            key=f"meant-{drawing_key}",  # a new drawing starts on its own answer again
-        )
-        if not_a_digit:
-            st.caption(
-                "The model doesn't think this is a digit: choose the digit you meant. The "
-                "wall shows it as *not a digit*, and it is not counted in the class's accuracy."
-            )
-        send, take_back = st.columns([1, 1])
-        if send.button(
-            "Send to the class", type="primary", icon=":material/send:", disabled=meant is None
-        ):
-            with ui.user_errors(stop=False):
-                sent = store.add(
-                    seen,
-                    int(meant),
-                    session=ui.session_tag(),
-                    predicted=reading.digit,
-                    confidence=reading.confidence,
-                    model=ref.name,
-                    canvas_png=class_set.canvas_thumbnail(np.asarray(reading.picture)),
-                    verdict=verdict,
-                )
-                if not sent.counted:
-                    read = "said it is not a digit (not counted in the class's accuracy)"
-                else:
-                    read = "read right" if sent.correct else f"read as {reading.digit}"
-                st.success(f"Sent: you meant {sent.label}, the model {read}.", icon="✅")
-        if take_back.button(
-            "Take back",
-            icon=":material/undo:",
-            help="Remove your last drawing from the class set",
-        ):
-            with ui.user_errors(stop=False):
-                store.take_back(ui.session_tag())
-                st.success("Your last drawing is out of the class set.", icon="↩️")
 
 
 def step_picture(image: np.ndarray, caption: str | None = None) -> None:

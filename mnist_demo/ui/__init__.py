@@ -9,7 +9,8 @@ as `from mnist_demo import ui`:
 - `classroom`: this session's role (instructor or student), the student's identity
   (a signed cookie), per-student limits, who is here;
 - `datasets`: MNIST test or the class's drawings, scored by the page's model;
-- `canvas`: the Draw page's inputs (the canvas and its toolbar fix, a photo upload).
+- `canvas`: the Draw page's inputs (the canvas and its toolbar fix, a photo upload);
+- `send`: the Draw page's form that sends a reading to the class set.
 """
 
 from mnist_demo.ui.canvas import (
@@ -40,6 +41,7 @@ from mnist_demo.ui.resources import (
     reader,
     registry,
 )
+from mnist_demo.ui.send import send_to_class
 from mnist_demo.ui.sidebar import MODEL_KEY, page_setup
 from mnist_demo.ui.widgets import (
     confusion_explorer,
@@ -81,6 +83,7 @@ __all__ = [
     "registry",
     "remembered_toggle",
     "role",
+    "send_to_class",
     "session_tag",
     "setting_toggle",
     "student_id",
