@@ -65,7 +65,9 @@ def engine_line(status: engine.EngineStatus) -> None:
     if status.running:
         queued = len(feed().focus()[1])  # the process's shared read, not one per page run
         st.caption(
-            f":material/memory: Training engine: {status.capacity} run(s) at a time"
+            f":material/memory: Training engine: {status.capacity} "
+            + ("run" if status.capacity == 1 else "runs")
+            + " at a time"
             + (f" · {queued} waiting" if queued else "")
         )
     else:
