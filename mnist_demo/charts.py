@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mnist_demo.data import to_byte_pixels
+
 WRONG_COLOR = "#d6336c"
 RIGHT_COLOR = "#2b8a3e"
 TRAIN_COLOR = "#3b5bdb"
@@ -195,9 +197,7 @@ def confusion_chart(confusion: np.ndarray, selection_name: str = "cell") -> alt.
 
 def upscale(image28: np.ndarray, scale: int = 8) -> np.ndarray:
     """Nearest-neighbour enlargement so each MNIST pixel shows as a visible square."""
-    a = np.asarray(image28)
-    if a.dtype != np.uint8:  # floats in [0, 1], grey (28, 28) or colour (28, 28, 3)
-        a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    a = to_byte_pixels(image28)  # uint8, or floats in [0, 1]: grey (28, 28) or colour
     return a.repeat(scale, axis=0).repeat(scale, axis=1)
 
 

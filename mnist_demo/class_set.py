@@ -53,7 +53,7 @@ from mnist_demo.classroom import (
     student_subject,
     too_many,
 )
-from mnist_demo.data import IMAGE_SIZE, NUM_CLASSES, to_unit_pixels
+from mnist_demo.data import IMAGE_SIZE, NUM_CLASSES, to_byte_pixels, to_unit_pixels
 from mnist_demo.errors import DigitLabError
 from mnist_demo.store import (
     Store,
@@ -154,7 +154,7 @@ def as_stored_image(image28: np.ndarray) -> np.ndarray:
     x = np.asarray(image28)
     if x.shape != (IMAGE_SIZE, IMAGE_SIZE):
         raise ClassSetError(f"a drawing is one 28x28 image, got shape {x.shape}")
-    return np.round(to_unit_pixels(x) * 255).astype(np.uint8)
+    return to_byte_pixels(to_unit_pixels(x))  # the checks, then the rounding
 
 
 def canvas_thumbnail(canvas: np.ndarray | None, side: int = 96) -> bytes | None:
@@ -163,10 +163,7 @@ def canvas_thumbnail(canvas: np.ndarray | None, side: int = 96) -> bytes | None:
         return None
     from PIL import Image
 
-    array = np.asarray(canvas)
-    if array.dtype != np.uint8:
-        array = np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
-    picture = Image.fromarray(array).convert("RGBA")
+    picture = Image.fromarray(to_byte_pixels(canvas)).convert("RGBA")
     picture.thumbnail((side, side))
     out = io.BytesIO()
     picture.save(out, format="PNG", optimize=True)

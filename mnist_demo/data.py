@@ -313,6 +313,16 @@ def load_mnist(sources: Sequence[Source] | None = None, progress: Progress | Non
 # --- the one place that shapes data for the model ------------------------------------
 
 
+def to_byte_pixels(images: np.ndarray) -> np.ndarray:
+    """Pixels as uint8 0-255: uint8 as they are; floats in [0, 1] scaled and rounded
+    (clipped first: a resize can overshoot by a hair). The one float -> byte conversion,
+    for storing, showing and handing images to Pillow."""
+    x = np.asarray(images)
+    if x.dtype == np.uint8:
+        return x
+    return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
 def to_unit_pixels(images: np.ndarray) -> np.ndarray:
     """Pixels of any shape as float32 in [0, 1]: uint8 (or any integer type) is read as
     0-255, booleans as 0/1, floats must already be in [0, 1].

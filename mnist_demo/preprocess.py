@@ -38,7 +38,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from mnist_demo.data import IMAGE_SIZE, to_unit_pixels
+from mnist_demo.data import IMAGE_SIZE, to_byte_pixels, to_unit_pixels
 from mnist_demo.errors import DigitLabError
 
 CANVAS_SIZE = 280  # the Draw page's canvas, px: 10x MNIST, big enough for a finger
@@ -174,7 +174,7 @@ def _plain_mode(image: Image.Image) -> Image.Image:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         values = np.asarray(image, dtype=np.float32)
         top = 65535.0 if values.max() > 255 else 255.0
-        return Image.fromarray((np.clip(values / top, 0, 1) * 255).astype(np.uint8))
+        return Image.fromarray(to_byte_pixels(values / top))
     if image.mode in ("L", "1"):
         return image.convert("L")
     return image.convert("RGB")
@@ -199,7 +199,7 @@ def _as_pixels(image: np.ndarray | Image.Image) -> np.ndarray:
         if array.size == 0:
             raise BlankImageError("The image is empty: draw or upload a digit.")
         if max(array.shape[:2]) > WORK_MAX_SIDE:
-            array = np.asarray(_reduced(Image.fromarray(_to_uint8(array))))
+            array = np.asarray(_reduced(Image.fromarray(to_byte_pixels(to_unit_pixels(array)))))
     pixels = to_unit_pixels(array)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
@@ -210,12 +210,6 @@ def _as_pixels(image: np.ndarray | Image.Image) -> np.ndarray:
         else:
             pixels = np.concatenate([pixels[..., :-1] * alpha, alpha], axis=2)
     return pixels
-
-
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array
-    return (to_unit_pixels(array) * 255 + 0.5).astype(np.uint8)
 
 
 def _reduced(image: Image.Image, side: int = WORK_MAX_SIDE) -> Image.Image:
@@ -559,9 +553,7 @@ def for_display(image: np.ndarray | Image.Image, side: int) -> np.ndarray:
     """uint8 pixels of `image` (uint8, or floats in [0, 1]) about `side` px on its longer
     side: a small one enlarged by whole pixels, so a 20x20 keeps its sharp grid; a large
     one reduced (a photo would otherwise be sent to the browser at full size)."""
-    array = np.asarray(image)
-    if array.dtype != np.uint8:
-        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    array = to_byte_pixels(np.asarray(image))
     longest = max(array.shape[:2])
     if longest <= side:
         scale = max(1, side // longest)

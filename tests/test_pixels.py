@@ -59,3 +59,12 @@ def test_wrong_shapes_are_refused():
         to_model_input(np.zeros((2, 27, 28), np.uint8))
     with pytest.raises(PixelValueError, match="28x28"):
         as_image(np.zeros((2, 28, 28), np.uint8))
+
+
+def test_to_byte_pixels_rounds_clips_and_keeps_bytes():
+    from mnist_demo.data import to_byte_pixels
+
+    unit = np.array([0.0, 0.5, 1 / 255, 0.998, 1.0000001, -0.01, 0.0021], np.float32)
+    assert to_byte_pixels(unit).tolist() == [0, 128, 1, 254, 255, 0, 1]
+    assert to_byte_pixels(unit).dtype == np.uint8
+    assert to_byte_pixels(DIGIT) is DIGIT  # bytes pass untouched, not copied
