@@ -54,7 +54,8 @@ STREAMLIT_UPLOAD_MB = 10  # .streamlit/config.toml server.maxUploadSize
 START_TIMEOUT_S = 180.0  # a replica's first start imports TensorFlow: 5-10 s each, 2 cores
 ENGINE_TIMEOUT_S = 120.0
 REPLICA_STOP_S = 20.0
-REPLICA_RESTARTS = 3  # a replica ending this often within a minute of its start stays down
+REPLICA_RESTARTS = 3  # a replica ending this often, each soon after its start, stays down
+REPLICA_SOON_S = 60.0  # an end this soon after the start counts towards REPLICA_RESTARTS
 ENGINE_STOP_S = 120.0  # the engine waits up to 60 s for running runs to stop
 NGINX_STOP_S = 10.0
 
@@ -458,7 +459,8 @@ class Hall:
                     self.say(f"hall: {child.name} exited ({code}): stopping the hall")
                     return
                 lived = time.monotonic() - child.started
-                crashes[child.name] = crashes.get(child.name, 0) + 1 if lived < 60 else 1
+                soon = lived < REPLICA_SOON_S
+                crashes[child.name] = crashes.get(child.name, 0) + 1 if soon else 1
                 if crashes[child.name] > REPLICA_RESTARTS:
                     child.given_up = True
                     self.say(

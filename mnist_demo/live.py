@@ -13,6 +13,7 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from mnist_demo.runs import Run, RunRegistry
 from mnist_demo.store import StoreError
@@ -59,33 +60,38 @@ def eta(run: Run, elapsed: float) -> float | None:
     return elapsed / done * (total - done)
 
 
+class Focus(NamedTuple):
+    followed: Run | None  # the run a page follows
+    queue: list[Run]  # the runs waiting, in the order they will start
+
+
 class LiveFeed:
     def __init__(self, registry: RunRegistry):
         self.registry = registry
         self._lock = threading.Lock()
         self._points: dict[int, list[tuple[int, float, float, float]]] = {}
         self._runs: dict[int, tuple[float, Run]] = {}
-        self._focus: tuple[float, Run | None, list[Run]] = (-1e9, None, [])
+        self._focus = Focus(None, [])
+        self._focused = -1e9
         self._tended = -1e9
 
-    def focus(self) -> tuple[Run | None, list[Run]]:
+    def focus(self) -> Focus:
         """The run a page follows (the oldest training, else the first queued, else the
         latest) and the queue, read at most once per REFRESH_S for the whole process:
         thirty sessions polling five times a second cost one query, not 150. A run whose
         worker died is marked interrupted here too, at most every few seconds."""
         with self._lock:
             now = time.monotonic()
-            if now - self._focus[0] >= REFRESH_S:
+            if now - self._focused >= REFRESH_S:
                 if now - self._tended >= TEND_EVERY_S:
                     self._tended = now
                     with contextlib.suppress(StoreError):  # read-only: shown as it is
                         self.registry.mark_interrupted()
                 running = self.registry.running()
                 queue = self.registry.queue()
-                candidates = running or queue or self.registry.latest()
-                followed = candidates[0] if candidates else None
-                self._focus = (now, followed, queue)
-            return self._focus[1], self._focus[2]
+                followed = running[0] if running else queue[0] if queue else self.registry.latest()
+                self._focus, self._focused = Focus(followed, queue), now
+            return self._focus
 
     def view(self, run_id: int) -> LiveView:
         with self._lock:

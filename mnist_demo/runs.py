@@ -609,11 +609,11 @@ class RunRegistry:
             raise RunNotFoundError(f"no run with id {run_id}")
         return _row_to_run(row)
 
-    def latest(self) -> list[Run]:
+    def latest(self) -> Run | None:
         """The newest run, if any (one row, not the whole history)."""
         with self.store.read() as con:
-            rows = con.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(1)).fetchall()
-        return [_row_to_run(r) for r in rows]
+            row = con.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(1)).first()
+        return _row_to_run(row) if row is not None else None
 
     def list_runs(self) -> list[Run]:
         with self.store.read() as con:

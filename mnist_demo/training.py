@@ -158,6 +158,11 @@ class _Job(keras.callbacks.Callback):
         self.registry.record_epoch(self.run.id, self.history, path)
 
 
+def _batches(size: int, batch_size: int) -> int:
+    """Batches in an epoch of `size` images: the last one may be short."""
+    return -(-size // batch_size)
+
+
 def _build(cfg: TrainConfig, total_steps: int) -> keras.Model:
     """The compiled model a fresh run of `cfg` starts from."""
     return build_model(
@@ -195,7 +200,7 @@ class Spare:
             keras.ops.convert_to_tensor(mnist_data.one_hot(y_train)),
         )
         size = len(x_train)
-        self.model = _build(cfg, cfg.epochs * -(-size // cfg.batch_size))
+        self.model = _build(cfg, cfg.epochs * _batches(size, cfg.batch_size))
         # Adam makes its moments on the first step: made now, they are put back too
         self.model.optimizer.build(self.model.trainable_variables)
         variables = [
@@ -249,7 +254,7 @@ def train_run(
         else:
             x, y = plan.training_data(x_train, y_train)
         job = _Job(registry, run, plan, (x_test, y_test))
-        job.batches_per_epoch = -(-len(x) // cfg.batch_size)
+        job.batches_per_epoch = _batches(len(x), cfg.batch_size)
         total_steps = cfg.epochs * job.batches_per_epoch  # for LR schedules
         if run.resume:
             model = _load_resume_checkpoint(

@@ -63,7 +63,7 @@ def engine_status() -> engine.EngineStatus:
 
 def engine_line(status: engine.EngineStatus) -> None:
     if status.running:
-        queued = len(feed().focus()[1])  # the process's shared read, not one per page run
+        queued = len(feed().focus().queue)  # the process's shared read, not one per page run
         st.caption(
             f":material/memory: Training engine: {status.capacity} "
             + ("run" if status.capacity == 1 else "runs")
@@ -84,7 +84,7 @@ def engine_line(status: engine.EngineStatus) -> None:
 def focus() -> Run | None:
     """The run the page follows (see LiveFeed.focus: one read per process, not per
     session)."""
-    return feed().focus()[0]
+    return feed().focus().followed
 
 
 def poll_seconds(run: Run | None, projector: bool = False) -> float:
@@ -104,7 +104,7 @@ def live_run(view: LiveView) -> None:
     run = view.run
     st.subheader(f"Run {run.id} · {run.config.preset} · {run.status}")
     if run.status == "queued":
-        waiting = [r.id for r in feed().focus()[1]]
+        waiting = [r.id for r in feed().focus().queue]
         place = waiting.index(run.id) + 1 if run.id in waiting else 1
         st.info(f"Waiting for the training engine: #{place} in the queue.", icon="⏳")
         stop_button(run, "Cancel")
@@ -146,7 +146,7 @@ def stop_button(run: Run, label: str) -> None:
 
 
 def queue_table() -> None:
-    queue = feed().focus()[1]
+    queue = feed().focus().queue
     if queue:
         st.caption(
             "Waiting: "
