@@ -2,12 +2,13 @@
 refuse bad input. Training here is tiny: 500 real images, one epoch."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mnist_demo import classroom, training
+from mnist_demo import classroom, live, training
 from mnist_demo.recipe import QUICK_DEMO
 from mnist_demo.ui.training import MANAGED_ENV
 from tests.inline_engine import InlineEngine
@@ -63,6 +64,9 @@ def test_home_answers_a_and_b_for_the_shipped_model(app):
 
 def wait_for_training_end(at: AppTest, trainer: InlineEngine) -> None:
     trainer.wait_idle(TIMEOUT)
+    # the server's live feed reads the store at most every REFRESH_S for all its
+    # sessions: a run that failed at once may still be "running" in the last read
+    time.sleep(live.REFRESH_S + 0.05)
     at.run()
 
 
