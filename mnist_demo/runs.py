@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mnist_demo import config
+from mnist_demo import config, lease
 from mnist_demo.classroom import Action, Role, require
 from mnist_demo.errors import DigitLabError, ModelFileError
 from mnist_demo.recipe import FineTuneRecord, InvalidConfigError, TrainConfig
@@ -100,6 +100,12 @@ class Run:
     batches_per_epoch: int = 0
     class_accuracy: float | None = None  # on the class's drawings (the leaderboard)
     class_n: int | None = None
+    # what the run is doing now: queued, preparing, training, scoring, saving (None: ended)
+    phase: str | None = None
+    lease_token: int | None = None  # the engine lease's token it was claimed under
+    network: str | None = None  # the submitter's address group (fair share per person)
+    budget_s: float | None = None  # an experiment's allowed training seconds
+    auto_resumes: int = 0  # times the engine resumed it after failing under it
 
     @property
     def name(self) -> str:
@@ -317,6 +323,7 @@ class RunRegistry:
                         config=_encode_config(cfg, fine_tune),
                         owner=owner,
                         priority=priority,
+                        phase="queued",
                     )
                 )
                 folder = self.run_dir(run_id)
@@ -379,11 +386,16 @@ class RunRegistry:
             ).fetchall()
         return [_row_to_run(r) for r in rows]
 
-    def claim_next(self, worker: str, pid: int | None = None) -> Run | None:
+    def claim_next(
+        self, worker: str, pid: int | None = None, token: int | None = None
+    ) -> Run | None:
         """The next queued run, now running on `worker` (a training worker's call); None
-        when the queue is empty. Two workers never claim the same run."""
+        when the queue is empty. Two workers never claim the same run. `token`: the
+        engine lease's fencing token the worker was started under (a stale one is
+        refused: lease.StaleTokenError)."""
         now = time.time()
         with self.store.write(lock=runs) as con:
+            lease.check(con, token)
             row = con.execute(self._next_in_queue(con).limit(1)).first()
             if row is None:
                 return None
@@ -400,6 +412,8 @@ class RunRegistry:
                     epoch=0,
                     batch=0,
                     stop_requested_at=None,
+                    phase="preparing",
+                    lease_token=token,
                 )
             )
         return self.get(row.id)
@@ -414,7 +428,7 @@ class RunRegistry:
             changed = con.execute(
                 sa.update(runs)
                 .where(runs.c.id == run_id, runs.c.status == "queued")
-                .values(status="cancelled", finished_at=time.time())
+                .values(status="cancelled", finished_at=time.time(), phase=None)
             ).rowcount
         run = self.get(run_id)
         if not changed:
@@ -432,12 +446,21 @@ class RunRegistry:
         batch: int,
         batches_per_epoch: int,
         new_points: list[tuple[int, float, float, float]],
+        phase: str | None = None,
+        token: int | None = None,
     ) -> bool:
         """A worker's batch of news, in one transaction: its position, the per-batch points
-        since the last call (seq, position, loss, accuracy) and its heartbeat. Returns
-        whether a stop has been requested."""
+        since the last call (seq, position, loss, accuracy), its phase and heartbeat.
+        Returns whether a stop has been requested. Safe to repeat after a write whose
+        answer was lost (an outage): points already stored are replaced, not doubled."""
         with self.store.write() as con:
+            lease.check(con, token)
             if new_points:
+                con.execute(
+                    sa.delete(points).where(
+                        points.c.run_id == run_id, points.c.seq >= new_points[0][0]
+                    )
+                )
                 con.execute(
                     sa.insert(points),
                     [
@@ -453,6 +476,7 @@ class RunRegistry:
                     batch=batch,
                     batches_per_epoch=batches_per_epoch,
                     heartbeat=time.time(),
+                    **({"phase": phase} if phase else {}),
                 )
             )
             stop = con.execute(
@@ -492,20 +516,32 @@ class RunRegistry:
             )
         return self.get(run_id)
 
-    def beat(self, run_id: int) -> None:
-        """The worker is alive (see training_now)."""
+    def beat(self, run_id: int, token: int | None = None, phase: str | None = None) -> None:
+        """The worker is alive (see training_now), and what it is doing."""
         with self.store.write() as con:
-            con.execute(sa.update(runs).where(runs.c.id == run_id).values(heartbeat=time.time()))
+            lease.check(con, token)
+            con.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id)
+                .values(heartbeat=time.time(), **({"phase": phase} if phase else {}))
+            )
 
     # --- epochs and the end ------------------------------------------------------------
 
     def run_dir(self, run_id: int) -> Path:
         return self.runs_dir / str(run_id)
 
-    def record_epoch(self, run_id: int, history: dict[str, list[float]], model_path: Path) -> None:
+    def record_epoch(
+        self,
+        run_id: int,
+        history: dict[str, list[float]],
+        model_path: Path,
+        token: int | None = None,
+    ) -> None:
         """Called after each finished epoch, once its checkpoint is on disk."""
         epochs = len(next(iter(history.values()), []))
         with self.store.write() as con:
+            lease.check(con, token)
             con.execute(
                 sa.update(runs)
                 .where(runs.c.id == run_id)
@@ -523,14 +559,17 @@ class RunRegistry:
         misclassified: int | None = None,
         test_n: int | None = None,
         error: str | None = None,
+        token: int | None = None,
     ) -> Run:
         if status not in ENDED:
             raise ValueError(f"unknown end status {status!r}")
         with self.store.write() as con:
+            lease.check(con, token)
             con.execute(
                 sa.update(runs)
                 .where(runs.c.id == run_id)
                 .values(
+                    phase=None,
                     status=status,
                     finished_at=time.time(),
                     test_loss=test_loss,
@@ -570,6 +609,7 @@ class RunRegistry:
                 .where(runs.c.id == run_id)
                 .values(
                     status="queued",
+                    phase="queued",
                     queued_at=time.time(),
                     resume=1,
                     finished_at=None,
@@ -647,15 +687,40 @@ class RunRegistry:
             )
         return path
 
-    def mark_interrupted(self) -> list[int]:
+    def mark_interrupted(self, held: frozenset[int] | set[int] = frozenset()) -> list[int]:
         """Runs left 'running' by a worker that no longer exists were interrupted. Their
-        last finished epoch's model stays usable. Any server may call this."""
-        dead = [r.id for r in self.running() if not training_now(r)]
+        last finished epoch's model stays usable. Any server may call this. `held`: runs
+        a live trainer says it still holds (the engine asked it): never interrupted for a
+        silent heartbeat, which an outage of the store explains."""
+        dead = [r.id for r in self.running() if r.id not in held and not training_now(r)]
         for run_id in dead:
-            self.finish_run(
-                run_id, "interrupted", error="the process training this run ended unexpectedly"
-            )
+            self.interrupt(run_id, "the process training this run ended unexpectedly")
         return dead
+
+    def interrupt(self, run_id: int, reason: str) -> Run:
+        """A running run whose training ended for the engine's reasons, not its own (its
+        worker died, Ray went down, its engine was replaced): resumable from its last
+        finished epoch."""
+        with self.store.write() as con:
+            con.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id, runs.c.status == "running")
+                .values(status="interrupted", phase=None, finished_at=time.time(), error=reason)
+            )
+        run = self.get(run_id)
+        self._write_run_file(run)
+        return run
+
+    def resume_after_failure(self, run_id: int) -> Run:
+        """The engine puts an interrupted run back in the queue by itself (counted, so a
+        run that keeps killing its worker is not retried for ever)."""
+        with self.store.write() as con:
+            con.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id)
+                .values(auto_resumes=runs.c.auto_resumes + 1)
+            )
+        return self.requeue_for_resume(run_id)
 
     # --- server-wide settings: the active model, long runs ------------------------------
 

@@ -74,6 +74,12 @@ runs = sa.Table(
     # 0003: the leaderboard's private column, the run's score on the class's drawings
     sa.Column("class_accuracy", sa.Float),
     sa.Column("class_n", sa.Integer),
+    # 0004: a trustworthy room
+    sa.Column("phase", sa.Text),  # queued / preparing / training / scoring / saving
+    sa.Column("lease_token", sa.Integer),  # the engine lease's token the run was claimed with
+    sa.Column("network", sa.Text),  # the submitter's address group (fair share per person)
+    sa.Column("budget_s", sa.Float),  # an experiment's allowed training seconds
+    sa.Column("auto_resumes", sa.Integer, nullable=False, server_default="0"),
 )
 
 points = sa.Table(
@@ -128,6 +134,22 @@ students = sa.Table(
     sa.Column("nickname", sa.Text, unique=True),
     sa.Column("hidden", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.Float, nullable=False),
+    # 0004: seats counted per person
+    sa.Column("network", sa.Text),  # the address group the seat was made from
+    sa.Column("last_seen", sa.Float),
+    sa.Column("seat_code", sa.Text, unique=True),  # a short code that gives the seat back
+)
+
+# 0004: exactly one engine per store
+engine_lease = sa.Table(
+    "engine_lease",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("holder", sa.Text),
+    sa.Column("token", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("heartbeat", sa.Float),
+    sa.Column("acquired_at", sa.Float),
+    sa.Column("info", sa.Text),
 )
 
 limit_events = sa.Table(
