@@ -50,22 +50,44 @@ def batch_chart(points: Sequence[dict[str, float]]) -> VegaLite:
     """Per-batch loss and accuracy (running means over the epoch, as Keras reports them)
     against fractional epochs, so the x axis means the same in every run."""
     data = pd.DataFrame(points, columns=["epoch", "loss", "accuracy"])
-    spec = {
-        "title": "Every batch",
-        "height": 260,
-        "mark": {"type": "line", "strokeWidth": 1.5},
-        # One row per batch on the wire; the chart folds it into one line per metric.
-        "transform": [{"fold": ["loss", "accuracy"], "as": ["metric", "value"]}],
-        "encoding": {
-            "x": {"field": "epoch", "type": "quantitative", "scale": {"zero": True}},
-            "y": {"field": "value", "type": "quantitative", "title": None},
-            "color": {
-                "field": "metric",
-                "type": "nominal",
-                "scale": {"domain": ["loss", "accuracy"], "range": [TEST_COLOR, TRAIN_COLOR]},
-                "legend": _legend_right(),
+
+    def line(metric: str, colour: str, orient: str, domain: list[float] | None) -> dict:
+        # Each metric on its own axis, the axis title in the line's colour: on one axis
+        # loss (0-2.5) flattened accuracy (0-1) into a line along the bottom.
+        axis = {"title": metric, "titleColor": colour, "orient": orient, "titleFontSize": 14}
+        scale = {"domain": domain} if domain else {"zero": True}
+        return {
+            "mark": {"type": "line", "strokeWidth": 2.5, "color": colour},
+            "encoding": {
+                "y": {"field": metric, "type": "quantitative", "axis": axis, "scale": scale},
+                "tooltip": [
+                    {"field": "epoch", "type": "quantitative", "format": ".2f"},
+                    {"field": metric, "type": "quantitative", "format": ".4f"},
+                ],
             },
+        }
+
+    spec = {
+        "title": {
+            "text": "Every batch: loss (left axis) and accuracy (right axis)",
+            "fontSize": 15,
         },
+        "height": 240,
+        # One row per batch on the wire; each layer draws one column of it.
+        "encoding": {
+            "x": {
+                "field": "epoch",
+                "type": "quantitative",
+                "scale": {"zero": True},
+                "axis": {"title": "epoch", "titleFontSize": 14, "labelFontSize": 13},
+            }
+        },
+        "layer": [
+            line("loss", TEST_COLOR, "left", None),
+            line("accuracy", TRAIN_COLOR, "right", [0, 1]),
+        ],
+        "resolve": {"scale": {"y": "independent"}},
+        "config": {"axis": {"labelFontSize": 13}},
     }
     return VegaLite(data, spec)
 
@@ -85,10 +107,12 @@ def _series_chart(
     ]
     data = pd.DataFrame(rows, columns=[series_field, "epoch", metric])
     scale = {"domain": list(series), "range": colors} if colors else {}
+    if max((len(v) for v in series.values()), default=0) == 1:
+        return VegaLite(data, _one_epoch_spec(metric, series_field, title, scale))
     spec = {
         "title": title,
         "height": 250,
-        "mark": {"type": "line", "point": True},
+        "mark": {"type": "line", "point": {"size": 70}, "strokeWidth": 2.5},
         "encoding": {
             "x": {
                 "field": "epoch",
@@ -110,6 +134,45 @@ def _series_chart(
         },
     }
     return VegaLite(data, spec)
+
+
+def _one_epoch_spec(metric: str, series_field: str, title: str, scale: dict) -> dict:
+    """One epoch has one value per series: a line of one point is a dot nobody sees, so
+    each value is a labelled bar (the Quick demo's whole history)."""
+    value_format = ".2%" if "accuracy" in metric else ".4f"
+    encoding = {
+        "x": {
+            "field": series_field,
+            "type": "nominal",
+            "sort": None,
+            "axis": {"labelAngle": 0, "title": "after epoch 1", "labelFontSize": 13},
+        },
+        "y": {"field": metric, "type": "quantitative", "scale": {"zero": True}},
+    }
+    return {
+        "title": title,
+        "height": 250,
+        "encoding": encoding,
+        "layer": [
+            {
+                "mark": {"type": "bar", "width": {"band": 0.6}},
+                "encoding": {
+                    "color": {
+                        "field": series_field,
+                        "type": "nominal",
+                        "scale": scale,
+                        "legend": None,  # the x axis names each bar
+                    }
+                },
+            },
+            {
+                "mark": {"type": "text", "dy": -8, "fontSize": 15, "fontWeight": "bold"},
+                "encoding": {
+                    "text": {"field": metric, "type": "quantitative", "format": value_format}
+                },
+            },
+        ],
+    }
 
 
 def epoch_chart(history: dict[str, list[float]], metric: str) -> VegaLite:
@@ -161,35 +224,93 @@ def probability_bars(probabilities: Sequence[float]) -> str:
     )
 
 
+EMPTY_CELL = "#f1f3f5"  # a pair nobody was read as: neither right nor wrong
+RIGHT_SHADES = ("#d3f9d8", "#2b8a3e")  # light -> dark green: right answers (diagonal)
+WRONG_SHADES = ("#ffe3e3", "#c92a2a")  # light -> dark red: mistakes (off the diagonal)
+
+
+def _shade(light: str, dark: str, share: float) -> str:
+    """A colour between `light` (share 0) and `dark` (share 1), as #rrggbb."""
+    a = np.array([int(light[i : i + 2], 16) for i in (1, 3, 5)], float)
+    b = np.array([int(dark[i : i + 2], 16) for i in (1, 3, 5)], float)
+    r, g, bl = np.round(a + (b - a) * min(max(share, 0.0), 1.0)).astype(int)
+    return f"#{r:02x}{g:02x}{bl:02x}"
+
+
+def confusion_cell_colours(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's fill and text colour. Right answers (the diagonal) are green, shaded
+    against the largest right count; mistakes red, shaded against the largest mistake,
+    so one mistake among thousands of right answers still shows; an empty cell is grey.
+    Two scales, not one: the diagonal would drown a single one, and a set with no
+    mistakes must not read as a wall of red."""
+    m = np.asarray(confusion)
+    right_max = max(int(np.diag(m).max(initial=0)), 1)
+    wrong = m - np.diag(np.diag(m))
+    wrong_max = max(int(wrong.max(initial=0)), 1)
+    fill = np.empty(m.shape, dtype=object)
+    text = np.empty(m.shape, dtype=object)
+    for (t, p), n in np.ndenumerate(m):
+        if n == 0:
+            fill[t, p], share = EMPTY_CELL, 0.0
+        elif t == p:
+            share = 0.25 + 0.75 * n / right_max
+            fill[t, p] = _shade(*RIGHT_SHADES, share)
+        else:
+            share = 0.25 + 0.75 * n / wrong_max
+            fill[t, p] = _shade(*WRONG_SHADES, share)
+        text[t, p] = _readable_on(fill[t, p])
+    return fill, text
+
+
+def _luminance(colour: str) -> float:
+    """WCAG relative luminance of #rrggbb."""
+    c = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255
+    c = np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return float(0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2])
+
+
+def _readable_on(fill: str, dark: str = "#212529", light: str = "#ffffff") -> str:
+    """Dark or white text, whichever contrasts more with `fill`."""
+    f = _luminance(fill)
+    on_dark = (_luminance(light) + 0.05) / (f + 0.05)
+    on_light = (f + 0.05) / (_luminance(dark) + 0.05)
+    return light if on_dark > on_light else dark
+
+
 def confusion_chart(confusion: np.ndarray, selection_name: str = "cell") -> alt.LayerChart:
-    """A heatmap of counts, true digit down, predicted across. The diagonal (right
-    answers) would drown the colour scale, so only errors are coloured; clicking a cell
+    """A heatmap of counts, true digit down, predicted across: right answers (the
+    diagonal) in greens, mistakes in reds (`confusion_cell_colours`). Clicking a cell
     selects that (true, predicted) pair."""
+    fill, text_colour = confusion_cell_colours(confusion)
     rows = [
-        {"true": t, "predicted": p, "count": int(confusion[t, p]), "error": t != p}
+        {
+            "true": t,
+            "predicted": p,
+            "count": int(confusion[t, p]),
+            "error": t != p,
+            "fill": fill[t, p],
+            "ink": text_colour[t, p],
+        }
         for t in range(10)
         for p in range(10)
     ]
     df = pd.DataFrame(rows)
-    df["shade"] = np.where(df["error"], df["count"], 0)
     pick = alt.selection_point(name=selection_name, fields=["true", "predicted"], on="click")
     base = alt.Chart(df).encode(
         x=alt.X("predicted:O", title="predicted", axis=alt.Axis(labelAngle=0, orient="top")),
         y=alt.Y("true:O", title="true"),
     )
     cells = base.mark_rect(stroke="#ffffff", strokeWidth=1, cursor="pointer").encode(
-        color=alt.Color("shade:Q", scale=alt.Scale(scheme="reds"), legend=None),
+        color=alt.Color("fill:N", scale=None, legend=None),
         opacity=alt.condition(pick, alt.value(1.0), alt.value(0.35)),
         tooltip=["true", "predicted", "count"],
     )
-    darkest_error = max(int((confusion - np.diag(np.diag(confusion))).max()), 1)
-    text = base.mark_text(fontSize=12).encode(
-        text="count:Q",
-        color=alt.condition(
-            alt.datum.shade > darkest_error / 2, alt.value("white"), alt.value("#343a40")
-        ),
+    text = base.mark_text(fontSize=13).encode(
+        text="count:Q", color=alt.Color("ink:N", scale=None, legend=None)
     )
-    return (cells.add_params(pick) + text).properties(width=380, height=380)
+    return (cells.add_params(pick) + text).properties(
+        width=380, height=380, usermeta={"embedOptions": {"actions": False}}
+    )
 
 
 # --- digit pictures ---------------------------------------------------------------------
@@ -239,26 +360,32 @@ def digit_gallery_chart(
             "wrong": [bool(w) for w in wrong],
         }
     )
-    cell = 74
+    # Captions at 13 px bold (10 px was unreadable on a projector) need a wider tile.
+    cell = 92
     x = alt.X("col:O", axis=None, scale=alt.Scale(paddingInner=0.08))
     pick = alt.selection_point(name=selection_name, fields=["index"], on="click")
     y = alt.Y("row:O", axis=None, scale=alt.Scale(paddingInner=0.08))
     base = alt.Chart(df).encode(x=x, y=y)
     frame = base.mark_rect(cornerRadius=3, cursor="pointer").encode(
         color=alt.condition(alt.datum.wrong, alt.value(WRONG_COLOR), alt.value("#212529")),
-        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.55)),
-        tooltip=[alt.Tooltip("index:Q", title=noun), "caption:N"],
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.7)),
+        # the number only: the caption is already written on the tile
+        tooltip=[alt.Tooltip("index:Q", title=noun)],
     )
-    pictures = base.mark_image(width=52, height=52, yOffset=-6, cursor="pointer").encode(
+    pictures = base.mark_image(width=56, height=56, yOffset=-10, cursor="pointer").encode(
         url="url:N"
     )
-    text = base.mark_text(yOffset=28, fontSize=10, fontWeight="bold").encode(
-        text="caption:N",
-        color=alt.condition(alt.datum.wrong, alt.value("#ffffff"), alt.value("#dee2e6")),
+    text = base.mark_text(yOffset=33, fontSize=13, fontWeight="bold").encode(
+        text="caption:N", color=alt.value("#ffffff")
     )
     return (
         (frame.add_params(pick) + pictures + text)
-        .properties(width=alt.Step(cell), height=alt.Step(cell + 6))
+        .properties(
+            width=alt.Step(cell),
+            height=alt.Step(cell + 4),
+            # no "..." menu (save as SVG, view source) over the grid: a projector needs none
+            usermeta={"embedOptions": {"actions": False}},
+        )
         .configure_view(strokeWidth=0)
     )
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from mnist_demo import progress
 from mnist_demo.runs import Run, RunRegistry
 from mnist_demo.store import StoreError
 
@@ -47,17 +48,34 @@ def thin(points: list[tuple[int, float, float, float]]) -> list[dict[str, float]
     return [{"epoch": p, "loss": lo, "accuracy": a} for _, p, lo, a in sampled]
 
 
-def eta(run: Run, elapsed: float) -> float | None:
-    """Seconds left, from this stretch of training's pace (a resumed run's earlier epochs
-    took no time here)."""
-    if run.status != "running" or not run.batches_per_epoch or run.epoch < 1:
+# A time estimate is shown only once this run's own batches have measured the pace:
+# at least this many batches over at least this many seconds, watched by this process.
+# (Measured from the run's start, preparing the data and tracing the model made a
+# 78-second Quick demo say "about 8 min 31 s left" at its first batch.)
+PACE_MIN_BATCHES = 20
+PACE_MIN_S = 2.0
+
+
+def batches_done(run: Run) -> int:
+    """Batches trained in this stretch of the run (a resumed run's earlier epochs were
+    trained before: they say nothing about today's pace)."""
+    first = run.epochs_done if run.resume else 0
+    return max(0, (run.epoch - 1 - first) * run.batches_per_epoch + run.batch)
+
+
+def eta(run: Run, first_seen: tuple[float, int] | None, now: float) -> float | None:
+    """Seconds left, from the pace measured since `first_seen` (monotonic time, batches
+    done then), or None while that is not measured yet or the run is not training."""
+    if progress.phase(run) != progress.TRAINING or first_seen is None:
+        return None
+    seen_at, done_then = first_seen
+    done = batches_done(run)
+    if done - done_then < PACE_MIN_BATCHES or now - seen_at < PACE_MIN_S:
         return None
     first = run.epochs_done if run.resume else 0
-    done = (run.epoch - 1 - first) * run.batches_per_epoch + run.batch
     total = (run.config.epochs - first) * run.batches_per_epoch
-    if done <= 0:
-        return None
-    return elapsed / done * (total - done)
+    per_batch = (now - seen_at) / (done - done_then)
+    return per_batch * max(0, total - done)
 
 
 class Focus(NamedTuple):
@@ -71,6 +89,7 @@ class LiveFeed:
         self._lock = threading.Lock()
         self._points: dict[int, list[tuple[int, float, float, float]]] = {}
         self._runs: dict[int, tuple[float, Run]] = {}
+        self._first_seen: dict[int, tuple[float, int]] = {}  # pace: when training was seen
         self._focus = Focus(None, [])
         self._focused = -1e9
         self._tended = -1e9
@@ -102,12 +121,16 @@ class LiveFeed:
                 known = self._points.setdefault(run_id, [])
                 if cached is not None and cached[1].ended and not run.ended:
                     known.clear()  # resumed: its points past the last epoch were dropped
+                    self._first_seen.pop(run_id, None)
+                if progress.phase(run) == progress.TRAINING and batches_done(run) > 0:
+                    self._first_seen.setdefault(run_id, (now, batches_done(run)))
                 last = known[-1][0] if known else -1
                 known.extend(self.registry.points(run_id, after_seq=last))
                 self._runs[run_id] = cached = (now, run)
             run = cached[1]
             points = self._points.get(run_id, [])
+            first_seen = self._first_seen.get(run_id)
         start = run.started_at or run.created_at
         end = run.finished_at if run.ended and run.finished_at else time.time()
         elapsed = max(0.0, end - start) if run.started_at else 0.0
-        return LiveView(run, thin(points), elapsed, eta(run, elapsed))
+        return LiveView(run, thin(points), elapsed, eta(run, first_seen, now))

@@ -87,7 +87,7 @@ def valid_vega_lite(chart: charts.VegaLite) -> None:
     alt.Chart.from_dict({**chart.spec, "data": {"values": values}}, validate=True)
 
 
-def test_batch_chart_sends_one_row_per_batch_and_folds_it_into_two_lines():
+def test_batch_chart_sends_one_row_per_batch_and_draws_each_metric_on_its_own_axis():
     points = [
         {"epoch": 0.25, "loss": 2.0, "accuracy": 0.3},
         {"epoch": 0.5, "loss": 1.5, "accuracy": 0.5, "batch": 7},  # extra keys are ignored
@@ -100,12 +100,15 @@ def test_batch_chart_sends_one_row_per_batch_and_folds_it_into_two_lines():
         {"epoch": 0.75, "loss": 1.0, "accuracy": 0.7},
     ]
     d = spec(chart)
-    assert d["transform"] == [{"fold": ["loss", "accuracy"], "as": ["metric", "value"]}]
-    enc = d["encoding"]
-    assert enc["x"]["field"] == "epoch"
-    assert enc["y"]["field"] == "value"
-    assert enc["color"]["field"] == "metric"
-    assert enc["color"]["scale"]["domain"] == ["loss", "accuracy"]
+    assert d["encoding"]["x"]["field"] == "epoch"
+    # loss (0-2.5) and accuracy (0-1) each on its own y axis, one left, one right:
+    # on one shared axis accuracy was a flat line along the bottom
+    assert d["resolve"] == {"scale": {"y": "independent"}}
+    ys = {layer["encoding"]["y"]["field"]: layer["encoding"]["y"] for layer in d["layer"]}
+    assert set(ys) == {"loss", "accuracy"}
+    assert ys["loss"]["axis"]["orient"] == "left" and ys["accuracy"]["axis"]["orient"] == "right"
+    assert ys["accuracy"]["scale"]["domain"] == [0, 1]
+    assert "Every batch" in d["title"]["text"]
     valid_vega_lite(chart)
 
 
@@ -137,6 +140,25 @@ def test_epoch_chart_has_train_and_test_series(metric):
     assert d["encoding"]["color"]["field"] == "set"
     assert d["title"] == f"Model - {metric.capitalize()}"
     assert d["encoding"]["color"]["scale"]["domain"] == ["train", "test"]
+    valid_vega_lite(chart)
+
+
+def test_epoch_chart_of_one_epoch_draws_labelled_bars_not_a_lone_dot():
+    history = {"accuracy": [0.93], "val_accuracy": [0.991]}
+    chart = charts.epoch_chart(history, "accuracy")
+    assert [(r["set"], r["accuracy"]) for r in rows_of(chart)] == [
+        ("train", 0.93),
+        ("test", 0.991),
+    ]
+    d = spec(chart)
+    assert d["title"] == "Model - Accuracy"
+    marks = {layer["mark"]["type"]: layer for layer in d["layer"]}
+    assert set(marks) == {"bar", "text"}
+    assert marks["text"]["encoding"]["text"] == {
+        "field": "accuracy",
+        "type": "quantitative",
+        "format": ".2%",
+    }
     valid_vega_lite(chart)
 
 
@@ -212,15 +234,58 @@ def test_confusion_chart_cells_counts_and_shade():
         t, p = r["true"], r["predicted"]
         assert r["count"] == confusion[t, p], (t, p)
         assert r["error"] == (t != p)
-        assert r["shade"] == (0 if t == p else confusion[t, p]), (t, p)
+        assert hue(r["fill"]) == ("green" if t == p else "red" if r["count"] else "grey"), r
     assert sum(r["count"] for r in rows) == confusion.sum()
 
     rect = layer_with_mark(chart, "rect")
     assert rect["encoding"]["x"]["field"] == "predicted"
     assert rect["encoding"]["y"]["field"] == "true"
-    assert rect["encoding"]["color"]["field"] == "shade"
+    assert rect["encoding"]["color"] == {
+        "field": "fill",
+        "type": "nominal",
+        "scale": None,
+        "legend": None,
+    }
     text = layer_with_mark(chart, "text")
     assert text["encoding"]["text"]["field"] == "count"
+    assert text["encoding"]["color"]["field"] == "ink"
+
+
+def hue(colour: str) -> str:
+    """'green', 'red' or 'grey': which channel dominates a #rrggbb colour."""
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    if max(r, g, b) - min(r, g, b) < 16:
+        return "grey"
+    return "green" if g > r else "red" if r > g else "blue"
+
+
+def contrast(a: str, b: str) -> float:
+    la, lb = sorted([charts._luminance(a), charts._luminance(b)], reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def test_confusion_chart_of_a_set_with_no_mistakes_is_green_on_the_diagonal_not_red():
+    # the class's drawings with one right answer: the 1 on the diagonal is a right answer
+    confusion = np.zeros((10, 10), int)
+    confusion[4, 4] = 1
+    rows = rows_of(charts.confusion_chart(confusion))
+    fills = {(r["true"], r["predicted"]): r["fill"] for r in rows}
+    assert hue(fills[4, 4]) == "green"
+    assert all(hue(fills[t, p]) == "grey" for t, p in fills if (t, p) != (4, 4))
+    # and a perfect model's matrix: every right answer green, nothing red
+    rows = rows_of(charts.confusion_chart(np.eye(10, dtype=int) * 1000))
+    assert {hue(r["fill"]) for r in rows if not r["error"]} == {"green"}
+    assert {hue(r["fill"]) for r in rows if r["error"]} == {"grey"}
+
+
+def test_confusion_chart_one_mistake_among_thousands_is_red_and_every_count_is_legible():
+    confusion = np.eye(10, dtype=int) * 980
+    confusion[7, 1] = 1
+    rows = rows_of(charts.confusion_chart(confusion))
+    (mistake,) = [r for r in rows if r["error"] and r["count"]]
+    assert hue(mistake["fill"]) == "red"
+    for r in rows:  # the count printed in the cell stays readable on its colour
+        assert contrast(r["fill"], r["ink"]) >= 3.0, r
 
 
 def grid_position(encoding: dict, row: dict, rows: list[dict]) -> tuple[int, int]:
@@ -255,8 +320,8 @@ def test_confusion_chart_is_oriented_true_down_predicted_across():
             assert grid_position(enc, r, rows) == (r["predicted"], r["true"]), (mark, r)
         # the one mistake: 8th row down, 2nd column across, and it is coloured
         assert grid_position(enc, lit, rows) == (1, 7), mark
-    assert lit["count"] == lit["shade"] == 9 and lit["error"]
-    assert layer_with_mark(chart, "rect")["encoding"]["color"]["field"] == "shade"
+    assert lit["count"] == 9 and lit["error"] and hue(lit["fill"]) == "red"
+    assert layer_with_mark(chart, "rect")["encoding"]["color"]["field"] == "fill"
     assert layer_with_mark(chart, "text")["encoding"]["text"]["field"] == "count"
 
 
@@ -415,6 +480,11 @@ def test_digit_gallery_chart_rows_cols_captions_wrong_and_pictures(digits):
     assert marks == {"rect", "image", "text"}
     assert layer_with_mark(chart, "image")["encoding"]["url"]["field"] == "url"
     assert layer_with_mark(chart, "text")["encoding"]["text"]["field"] == "caption"
+    # readable on a projector, with no menu and no raw field names over the grid
+    assert layer_with_mark(chart, "text")["mark"]["fontSize"] >= 13
+    assert spec(chart)["usermeta"] == {"embedOptions": {"actions": False}}
+    tooltip = layer_with_mark(chart, "rect")["encoding"]["tooltip"]
+    assert [t["field"] for t in tooltip] == ["index"]
 
 
 def test_digit_gallery_chart_default_ten_columns_and_selection_name(digits):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from mnist_demo import charts, runs
+from mnist_demo import charts, progress, runs
 from mnist_demo.errors import DigitLabError
 from mnist_demo.evaluation import Evaluation, select, top_k
 from mnist_demo.ui.resources import registry
@@ -67,12 +67,7 @@ def ago(timestamp: float) -> str:
     return "just now"
 
 
-def duration(seconds: float | None) -> str:
-    """'2 min 05 s', or '–' for a run still going."""
-    if seconds is None:
-        return "–"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+duration = progress.duration  # '2 min 05 s': defined once, beside the progress text
 
 
 # --- charts and digits -----------------------------------------------------------------
