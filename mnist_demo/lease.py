@@ -121,7 +121,7 @@ def acquire(store: Store, holder: str, info: dict[str, Any], now: float | None =
             return 1
         if current.holder == holder:
             return current.token
-        if current.live(now):
+        if current.live(now) and not _dead_here(current):
             raise LeaseHeldError(
                 f"another training engine serves this store: {current.describe(now)}; "
                 f"stop it first, or wait {LEASE_S:.0f} s after it has gone"
@@ -162,6 +162,20 @@ def release(store: Store, holder: str, token: int) -> None:
             .where(engine_lease.c.name == LEASE_NAME, engine_lease.c.holder == holder)
             .values(holder=None, heartbeat=None)
         )
+
+
+def _dead_here(held: Lease) -> bool:
+    """A holder on this machine whose process is gone (killed): no need to wait out
+    LEASE_S for it."""
+    if held.info.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(held.info.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, TypeError):
+        return False
+    return False
 
 
 def check(con: Connection, token: int | None) -> None:

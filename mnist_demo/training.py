@@ -15,7 +15,16 @@ A stopped or interrupted run can be resumed: each finished epoch also writes the
 training model (weights, optimizer state and its step count, hence the learning-rate
 schedule's position) to the run folder's resume checkpoint, which `fit` continues from
 with `initial_epoch`, as Keras's BackupAndRestore does. The checkpoint is deleted when the
-run can no longer be resumed (finished or failed).
+run can no longer be resumed (finished, or failed for its own reasons).
+
+The store and the disk are not the run's: when the store does not answer (PostgreSQL
+restarting, SQLite locked, a read-only or full disk), the job keeps its points and tries
+again at the next write; fit goes on. An outage longer than OUTAGE_LIMIT_S stops fit at
+its batch, like a stop, and leaves the run to its engine, which marks it interrupted
+(resumable from its last epoch) once the store answers. The end is written as soon as
+the store takes it, however long that takes, so a finished run is never recorded as
+interrupted. A disk that cannot take an epoch's files interrupts the run, keeping the
+last epoch that was saved. None of these fail a run or delete its checkpoint.
 """
 
 from __future__ import annotations
@@ -31,11 +40,15 @@ import numpy as np
 
 from mnist_demo import data as mnist_data
 from mnist_demo.evaluation import evaluate
+from mnist_demo.lease import StaleTokenError
 from mnist_demo.model import STEPS_PER_EXECUTION, build_model, load_model, save_model
 from mnist_demo.recipe import TrainConfig
 from mnist_demo.runs import HEARTBEAT_EVERY_S, CannotResumeError, Run, RunRegistry
+from mnist_demo.store import StoreError
 
 FLUSH_EVERY_S = 0.25  # points reach the store (and every browser) this often, at most
+OUTAGE_LIMIT_S = 120.0  # a store silent this long stops fit; the run is then interrupted
+RETRY_EVERY_S = 1.0  # how often a write the store refused is tried again
 MAX_CHART_POINTS = 500  # per-batch points handed to a chart: about one per 1.5 pixel
 # columns of a full-width chart, and every point is sent to every watching browser
 
@@ -77,8 +90,15 @@ class _Job(keras.callbacks.Callback):
     """The run's state while it trains, and the callback `fit` calls. Only cheap appends
     happen inside `fit`; the store is written at most every FLUSH_EVERY_S."""
 
-    def __init__(self, registry: RunRegistry, run: Run, plan: Plan | None, val: Any):
+    def __init__(
+        self, registry: RunRegistry, run: Run, plan: Plan | None, val: Any, token: int | None
+    ):
         super().__init__()
+        self.token = token  # the engine lease's fencing token (None: not under an engine)
+        self.phase = "preparing"  # what the run shows: preparing, training, scoring, saving
+        self.outage_since: float | None = None  # the store has not answered since then
+        self.fenced = False  # a newer engine owns the store: stop, write nothing more
+        self.store_gone = False  # the outage outlasted OUTAGE_LIMIT_S
         self.registry, self.run, self.plan, self.val = registry, run, plan, val
         self.cfg = run.config
         self.first_epoch = run.epochs_done if run.resume else 0
@@ -100,25 +120,45 @@ class _Job(keras.callbacks.Callback):
         self.stop_requested = False
         self.partial_epoch = False
         self.last_scores: dict[str, Any] | None = None
+        self.unrecorded: Path | None = None  # an epoch saved but not yet in the store
 
     def flush(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self.last_flush < FLUSH_EVERY_S:
             return
         self.last_flush = now
-        news, self.pending = self.pending, []
-        if self.registry.record_progress(
-            self.run.id,
-            epoch=self.epoch,
-            batch=self.batch,
-            batches_per_epoch=self.batches_per_epoch,
-            new_points=news,
-        ):
-            self.stop_requested = True
+        news = self.pending
+        try:
+            stop = self.registry.record_progress(
+                self.run.id,
+                epoch=self.epoch,
+                batch=self.batch,
+                batches_per_epoch=self.batches_per_epoch,
+                new_points=news,
+                phase=self.phase,
+                token=self.token,
+            )
+        except StaleTokenError:
+            self.fenced = True
+            return
+        except StoreError:  # kept, and sent with the next write that the store takes
+            self.outage_since = self.outage_since or now
+            self.store_gone = now - self.outage_since > OUTAGE_LIMIT_S
+            return
+        self.pending, self.outage_since = [], None
+        self.stop_requested = self.stop_requested or stop
+
+    @property
+    def must_stop(self) -> bool:
+        return self.stop_requested or self.fenced or self.store_gone
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        self.flush(force=True)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch, self.batch = epoch + 1, 0
-        self.flush(force=True)
+        self.set_phase("training")
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -130,19 +170,20 @@ class _Job(keras.callbacks.Callback):
         self.pending.append((self.seq, position, loss, acc))
         self.seq += 1
         self.flush()
-        if self.stop_requested:
+        if self.must_stop:
             self.partial_epoch = self.batch < self.batches_per_epoch
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        self.flush(force=True)
-        if self.partial_epoch:
+        if self.partial_epoch or self.fenced:
             return  # stopped mid-epoch: this epoch does not count and is not saved
         # One pass over the test subset gives the epoch's validation figures and, after
         # the last epoch, the run's result (the misclassified count too).
+        self.set_phase("scoring")
         scores = evaluate(self.model, *self.val).summary()
         extra = self.plan.epoch_metrics(self.model) if self.plan is not None else {}
+        self.set_phase("saving")
         path = self.registry.run_dir(self.run.id) / "model.keras"
         save_model(self.model, path)
         # Plans' runs are not resumable; after the last epoch there is nothing to resume.
@@ -155,7 +196,34 @@ class _Job(keras.callbacks.Callback):
         for key, value in extra.items():
             self.history.setdefault(key, []).append(float(value))
         self.last_scores = scores
-        self.registry.record_epoch(self.run.id, self.history, path)
+        self.unrecorded = path  # until the store has this epoch's record
+        self.record_epoch(limit_s=OUTAGE_LIMIT_S)
+
+    def record_epoch(self, limit_s: float | None) -> None:
+        if self.unrecorded is not None and self.store(
+            lambda path=self.unrecorded: self.registry.record_epoch(
+                self.run.id, self.history, path, self.token
+            ),
+            limit_s,
+        ):
+            self.unrecorded = None
+
+    def store(self, write: Any, limit_s: float | None = None) -> bool:
+        """Until the store takes `write` (True). False when this trainer was fenced, or
+        when the outage outlasted `limit_s` (None: however long it takes)."""
+        start = time.monotonic()
+        while True:
+            try:
+                write()
+                return True
+            except StaleTokenError:
+                self.fenced = True
+                return False
+            except StoreError:
+                if limit_s is not None and time.monotonic() - start > limit_s:
+                    self.store_gone = True
+                    return False
+                time.sleep(RETRY_EVERY_S)
 
 
 def _batches(size: int, batch_size: int) -> int:
@@ -228,15 +296,22 @@ def train_run(
     data: mnist_data.Arrays,
     plan: Plan | None = None,
     spare: Spare | None = None,
-) -> Run:
+    token: int | None = None,
+) -> Run | None:
     """Train a claimed run (status running) to its end and record it: finished, stopped
-    (a stop request; its last full epoch kept) or failed (the error recorded). A
-    heartbeat thread says the run is alive while it builds, trains and validates.
-    `spare`: a model built ahead of time, used if it was built for this run's config
-    (the caller must not use it again)."""
+    (a stop request; its last full epoch kept), interrupted (the store stayed away too
+    long, or the disk refused an epoch's files: resumable) or failed (its own error,
+    recorded). A heartbeat thread says the run is alive while it builds, trains and
+    validates. `spare`: a model built ahead of time, used if it was built for this run's
+    config (the caller must not use it again). `token`: the engine lease's fencing
+    token; None is returned, and nothing more written, once a newer engine owns the
+    store."""
     done = threading.Event()
     beat = threading.Thread(
-        target=_heartbeat, args=(registry, run.id, done), name=f"heartbeat-{run.id}", daemon=True
+        target=_heartbeat,
+        args=(registry, run.id, token, done),
+        name=f"heartbeat-{run.id}",
+        daemon=True,
     )
     beat.start()
     status, error, metrics = "failed", None, {}
@@ -253,7 +328,7 @@ def train_run(
             x, y = mnist_data.to_model_input(x_train), mnist_data.one_hot(y_train)
         else:
             x, y = plan.training_data(x_train, y_train)
-        job = _Job(registry, run, plan, (x_test, y_test))
+        job = _Job(registry, run, plan, (x_test, y_test), token)
         job.batches_per_epoch = _batches(len(x), cfg.batch_size)
         total_steps = cfg.epochs * job.batches_per_epoch  # for LR schedules
         if run.resume:
@@ -269,8 +344,8 @@ def train_run(
             keras.utils.set_random_seed(cfg.seed)
         else:
             model = plan.build_model(cfg, total_steps)
-        job.flush(force=True)
-        if not job.stop_requested:
+        job.set_phase("training")
+        if not job.must_stop:
             model.fit(
                 x,
                 y,
@@ -281,7 +356,17 @@ def train_run(
                 shuffle=True,
                 callbacks=[job],
             )
-        status = "stopped" if job.stop_requested else "finished"
+        job.record_epoch(limit_s=None)  # an epoch the outage kept out of the store
+        if job.fenced:
+            return None
+        if job.store_gone:
+            status = "interrupted"
+            error = (
+                f"the class's database did not answer for over {OUTAGE_LIMIT_S:.0f} s; "
+                "the run continues from its last finished epoch"
+            )
+        else:
+            status = "stopped" if job.stop_requested else "finished"
         summary = job.last_scores
         if summary is None and job.history["loss"]:
             # resumed and stopped before a new epoch: score the checkpoint it has
@@ -294,24 +379,39 @@ def train_run(
                 "misclassified": summary["misclassified"],
                 "test_n": summary["n"],
             }
+    except (StoreError, OSError) as e:  # the disk or the store, not the run: resumable
+        status = "interrupted"
+        error = f"{e}; the run continues from its last finished epoch"
     except Exception as e:  # a failed run is a result to show, not a crash
         error = f"{type(e).__name__}: {e}"
         traceback.print_exc()
     finally:
         done.set()
-        epochs = len(job.history["loss"]) if job is not None else run.epochs_done
-        if status != "stopped" or epochs >= run.config.epochs:
-            # nothing left to resume: the optimizer state is not kept
-            registry.resume_path(run.id).unlink(missing_ok=True)
-    return registry.finish_run(run.id, status, error=error, **metrics)
+    epochs = len(job.history["loss"]) if job is not None else run.epochs_done
+    if status in ("finished", "failed") or epochs >= run.config.epochs:
+        # nothing left to resume: the optimizer state is not kept
+        registry.resume_path(run.id).unlink(missing_ok=True)
+    ender = job or _Job(registry, run, plan, None, token)
+    ended: list[Run] = []
+    if not ender.store(
+        lambda: ended.append(
+            registry.finish_run(run.id, status, error=error, token=token, **metrics)
+        )
+    ):
+        return None  # fenced: the run belongs to the newer engine
+    return ended[-1]
 
 
-def _heartbeat(registry: RunRegistry, run_id: int, done: threading.Event) -> None:
+def _heartbeat(
+    registry: RunRegistry, run_id: int, token: int | None, done: threading.Event
+) -> None:
     """Tell the store this run is alive every few seconds, whatever training is doing (a
     model being built, a long validation): a run whose heartbeat stops is interrupted."""
     while not done.wait(HEARTBEAT_EVERY_S):
         try:
-            registry.beat(run_id)
+            registry.beat(run_id, token)
+        except StaleTokenError:
+            return
         except Exception:
             continue
 

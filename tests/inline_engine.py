@@ -5,12 +5,11 @@ so pages see a running engine. tests/test_engine.py tests the real one."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
 
-from mnist_demo import engine, training
+from mnist_demo import lease, queue, training
 from mnist_demo.runs import RunRegistry
 from mnist_demo.store import Store
 
@@ -21,6 +20,9 @@ class InlineEngine:
         self.data = data
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.holder = lease.new_holder()
+        self.info = {"capacity": 1, "address": "inline"}
+        self.token = lease.acquire(self.registry.store, self.holder, self.info)
 
     def start(self) -> InlineEngine:
         self._beat()
@@ -28,14 +30,12 @@ class InlineEngine:
         return self
 
     def _beat(self) -> None:
-        self.registry.store.set_setting(
-            engine.ENGINE_KEY, json.dumps({"beat": time.time(), "capacity": 1, "address": "inline"})
-        )
+        lease.renew(self.registry.store, self.holder, self.token, self.info)
 
     def _serve(self) -> None:
         while not self._stop.is_set():
             self._beat()
-            run = self.registry.claim_next("inline")
+            run = queue.claim_next(self.registry, "inline")
             if run is None:
                 time.sleep(0.1)
                 continue
@@ -44,10 +44,11 @@ class InlineEngine:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=120)
+        lease.release(self.registry.store, self.holder, self.token)
 
     def wait_idle(self, timeout: float = 120) -> None:
         """Until nothing is queued or running."""
         deadline = time.monotonic() + timeout
-        while self.registry.queue() or self.registry.running():
+        while queue.waiting(self.registry) or self.registry.running():
             assert time.monotonic() < deadline, "the runs did not end in time"
             time.sleep(0.2)

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_demo import engine as engine_mod
+from mnist_demo import lease, queue
 from mnist_demo.classroom import Role
 from mnist_demo.live import LiveFeed
 from mnist_demo.recipe import TrainConfig
 from mnist_demo.runs import HOST, Run, RunRegistry, resumable
+from mnist_demo.serve import engine as engine_mod
 from mnist_demo.store import Store
 from tests.conftest import ENGINE_STOP_GRACE_S, REPO, _session_of, wait_for
 
@@ -73,7 +74,7 @@ def mid_epoch(registry: RunRegistry, run_id: int, timeout: float = FIRST_RUN_S) 
 def test_a_run_trains_in_a_worker_process_and_its_points_arrive_while_it_runs(engine):
     registry = engine.registry
     run = registry.submit(SMALL, role=TEACHER)  # returns at once: a queued row
-    assert run.status == "queued" and registry.queue()[-1].id == run.id
+    assert run.status == "queued" and queue.waiting(registry)[-1].id == run.id
     started = running(registry, run.id)
     # trained by the engine's Ray worker: another process, in the Ray head's session
     assert started.pid != os.getpid() and started.host == HOST
@@ -203,12 +204,12 @@ def test_runs_queue_behind_the_first_and_start_in_order_from_two_processes(engin
         assert p.returncode == 0 and "Traceback" not in err, (out, err)
         assert "is queued" in out
     third = registry.submit(TINY, role=TEACHER)
-    queue = registry.queue()
+    waiting = queue.waiting(registry)
     assert registry.get(first.id).status == "running", "the first run ended too soon"
-    assert len(queue) == 3 and queue[-1].id == third.id
-    order = [r.id for r in queue]  # by time of submission
-    assert [r.queued_at for r in queue] == sorted(r.queued_at for r in queue)
-    assert {r.config.seed for r in queue[:2]} == {7, 8}
+    assert len(waiting) == 3 and waiting[-1].id == third.id
+    order = [r.id for r in waiting]  # by time of submission
+    assert [r.queued_at for r in waiting] == sorted(r.queued_at for r in waiting)
+    assert {r.config.seed for r in waiting[:2]} == {7, 8}
 
     registry.request_stop(first.id, role=TEACHER)  # no need to wait out 30 epochs
     runs = [ended(registry, first.id, 30)] + [ended(registry, i, RUN_S) for i in order]
@@ -229,13 +230,10 @@ def test_without_an_engine_the_core_says_how_to_start_it(tmp_path):
     assert "make run" in message and "python -m mnist_demo engine" in message
     assert engine_mod.status(store).message == message
 
-    def beat(**info):
-        store.set_setting(engine_mod.ENGINE_KEY, engine_mod.json.dumps(info))
-
-    beat(beat=time.time(), capacity=1, address="127.0.0.1:1")
+    holder = lease.new_holder()
+    token = lease.acquire(store, holder, {"capacity": 1, "address": "127.0.0.1:1"})
     assert engine_mod.require_engine(store).capacity == 1
-    beat(beat=time.time() - engine_mod.ENGINE_STALE_S - 1, capacity=1)  # silent: gone
-    with pytest.raises(engine_mod.EngineUnavailableError, match="make run"):
-        engine_mod.require_engine(store)
-    beat(beat=time.time(), capacity=1, stopped=True)  # said goodbye
+    later = time.time() + lease.LEASE_S + 1  # silent: gone
+    assert not engine_mod.status(store, now=later).running
+    lease.release(store, holder, token)  # said goodbye
     assert not engine_mod.status(store).running

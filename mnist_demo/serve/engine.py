@@ -12,14 +12,25 @@ How the pieces fit:
   engine's capacity: one per `run_cpus` CPUs of the cluster; further runs wait in the
   queue, in order. A trainer killed mid-run is restarted by Ray; its run is marked
   *interrupted* (dead pid on this host, or a silent heartbeat) and can be resumed.
-- **The supervisor** (`python -m mnist_demo engine`, started by `make run` / `make class`,
-  or by the first web server that finds no engine) owns a local Ray head as a child
-  process, or joins a cluster with `RAY_ADDRESS`. Every second it keeps the trainers at
-  capacity (a machine that joins the cluster adds trainers), writes the engine's
-  heartbeat and capacity to the store (what pages show), marks dead runs interrupted, and
-  cancels through Ray a run whose worker ignores a stop request for STOP_GRACE_S. On
-  Ctrl+C it asks running runs to stop (each keeps its last finished epoch), waits for
-  them, then stops the Ray head: nothing is left behind.
+- **The engine's supervisor** (`python -m mnist_demo engine`; `make run`, `make class` and
+  `make hall` start it as one of their pieces, serve/hall.py) first takes the store's
+  lease (lease.py: exactly one engine per store; a second one says who holds it and
+  exits), then starts a local Ray head bound to loopback as its child (or joins a cluster
+  with `RAY_ADDRESS`). Every second it renews the lease (what pages read as "the engine
+  is running"), keeps the trainers at capacity (a machine that joins the cluster adds
+  trainers), marks runs whose worker died interrupted, puts a run the engine's own
+  failure interrupted back in the queue to resume, cancels through Ray a run whose
+  worker ignores a stop request for STOP_GRACE_S, and stops a student's experiment that
+  runs well past its budget. On Ctrl+C it asks running runs to stop (each keeps its last
+  finished epoch), waits for them, stops the Ray head, removes Ray's temporary folder
+  and frees the lease: nothing is left behind.
+- **When a piece dies.** A Ray head (its raylet or GCS) that dies is noticed within a
+  second: the supervisor marks the running runs interrupted, frees the lease and exits
+  (EXIT_RAY_DIED), and whoever started it starts it again with a new head; the
+  interrupted runs resume from their last finished epoch. A supervisor that dies takes
+  its Ray head with it (the head gets SIGTERM from the kernel: serve/processes.py); the
+  next one finds the lease's holder dead and takes over at once, with a new token, so a
+  trainer left behind can no longer claim or write (it stops itself).
 
 Ray's token authentication stays on: the supervisor makes a token in the data home
 (readable by its owner only); every process that joins reads it from there.
@@ -27,11 +38,13 @@ Ray's token authentication stays on: the supervisor makes a token in the data ho
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,10 +55,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnist_demo import config
+from mnist_demo import config, lease, queue
 from mnist_demo.classroom import OWNER
 from mnist_demo.errors import DigitLabError
-from mnist_demo.runs import HOST, INSTRUCTOR, Run, RunRegistry
+from mnist_demo.runs import HOST, INSTRUCTOR, Run, RunRegistry, resumable
+from mnist_demo.serve.processes import Piece, spawn, stop_process
 from mnist_demo.store import Store, StoreError
 
 if TYPE_CHECKING:  # TensorFlow loads in the trainer only, never in the supervisor
@@ -53,8 +67,10 @@ if TYPE_CHECKING:  # TensorFlow loads in the trainer only, never in the supervis
     from mnist_demo.recipe import TrainConfig
     from mnist_demo.training import Spare
 
-ENGINE_KEY = "engine"  # settings: the supervisor's heartbeat, capacity and address
-ENGINE_STALE_S = 10.0  # an engine silent this long is not running
+EXIT_RAY_DIED = 75  # the Ray head died under the supervisor: start the engine again
+EXIT_LEASE_HELD = 3  # another engine serves this store
+AUTO_RESUMES = 2  # an interrupted run is resumed by the engine at most this often
+AUTO_RESUME_WINDOW_S = 600.0  # ... and only soon after it was interrupted
 # a worker that ignores a stop request this long is cancelled through Ray
 STOP_GRACE_S = float(os.environ.get("MNIST_DEMO_STOP_GRACE_S", "20"))
 SHUTDOWN_WAIT_S = 60.0  # Ctrl+C: how long running runs get to stop after their batch
@@ -145,14 +161,13 @@ class EngineStatus:
 
 
 def status(store: Store, now: float | None = None) -> EngineStatus:
-    """Is an engine serving this store? Read from the heartbeat its supervisor writes."""
-    raw = store.setting(ENGINE_KEY)
-    if raw is None:
+    """Is an engine serving this store? Read from the lease its supervisor renews."""
+    held = lease.read(store)
+    if held is None:
         return EngineStatus(False, 0, None, None)
-    info = json.loads(raw)
-    age = (time.time() if now is None else now) - float(info.get("beat", 0))
-    alive = age < ENGINE_STALE_S and not info.get("stopped", False)
-    return EngineStatus(alive, int(info.get("capacity", 0)), info.get("address"), age)
+    return EngineStatus(
+        held.live(now), int(held.info.get("capacity", 0)), held.info.get("address"), held.age(now)
+    )
 
 
 def require_engine(store: Store) -> EngineStatus:
@@ -170,7 +185,7 @@ class Trainer:
     """A warm training worker (a Ray actor). Loads TensorFlow and MNIST once, then claims
     and trains queued runs until the engine stops."""
 
-    def __init__(self, store_url: str, home: str, data_dir: str, cpus: int, name: str):
+    def __init__(self, store_url: str, home: str, data_dir: str, cpus: int, name: str, token: int):
         os.environ["MNIST_DEMO_HOME"] = home
         os.environ["MNIST_DEMO_DATA"] = data_dir
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -183,6 +198,8 @@ class Trainer:
         from mnist_demo.data import load_mnist
 
         self.name = name
+        self.token = token  # the engine lease's fencing token, presented with every write
+        self.fenced = False  # a newer engine took the store: this trainer stopped itself
         self.registry = RunRegistry(Store(store_url))
         self.data = load_mnist()
         self.current: int | None = None
@@ -196,7 +213,11 @@ class Trainer:
         make_spare = True  # once per idle spell: a failure is not retried in a loop
         while True:
             try:
-                run = self.registry.claim_next(self.name)
+                run = queue.claim_next(self.registry, self.name, token=self.token)
+            except lease.StaleTokenError as e:
+                print(f"trainer {self.name}: {e}; stopping", flush=True)
+                self.fenced = True
+                return
             except StoreError:
                 run = None  # the store is unavailable for a moment: try again
             if run is None:
@@ -211,8 +232,14 @@ class Trainer:
                 spare, make_spare = None, True
             try:
                 plan = _plan_for(self.registry, run)
-                ended = train_run(self.registry, run, self.data, plan=plan, spare=used)
-                if ended.owner != INSTRUCTOR and ended.has_model:
+                ended = train_run(
+                    self.registry, run, self.data, plan=plan, spare=used, token=self.token
+                )
+                if ended is None:  # fenced, or the store stayed away: the engine decides
+                    self.fenced = self.fenced or _fenced(self.registry, self.token)
+                    if self.fenced:
+                        return
+                elif ended.owner != INSTRUCTOR and ended.has_model:
                     _score_on_class_set(self.registry, ended)
             except Exception as e:  # never let one run end the trainer
                 print(f"trainer {self.name}: run {run.id} failed outside fit: {e}", flush=True)
@@ -220,7 +247,21 @@ class Trainer:
                 self.current = None
 
     def ping(self) -> dict[str, Any]:
-        return {"name": self.name, "pid": os.getpid(), "host": HOST, "run": self.current}
+        return {
+            "name": self.name,
+            "pid": os.getpid(),
+            "host": HOST,
+            "run": self.current,
+            "fenced": self.fenced,
+        }
+
+
+def _fenced(registry: RunRegistry, token: int) -> bool:
+    try:
+        held = lease.read(registry.store)
+    except StoreError:
+        return False
+    return held is not None and held.token != token
 
 
 def _spare_or_none(config: TrainConfig, data: Arrays) -> Spare | None:
@@ -263,8 +304,13 @@ def _plan_for(registry: RunRegistry, run: Run) -> Any:
 # --- the supervisor ---------------------------------------------------------------------
 
 
+class RayDiedError(DigitLabError):
+    """The local Ray head (its raylet or GCS) died under the supervisor."""
+
+
 class Supervisor:
-    """Owns (or joins) a Ray cluster and keeps the trainers serving one store."""
+    """Holds the store's lease, owns (or joins) a Ray cluster and keeps the trainers
+    serving the store."""
 
     def __init__(self, store: Store, *, address: str | None = None, cpus: int | None = None):
         self.store = store
@@ -274,13 +320,33 @@ class Supervisor:
         self.head_cpus = cpus or os.cpu_count() or 1
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.head: subprocess.Popen | None = None
+        self.temp_dir: Path | None = None
         self.trainers: dict[str, Any] = {}
         self.namespace = f"{NAMESPACE_PREFIX}-{hashlib.sha256(store.url.encode()).hexdigest()[:12]}"
+        self.holder = lease.new_holder()
+        self.token: int | None = None
         self._stopping = threading.Event()
 
     # -- start ---------------------------------------------------------------------
 
+    def info(self) -> dict[str, Any]:
+        """What every server shows of this engine (stored with the lease)."""
+        return {
+            "host": HOST,
+            "pid": os.getpid(),
+            "address": self.address,
+            "capacity": len(self.trainers),
+        }
+
     def start(self) -> None:
+        """Take the lease (lease.LeaseHeldError: another engine serves this store), stop
+        what a dead predecessor on this machine left, start or join Ray, start the
+        trainers."""
+        self.token = lease.acquire(self.store, self.holder, self.info())
+        for run in self.registry.running():
+            if run.lease_token is not None and run.lease_token != self.token:
+                self.registry.interrupt(run.id, "the training engine stopped under it")
+        _stop_predecessor(self.home)
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(_ensure_token(self.home)))
         if self.address is None:
@@ -297,6 +363,7 @@ class Supervisor:
             )
         except Exception as e:
             self.stop_head()
+            self._release()
             raise EngineUnavailableError(
                 f"cannot join the Ray cluster at {self.address}: {e}"
             ) from e
@@ -304,9 +371,9 @@ class Supervisor:
         self.beat()
 
     def _start_head(self, attempts: int = 3) -> str:
-        """A local Ray head as its own process (own session: a Ctrl+C reaches the
-        supervisor, which stops runs first and the head last). A port taken between
-        choosing and binding it (another head starting) is tried again."""
+        """A local Ray head, a child of this process (serve/processes.py: own session,
+        SIGTERM if this process dies). A port taken between choosing and binding it
+        (another head starting) is tried again."""
         for attempt in range(attempts):
             try:
                 return self._try_head()
@@ -317,9 +384,8 @@ class Supervisor:
 
     def _try_head(self) -> str:
         ports = _free_ports(len(HEAD_PORT_OPTIONS))
-        temp = Path("/tmp") / f"digit-lab-ray-{os.getpid()}"
+        self.temp_dir = Path("/tmp") / f"digit-lab-ray-{os.getpid()}"
         log = engine_dir(self.home) / "ray-head.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
         start = log.stat().st_size if log.exists() else 0
         ray_bin = Path(sys.executable).with_name("ray")
         command = [str(ray_bin), "start", "--head", "--block"]
@@ -327,19 +393,21 @@ class Supervisor:
             command += [option, str(port)]
         command += [
             "--node-ip-address",
-            "127.0.0.1",
+            LOOPBACK,
             "--num-cpus",
             str(self.head_cpus),
             "--include-dashboard=false",
             "--disable-usage-stats",
             "--temp-dir",
-            str(temp),
+            str(self.temp_dir),
         ]
-        with open(log, "ab") as out:
-            self.head = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        address = f"127.0.0.1:{ports[0]}"
+        env = {**os.environ, **LOCAL_RAY_ENV}
+        self.head = spawn(Piece("ray-head", command, log, env=env))
+        atomic_json(
+            head_file(self.home),
+            {"pid": self.head.pid, "temp_dir": str(self.temp_dir), "engine_pid": os.getpid()},
+        )
+        address = f"{LOOPBACK}:{ports[0]}"
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.head.poll() is not None:
@@ -387,29 +455,65 @@ class Supervisor:
                 str(config.data_dir()),
                 self.cpus_per_run,
                 name,
+                self.token,
             )
 
-    def beat(self, stopped: bool = False) -> None:
-        self.store.set_setting(
-            ENGINE_KEY,
-            json.dumps(
-                {
-                    "beat": time.time(),
-                    "capacity": len(self.trainers),
-                    "address": self.address,
-                    "pid": os.getpid(),
-                    "stopped": stopped,
-                }
-            ),
-        )
+    def beat(self) -> None:
+        """Renew the lease (lease.LeaseLostError if another engine took it over)."""
+        assert self.token is not None
+        lease.renew(self.store, self.holder, self.token, self.info())
 
     # -- every second --------------------------------------------------------------
 
     def tend(self) -> None:
-        self.ensure_trainers()
-        self.registry.mark_interrupted()
-        self.cancel_ignored_stops()
+        self.check_head()
         self.beat()
+        self.ensure_trainers()
+        self.registry.mark_interrupted(held=self.held_runs())
+        self.resume_interrupted()
+        self.cancel_ignored_stops()
+
+    def check_head(self) -> None:
+        """RayDiedError when the local head has ended (`ray start --block` ends when its
+        raylet or GCS dies): asked before any call into Ray, which would wait a minute
+        for a GCS that is gone."""
+        if self.head is not None and self.head.poll() is not None:
+            raise RayDiedError(f"the Ray head ended (exit {self.head.returncode})")
+
+    def held_runs(self) -> set[int]:
+        """Runs the live trainers say they hold (a trainer busy in fit still answers)."""
+        import ray
+
+        pings = {name: t.ping.remote() for name, t in self.trainers.items()}
+        ready, _ = ray.wait(list(pings.values()), num_returns=len(pings), timeout=2.0)
+        held = set()
+        for ref in ready:
+            try:
+                answer = ray.get(ref, timeout=0)
+            except Exception:
+                continue  # that trainer is restarting
+            if answer.get("run") is not None:
+                held.add(int(answer["run"]))
+        return held
+
+    def resume_interrupted(self, now: float | None = None) -> list[int]:
+        """Runs the engine's own failures interrupted (a worker or Ray died, the store
+        stayed away too long) go back in the queue, from their last finished epoch, at
+        most AUTO_RESUMES times each and only soon after: nothing a class started is
+        lost to a fault of ours, and a run that keeps killing its worker stops trying."""
+        now = time.time() if now is None else now
+        resumed = []
+        for run in self.registry.list_runs():
+            if (
+                run.status == "interrupted"
+                and run.finished_at is not None
+                and now - run.finished_at < AUTO_RESUME_WINDOW_S
+                and run.auto_resumes < AUTO_RESUMES
+                and (run.epochs_done == 0 or resumable(run, self.registry))
+            ):
+                self.registry.resume_after_failure(run.id)
+                resumed.append(run.id)
+        return resumed
 
     def cancel_ignored_stops(self, now: float | None = None) -> list[int]:
         """A run asked to stop STOP_GRACE_S ago and still running: its worker is not
@@ -435,11 +539,15 @@ class Supervisor:
         return cancelled
 
     def serve_forever(self) -> None:
+        """Tend every second until stopped. Ends (RayDiedError) when the local Ray head
+        died, or (lease.LeaseLostError) when another engine took the store over."""
         while not self._stopping.wait(1.0):
             try:
                 self.tend()
+            except (RayDiedError, lease.LeaseLostError):
+                raise
             except StoreError as e:
-                print(f"engine: the store is unavailable ({e}); retrying", flush=True)
+                print(f"engine: the store is not answering ({e}); retrying", flush=True)
             except Exception as e:
                 print(f"engine: {type(e).__name__}: {e}", flush=True)
 
@@ -447,7 +555,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         """Ask running runs to stop (each keeps its last finished epoch), wait for them,
-        stop the trainers and the Ray head this supervisor started."""
+        stop the trainers and the Ray head this supervisor started, free the lease."""
         self._stopping.set()
         owner = OWNER
         try:
@@ -459,7 +567,6 @@ class Supervisor:
             while self.registry.running() and time.monotonic() < deadline:
                 time.sleep(0.5)
             self.registry.mark_interrupted()
-            self.beat(stopped=True)
         except StoreError as e:
             print(f"engine: could not stop the runs cleanly ({e})", flush=True)
         try:
@@ -472,21 +579,92 @@ class Supervisor:
         except Exception:
             pass
         self.stop_head()
+        self._release()
+
+    def abandon(self, reason: str) -> None:
+        """The Ray head died (or the lease was lost): no call into Ray (it would wait for
+        a GCS that is gone). The running runs are interrupted, to be resumed by the next
+        engine; the head's leftovers are stopped; the lease is freed."""
+        self._stopping.set()
+        try:
+            for run in self.registry.running():
+                self.registry.interrupt(run.id, reason)
+        except StoreError as e:
+            print(f"engine: could not mark the runs interrupted ({e})", flush=True)
+        self.stop_head()
+        self._release()
+
+    def _release(self) -> None:
+        if self.token is None:
+            return
+        with contextlib.suppress(StoreError):  # else it expires by itself in LEASE_S
+            lease.release(self.store, self.holder, self.token)
 
     def stop_head(self) -> None:
-        if self.head is None or self.head.poll() is not None:
-            return
-        self.head.send_signal(signal.SIGTERM)
-        try:
-            self.head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.head.pid, signal.SIGKILL)
-            self.head.wait()
+        if self.head is not None:
+            stop_process(self.head, signal.SIGTERM, 60)
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        head_file(self.home).unlink(missing_ok=True)
 
 
-def run_supervisor(store: Store, address: str | None = None, cpus: int | None = None) -> None:
-    """The `engine` command: start, serve until SIGINT/SIGTERM, stop in order. One
-    supervisor per data home: a second one (two servers started at once) says so."""
+# --- a local Ray head: loopback only, and what a dead predecessor left -------------------
+
+LOOPBACK = "127.0.0.1"
+# A one-machine engine's Ray listens on loopback only (a cluster is opt-in: RAY_ADDRESS).
+LOCAL_RAY_ENV: dict[str, str] = {}
+
+
+def head_file(home: Path) -> Path:
+    """Where the supervisor records its Ray head (pid, temporary folder)."""
+    return engine_dir(home) / "head.json"
+
+
+def atomic_json(path: Path, value: dict[str, Any]) -> None:
+    from mnist_demo.store import atomic_write
+
+    atomic_write(path, json.dumps(value))
+
+
+def _stop_predecessor(home: Path) -> None:
+    """A supervisor killed before it could stop its head (its head gets SIGTERM from the
+    kernel, but may take a moment) leaves head.json: its head's session is stopped and
+    its temporary folder removed, so there is never a second Ray head on one store."""
+    path = head_file(home)
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    pid = int(recorded.get("pid", 0))
+    if pid > 0 and _is_ray_head(pid):
+        for sig, wait in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            deadline = time.monotonic() + wait
+            while _is_ray_head(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+    temp = recorded.get("temp_dir")
+    if temp:
+        shutil.rmtree(temp, ignore_errors=True)
+    path.unlink(missing_ok=True)
+
+
+def _is_ray_head(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and b"ray" in cmdline and b"--head" in cmdline
+
+
+def run_supervisor(store: Store, address: str | None = None, cpus: int | None = None) -> int:
+    """The `engine` command: start, serve until SIGINT/SIGTERM, stop in order; returns the
+    exit code (EXIT_RAY_DIED: start it again; EXIT_LEASE_HELD: another engine serves
+    this store). One supervisor per data home on a machine (a file lock) and one per
+    store anywhere (the lease)."""
     import fcntl
 
     lock_path = engine_dir(store.home) / "supervisor.lock"
@@ -495,44 +673,39 @@ def run_supervisor(store: Store, address: str | None = None, cpus: int | None = 
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        raise EngineUnavailableError(
-            f"a training engine for {store.home} is already starting or running"
-        ) from None
+        print(f"engine: a training engine for {store.home} is already running", flush=True)
+        return EXIT_LEASE_HELD
     supervisor = Supervisor(store, address=address, cpus=cpus)
-    stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
         supervisor._stopping.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    supervisor.start()
+    try:
+        supervisor.start()
+    except lease.LeaseHeldError as e:
+        print(f"engine: {e}", flush=True)
+        return EXIT_LEASE_HELD
     # ray.init installs its own SIGTERM handler (it ends the process at once, leaving the
     # head and the trainers running): take SIGTERM back so it stops in order, as Ctrl+C.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     print(
         f"engine: Ray at {supervisor.address}, {len(supervisor.trainers)} trainer(s) of "
-        f"{supervisor.cpus_per_run} CPU(s); store {store.describe()}",
+        f"{supervisor.cpus_per_run} CPU(s), lease token {supervisor.token}",
         flush=True,
     )
-    supervisor.serve_forever()
-    print("engine: stopping (running runs keep their last finished epoch)…", flush=True)
+    try:
+        supervisor.serve_forever()
+    except RayDiedError as e:
+        print(f"engine: {e}; running runs are interrupted, to resume", flush=True)
+        supervisor.abandon("Ray stopped under it; it resumes from its last finished epoch")
+        return EXIT_RAY_DIED
+    except lease.LeaseLostError as e:
+        print(f"engine: {e}; stopping", flush=True)
+        supervisor.abandon("its training engine was replaced")
+        return EXIT_LEASE_HELD
     supervisor.shutdown()
     print("engine: stopped", flush=True)
-
-
-def start_in_background(home: Path | None = None) -> subprocess.Popen:
-    """For a plain `streamlit run`: start a supervisor for this data home as a detached
-    process (it outlives the server that started it, like a run)."""
-    log = engine_dir(home) / "engine.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "mnist_demo", "engine"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    return 0

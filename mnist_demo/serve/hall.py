@@ -80,7 +80,7 @@ def nginx_binary() -> str | None:
 
 
 def missing_packages() -> list[str]:
-    from mnist_demo import postgres
+    from mnist_demo.serve import postgres
 
     missing = []
     if nginx_binary() is None:
@@ -270,7 +270,7 @@ class Hall:
             raise HallError("stopped while starting")
 
     def _start_postgres(self) -> None:
-        from mnist_demo.postgres import LocalPostgres
+        from mnist_demo.serve.postgres import LocalPostgres
         from mnist_demo.store import Store
 
         taken = {self.port}
@@ -330,7 +330,7 @@ class Hall:
         return child
 
     def _start_engine(self) -> None:
-        from mnist_demo import engine
+        from mnist_demo.serve import engine
         from mnist_demo.store import Store
 
         self.say("hall: the training engine (Ray)…")
@@ -491,7 +491,7 @@ class Hall:
         for child in self.children:  # anything else (none today)
             _stop_child(child)
         if self.pg is not None:
-            from mnist_demo.postgres import LocalPostgres
+            from mnist_demo.serve.postgres import LocalPostgres
 
             pg = self.pg
             assert isinstance(pg, LocalPostgres)
