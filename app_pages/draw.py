@@ -8,9 +8,9 @@ import streamlit as st
 
 from mnist_demo import charts, novelty, ui
 from mnist_demo.inference import feature_grid
+from mnist_demo.models import ModelRef
 from mnist_demo.preprocess import for_display, squash_to_28
 from mnist_demo.reader import Reader, Reading
-from mnist_demo.runs import ModelRef
 
 STEP_SIDE = 100  # px: each picture of the strip is this long on its longer side
 WITHOUT_WIDTH = 220  # px: the strip and this box share one row on a 1400 px screen

@@ -6,7 +6,7 @@ import streamlit as st
 
 from mnist_demo import ui
 from mnist_demo.evaluation import compare
-from mnist_demo.runs import available_models
+from mnist_demo.models import available_models
 
 ref = ui.page_setup(__file__)
 st.title("Misclassified")
@@ -35,7 +35,10 @@ st.dataframe(
 )
 
 st.header("Compare with another model")
-others = [m for m in available_models(ui.registry()) if m.key != ref.key]
+others = [m for m in available_models(
+        ui.registry(), role=ui.role(), student=ui.session_tag()
+    )
+    if m.key != ref.key]
 if not others:
     st.caption("Train a model on the Train page to compare it with this one.")
     st.stop()

@@ -8,7 +8,8 @@ import streamlit as st
 from mnist_demo import charts, ui
 from mnist_demo.classroom import Action
 from mnist_demo.recipe import MAX_EPOCHS, PRESETS, QUICK_DEMO, TRAIN_SIZE, TrainConfig
-from mnist_demo.runs import LESSON_MAX_EPOCHS, usable
+from mnist_demo.models import usable
+from mnist_demo.runs import LESSON_MAX_EPOCHS
 from mnist_demo.ui import training
 
 SUBSET_SIZES = [500, 1000, 5000, 10000, 30000, TRAIN_SIZE]

@@ -90,13 +90,14 @@ def submit(registry, cfg):  # type: ignore[no-untyped-def]
 
 def in_process(cfg, data, home: Path) -> dict:  # type: ignore[no-untyped-def]
     """The Quick demo as a server ran it before the engine: train_run on a thread here."""
+    from mnist_demo import queue
     from mnist_demo.runs import RunRegistry
     from mnist_demo.training import train_run
 
     registry = RunRegistry(home / "runs.sqlite")
     t0 = time.perf_counter()
     run = submit(registry, cfg)
-    claimed = registry.claim_next("in-process")
+    claimed = queue.claim_next(registry, "in-process")
     job = threading.Thread(target=train_run, args=(registry, claimed, data), daemon=True)
     job.start()
     out = follow(registry, run.id, t0)

@@ -46,6 +46,7 @@ import common
 import wire
 from common import percentile
 
+from mnist_demo import queue
 from mnist_demo.hall import HallProcess, pick_port, processes_of
 
 ACTIONS = ("draw", "send", "watch")
@@ -248,7 +249,7 @@ async def measure(args, replicas: int) -> dict:
             if r >= 0:
                 rounds.append({"per": per, "cpu": cpu, "actions": done, "errors": len(errors)})
             if run is not None:
-                for queued in registry.queue() + registry.running():
+                for queued in queue.waiting(registry) + registry.running():
                     registry.request_stop(queued.id, role=OWNER)
         store.dispose()
     finally:

@@ -45,6 +45,7 @@ from pathlib import Path
 import common
 from common import fmt, stats, verdict
 
+from mnist_demo import queue
 from mnist_demo.recipe import LAB_BATCH_SIZE, LAB_SEED
 
 TARGET_RATIO = 0.95
@@ -131,7 +132,7 @@ def main() -> None:
             v.clear()
         start = time.perf_counter()
         run = registry.submit(cfg, role=OWNER, lesson_cap=False)
-        claimed = registry.claim_next("training_overhead")
+        claimed = queue.claim_next(registry, "training_overhead")
         assert claimed is not None and claimed.id == run.id
         run = train_run(registry, claimed, data)
         end = time.perf_counter()

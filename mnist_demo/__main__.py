@@ -86,7 +86,8 @@ def _load_data(verbose: bool = False) -> Arrays:
 
 def _resolve_model(args: argparse.Namespace) -> tuple[Path, str]:
     """--model PATH, --run ID, or the model the app's lab pages start on."""
-    from mnist_demo.runs import SHIPPED_KEY, RunRegistry, default_model
+    from mnist_demo.models import SHIPPED_KEY, default_model
+    from mnist_demo.runs import RunRegistry
 
     if getattr(args, "model", None):
         return Path(args.model), str(args.model)
@@ -315,6 +316,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
+    from mnist_demo import queue
     from mnist_demo.runs import RunRegistry
 
     if args.recover:
@@ -330,7 +332,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
     runs = registry.list_runs()
     if not runs:
         print("no runs yet; train one with: python -m mnist_demo train")
-    queue = {run.id: place for place, run in enumerate(registry.queue(), start=1)}
+    places = {run.id: place for place, run in enumerate(queue.waiting(registry), start=1)}
     for run in runs:
         acc = f"{run.test_accuracy:.4f}" if run.test_accuracy is not None else "-"
         mark = "*" if run.id == active else " "
@@ -341,8 +343,8 @@ def cmd_runs(args: argparse.Namespace) -> None:
         if run.status == "running":
             done = f"batch {run.batch}/{run.batches_per_epoch} ({run.progress:.0%})"
             line += f"  epoch {run.epoch}, {done}"
-        elif run.id in queue:
-            line += f"  #{queue[run.id]} in the queue"
+        elif run.id in places:
+            line += f"  #{places[run.id]} in the queue"
         print(line)
 
 

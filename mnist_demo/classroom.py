@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 import socket
@@ -347,6 +348,74 @@ def try_code(limits: Limits, attempt: str, *, student: str, client: str | None) 
     except CodeError:
         limits.record("code_wrong", address)
         raise
+
+
+# --- people, not cookies: the client address and its group --------------------------------
+
+TRUSTED_PROXY_ENV = "MNIST_DEMO_TRUSTED_PROXY"  # the hall's nginx: its address(es), comma-separated
+SHARED_ADDRESS = "class_shares_one_address"  # setting: count seats, not address groups
+
+
+def client_address(socket_address: str | None, forwarded_for: str | None) -> str | None:
+    """Where a request really comes from: the socket's address, unless that socket is a
+    proxy this server was told to trust (MNIST_DEMO_TRUSTED_PROXY, which `make hall`
+    sets to its nginx on loopback); then the address that proxy appended last to
+    X-Forwarded-For. Anyone can send an X-Forwarded-For header: read from any other
+    socket it would let a student pose as any address (lock the instructor's address out
+    of sign-in, or be a new person per request), so it is ignored. The proxy's own last
+    entry is the client it saw; earlier entries were written by the client and are not
+    trusted either."""
+    trusted = {a.strip() for a in os.environ.get(TRUSTED_PROXY_ENV, "").split(",") if a.strip()}
+    if socket_address and socket_address in trusted and forwarded_for:
+        last = forwarded_for.split(",")[-1].strip()
+        if _valid_ip(last):
+            return last
+    return socket_address
+
+
+def _valid_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def address_group(address: str | None) -> str:
+    """The group fair shares count as one person: an IPv4 address itself, an IPv6
+    address's /64. Not a wider IPv4 group: a classroom's laptops share one /24 (the
+    room's Wi-Fi), so /24 would make the whole class one person. An IPv6 /64 because
+    one device picks new addresses inside its /64 at will (privacy extensions), so a
+    single address there is no person at all. Unknown (no request behind the session,
+    the CLI): "local"."""
+    if not address:
+        return "local"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "local"
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip)
+
+
+def shared_address(store: Store) -> bool:
+    """The instructor said this class comes from one address (a school NAT, a proxy
+    that hides addresses): fair shares count seats instead of address groups."""
+    return store.setting(SHARED_ADDRESS) == "1"
+
+
+def set_shared_address(store: Store, on: bool, *, role: Role) -> None:
+    require(role, Action.SET_CLASS_LIMITS)
+    store.set_setting(SHARED_ADDRESS, "1" if on else None)
+
+
+def person_subject(store: Store, network: str | None, student_id: str) -> str:
+    """What a per-person budget is counted on: the address group (every cookie from one
+    laptop shares it), or the seat when the class shares one address."""
+    if network is None or shared_address(store):
+        return student_subject(student_id)
+    return f"network:{network}"
 
 
 # --- joining ----------------------------------------------------------------------------

@@ -23,8 +23,10 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
+from mnist_demo import queue
 from mnist_demo.classroom import Action, Role, require
 from mnist_demo.errors import DigitLabError
+from mnist_demo.models import DRAW_MODEL, PROJECTOR, shipped_info, usable
 from mnist_demo.recipe import (
     LAB_BATCH_SIZE,
     LAB_LEARNING_RATE,
@@ -35,11 +37,10 @@ from mnist_demo.recipe import (
     Network,
     TrainConfig,
 )
-from mnist_demo.runs import ENDED, INSTRUCTOR, QUEUE_PAUSED, ModelRef, Run, RunRegistry
+from mnist_demo.runs import ENDED, INSTRUCTOR, Run, RunRegistry
 
 STUDENT_PRIORITY = 1  # after the instructor's runs (0)
-PAUSED = QUEUE_PAUSED  # settings keys
-LIMITS = "experiment_limits"
+LIMITS = "experiment_limits"  # settings keys
 REVEALED = "leaderboard_revealed"
 
 
@@ -217,16 +218,6 @@ def set_limits(registry: RunRegistry, new: ClassLimits, *, role: Role) -> None:
     registry.store.set_setting(LIMITS, json.dumps(new.__dict__))
 
 
-def paused(registry: RunRegistry) -> bool:
-    return registry.store.setting(PAUSED) == "1"
-
-
-def pause(registry: RunRegistry, on: bool, *, role: Role) -> None:
-    """Hold (or release) the students' experiments; the instructor's runs go on."""
-    require(role, Action.MANAGE_EXPERIMENTS)
-    registry.store.set_setting(PAUSED, "1" if on else None)
-
-
 # --- a student's experiments ---------------------------------------------------------------
 
 
@@ -249,7 +240,7 @@ def submit(registry: RunRegistry, student: str, cfg: TrainConfig) -> Run:
                 f"your experiment (run {run.id}) is training: wait for it or cancel it first"
             )
         if run.status == "queued":
-            place = position(registry, run.id)
+            place = queue.position(registry, run.id)
             raise ExperimentError(
                 f"your experiment (run {run.id}) is already waiting, #{place} in the queue: "
                 "wait for it or cancel it first"
@@ -274,14 +265,6 @@ def current(registry: RunRegistry, student: str) -> Run | None:
     waiting = [r for r in mine if not r.ended]
     found = waiting or mine
     return found[0] if found else None
-
-
-def position(registry: RunRegistry, run_id: int) -> int | None:
-    """1-based place in the queue as workers will take it (None: not queued)."""
-    for place, run in enumerate(registry.queue(), start=1):
-        if run.id == run_id:
-            return place
-    return None
 
 
 def cancel(registry: RunRegistry, run_id: int, *, student: str, role: Role) -> Run:
@@ -388,7 +371,6 @@ class Reference:
 
 def reference() -> Reference:
     from mnist_demo import config
-    from mnist_demo.runs import shipped_info
 
     info = shipped_info(config.DEFAULT_MODEL_PATH.with_suffix(".json"))
     return Reference(
@@ -403,34 +385,13 @@ def reference() -> Reference:
 
 # --- the projector and the class's model for Draw ------------------------------------------
 
-DRAW_MODEL = "class_draw_model"  # settings: a run id; runs.default_model(for_drawings=True)
-PROJECTOR = "leaderboard_projector"  # settings: the run the projector shows
-
-
-def _run_setting(registry: RunRegistry, key: str) -> int | None:
-    raw = registry.store.setting(key)
-    return int(raw) if raw and raw.isdigit() else None
-
-
-def draw_model(registry: RunRegistry) -> int | None:
-    """The run the instructor made the class's model for Draw (None: the shipped default)."""
-    return _run_setting(registry, DRAW_MODEL)
-
-
 def set_draw_model(registry: RunRegistry, run_id: int | None, *, role: Role) -> None:
     """Make a run's model the Draw page's default for every new session (None: back to
     the shipped robust model). Only the instructor; only a run whose model is there."""
-    from mnist_demo.runs import usable
-
     require(role, Action.SET_ACTIVE_MODEL)
     if run_id is not None and not usable(registry.get(run_id)):
         raise ExperimentError(f"run {run_id} has no finished model to read drawings with")
     registry.store.set_setting(DRAW_MODEL, None if run_id is None else str(run_id))
-
-
-def projector(registry: RunRegistry) -> int | None:
-    """The run the instructor put on the projector (None: nothing)."""
-    return _run_setting(registry, PROJECTOR)
 
 
 def set_projector(registry: RunRegistry, run_id: int | None, *, role: Role) -> None:
@@ -438,22 +399,6 @@ def set_projector(registry: RunRegistry, run_id: int | None, *, role: Role) -> N
     if run_id is not None:
         registry.get(run_id)  # RunNotFoundError for a run that is not there
     registry.store.set_setting(PROJECTOR, None if run_id is None else str(run_id))
-
-
-def models_for(registry: RunRegistry, student: str, role: Role) -> list[ModelRef]:
-    """The models a session may open on the lab pages and Draw: the shipped ones, the
-    instructor's runs, the student's own finished experiments, and the run the
-    instructor made the class's model for Draw, put on the projector or made active.
-    The instructor sees every usable run."""
-    from mnist_demo.runs import run_model, shipped_models, usable
-
-    shared = {draw_model(registry), projector(registry), registry.active_run_id()}
-    return shipped_models() + [
-        run_model(run)
-        for run in registry.list_runs()
-        if usable(run)
-        and (role == Role.INSTRUCTOR or run.owner in (INSTRUCTOR, student) or run.id in shared)
-    ]
 
 
 def names(registry: RunRegistry) -> dict[str, str]:

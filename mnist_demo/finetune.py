@@ -51,6 +51,7 @@ from mnist_demo.data import INPUT_SHAPE, NUM_CLASSES, TEST_SIZE
 from mnist_demo.errors import DigitLabError, ModelShapeError
 from mnist_demo.evaluation import evaluate
 from mnist_demo.model import DrawingAugmentation, load_model
+from mnist_demo.models import ModelRef
 from mnist_demo.recipe import (
     DEFAULT_PRESET,
     LAB_BATCH_SIZE,
@@ -60,7 +61,7 @@ from mnist_demo.recipe import (
     FineTuneRecord,
     TrainConfig,
 )
-from mnist_demo.runs import ModelRef, Run, RunRegistry
+from mnist_demo.runs import Run, RunRegistry
 from mnist_demo.training import select_subset
 
 # --- the recipe ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from mnist_demo import progress
+from mnist_demo import progress, queue
 from mnist_demo.runs import Run, RunRegistry
 from mnist_demo.store import StoreError
 
@@ -107,9 +107,11 @@ class LiveFeed:
                     with contextlib.suppress(StoreError):  # read-only: shown as it is
                         self.registry.mark_interrupted()
                 running = self.registry.running()
-                queue = self.registry.queue()
-                followed = running[0] if running else queue[0] if queue else self.registry.latest()
-                self._focus, self._focused = Focus(followed, queue), now
+                waiting = queue.waiting(self.registry)
+                followed = (
+                    running[0] if running else waiting[0] if waiting else self.registry.latest()
+                )
+                self._focus, self._focused = Focus(followed, waiting), now
             return self._focus
 
     def view(self, run_id: int) -> LiveView:

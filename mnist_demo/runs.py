@@ -13,23 +13,24 @@ It costs nothing and means a damaged database can be rebuilt without losing a ru
 
 from __future__ import annotations
 
-import calendar
-import functools
 import json
 import os
 import shutil
 import socket
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from mnist_demo import config, lease
 from mnist_demo.classroom import Action, Role, require
 from mnist_demo.errors import DigitLabError, ModelFileError
+from mnist_demo.models import INSTRUCTOR, usable
 from mnist_demo.recipe import FineTuneRecord, InvalidConfigError, TrainConfig
 from mnist_demo.store import (
     Store,
@@ -39,17 +40,14 @@ from mnist_demo.store import (
     atomic_write,
     points,
     runs,
-    settings,
 )
 
 STATUSES = ("queued", "running", "finished", "stopped", "failed", "interrupted", "cancelled")
 ENDED = ("finished", "stopped", "failed", "interrupted", "cancelled")
 ACTIVE_RUN = "active_run"  # settings keys
 LONG_RUNS = "long_runs"
-QUEUE_PAUSED = "class_queue_paused"  # the students' experiments wait (experiments.pause)
 ACTIVE_FILE = "active.json"  # in the runs folder: which run is active, for recovery
 RESUME_FILE = "resume.keras"  # in a run folder: the training model with its optimizer state
-INSTRUCTOR = "instructor"  # the owner of runs the instructor (or the CLI) starts
 HOST = socket.gethostname()
 
 HEARTBEAT_EVERY_S = 2.0  # how often a training worker says it is alive
@@ -182,7 +180,7 @@ def _decode_config(text: str) -> tuple[TrainConfig, FineTuneRecord | None]:
     )
 
 
-def _row_to_run(row: Any) -> Run:
+def row_to_run(row: Any) -> Run:
     d = dict(row._mapping)
     cfg, fine_tune = _decode_config(d.pop("config"))
     d["history"] = json.loads(d["history"] or "{}")
@@ -283,11 +281,30 @@ class RunRegistry:
         self.check_epochs(cfg, lesson_cap)
         return self._create(cfg, fine_tune, owner=owner, priority=priority, files=files)
 
-    def enqueue(self, cfg: TrainConfig, *, owner: str, priority: int) -> Run:
+    def enqueue(
+        self,
+        cfg: TrainConfig,
+        *,
+        owner: str,
+        priority: int,
+        network: str | None = None,
+        budget_s: float | None = None,
+        guard: Callable[[Connection], None] | None = None,
+    ) -> Run:
         """Queue a run whose caller has checked its own rules (experiments.submit: a
-        student's experiment within the class's limits)."""
+        student's experiment within the class's limits). `guard` runs inside the locked
+        transaction that inserts the row, before it: a rule about the other runs (one
+        experiment per seat) raises there, and no two submits can both pass it."""
         cfg.validate()
-        return self._create(cfg, None, owner=owner, priority=priority)
+        return self._create(
+            cfg,
+            None,
+            owner=owner,
+            priority=priority,
+            network=network,
+            budget_s=budget_s,
+            guard=guard,
+        )
 
     def check_epochs(self, cfg: TrainConfig, lesson_cap: bool = True) -> None:
         cfg.validate()
@@ -305,11 +322,16 @@ class RunRegistry:
         owner: str,
         priority: int,
         files: dict[str, bytes] | None = None,
+        network: str | None = None,
+        budget_s: float | None = None,
+        guard: Callable[[Connection], None] | None = None,
     ) -> Run:
         now = time.time()
         made: list[Path] = []
         try:
             with self.store.write(lock=runs) as con:
+                if guard is not None:
+                    guard(con)
                 # An id is never reused: not one the table had, nor one a run folder has
                 # (a replaced database must not let a new run overwrite an old run's files).
                 highest = con.execute(sa.select(sa.func.max(runs.c.id))).scalar_one()
@@ -324,6 +346,8 @@ class RunRegistry:
                         owner=owner,
                         priority=priority,
                         phase="queued",
+                        network=network,
+                        budget_s=budget_s,
                     )
                 )
                 folder = self.run_dir(run_id)
@@ -349,79 +373,12 @@ class RunRegistry:
                 .values(config=_encode_config(run.config, record))
             )
 
-    def queue(self) -> list[Run]:
-        """Queued runs in the order workers take them (see _next_in_queue); while the
-        students' queue is paused, their experiments are listed after, waiting."""
-        with self.store.read() as con:
-            ids = [r.id for r in con.execute(self._next_in_queue(con, everything=True))]
-            found = {
-                r.id: _row_to_run(r)
-                for r in con.execute(sa.select(runs).where(runs.c.id.in_(ids))).fetchall()
-            }
-        return [found[i] for i in ids if i in found]
-
-    def _next_in_queue(self, con: Any, everything: bool = False) -> Any:
-        """The queue's order: the instructor's runs first (priority 0), by time; then
-        students' experiments round-robin: the student with the fewest runs started so far
-        goes next, so one student's long run never holds the queue, then by time. While
-        the instructor has paused the students' queue, only priority 0 is taken."""
-        started = (
-            sa.select(sa.func.count())
-            .select_from(earlier := runs.alias("earlier"))
-            .where(earlier.c.owner == runs.c.owner, earlier.c.started_at.is_not(None))
-            .scalar_subquery()
-        )
-        query = sa.select(runs.c.id).where(runs.c.status == "queued")
-        paused = con.execute(
-            sa.select(settings.c.value).where(settings.c.key == QUEUE_PAUSED)
-        ).scalar_one_or_none()
-        if paused == "1" and not everything:
-            query = query.where(runs.c.priority == 0)
-        return query.order_by(runs.c.priority, started, runs.c.queued_at, runs.c.id)
-
     def running(self) -> list[Run]:
         with self.store.read() as con:
             rows = con.execute(
                 sa.select(runs).where(runs.c.status == "running").order_by(runs.c.id)
             ).fetchall()
-        return [_row_to_run(r) for r in rows]
-
-    def claim_next(
-        self, worker: str, pid: int | None = None, token: int | None = None
-    ) -> Run | None:
-        """The next queued run, now running on `worker` (a training worker's call); None
-        when the queue is empty. Two workers never claim the same run. `token`: the
-        engine lease's fencing token the worker was started under (a stale one is
-        refused: lease.StaleTokenError)."""
-        now = time.time()
-        with self.store.write(lock=runs) as con:
-            lease.check(con, token)
-            row = con.execute(self._next_in_queue(con).limit(1)).first()
-            if row is None:
-                return None
-            con.execute(
-                sa.update(runs)
-                .where(runs.c.id == row.id, runs.c.status == "queued")
-                .values(
-                    status="running",
-                    started_at=now,
-                    heartbeat=now,
-                    host=HOST,
-                    worker=worker,
-                    pid=os.getpid() if pid is None else pid,
-                    epoch=0,
-                    batch=0,
-                    stop_requested_at=None,
-                    phase="preparing",
-                    lease_token=token,
-                )
-            )
-        return self.get(row.id)
-
-    def cancel_queued(self, run_id: int, *, role: Role) -> Run:
-        """Take a run out of the queue before it started (the instructor's call)."""
-        require(role, Action.STOP_TRAINING)
-        return self._cancel_queued(run_id)
+        return [row_to_run(r) for r in rows]
 
     def _cancel_queued(self, run_id: int) -> Run:
         with self.store.write() as con:
@@ -647,18 +604,18 @@ class RunRegistry:
             row = con.execute(sa.select(runs).where(runs.c.id == int(run_id))).first()
         if row is None:
             raise RunNotFoundError(f"no run with id {run_id}")
-        return _row_to_run(row)
+        return row_to_run(row)
 
     def latest(self) -> Run | None:
         """The newest run, if any (one row, not the whole history)."""
         with self.store.read() as con:
             row = con.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(1)).first()
-        return _row_to_run(row) if row is not None else None
+        return row_to_run(row) if row is not None else None
 
     def list_runs(self) -> list[Run]:
         with self.store.read() as con:
             rows = con.execute(sa.select(runs).order_by(runs.c.id.desc())).fetchall()
-        return [_row_to_run(r) for r in rows]
+        return [row_to_run(r) for r in rows]
 
     def delete(self, run_id: int, *, role: Role) -> None:
         """Remove the row, its points and the run's folder; a deleted active run falls
@@ -833,117 +790,3 @@ def resumable(run: Run, registry: RunRegistry) -> bool:
     except DigitLabError:
         return False
     return True
-
-
-# --- models a page can use ------------------------------------------------------------
-
-SHIPPED_KEY = "shipped"  # Lab 7, the lab pages' default
-ROBUST_KEY = "robust"  # the augmented model, the Draw page's default
-
-# key -> (display name, model file); each file has its .json beside it
-SHIPPED = {
-    SHIPPED_KEY: ("Lab 7 (shipped)", config.DEFAULT_MODEL_PATH),
-    ROBUST_KEY: ("Robust (shipped)", config.ROBUST_MODEL_PATH),
-}
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model a page can show: a shipped one or a run's model file."""
-
-    key: str  # a SHIPPED key or the run id as text
-    name: str
-    path: Path
-    test_accuracy: float | None
-    misclassified: int | None
-    trained_at: float | None
-
-    @property
-    def label(self) -> str:
-        acc = f"{self.test_accuracy:.2%}" if self.test_accuracy is not None else "not scored"
-        return f"{self.name} · {acc}"
-
-
-def shipped_info(info_path: Path) -> dict:
-    """A shipped model's .json, read once per file version (the sidebar asks on every
-    rerun of every page)."""
-    if not info_path.exists():
-        return {}
-    return _read_json(info_path, info_path.stat().st_mtime)
-
-
-@functools.lru_cache(maxsize=8)
-def _read_json(path: Path, mtime: float) -> dict:
-    return json.loads(path.read_text())
-
-
-def shipped_models() -> list[ModelRef]:
-    """The models trained by the project's CLI and shipped with the package (those whose
-    files are present), with the metrics recorded in their .json."""
-    refs = []
-    for key, (name, path) in SHIPPED.items():
-        if not path.exists():
-            continue
-        info = shipped_info(path.with_suffix(".json"))
-        trained = info.get("trained_at")
-        refs.append(
-            ModelRef(
-                key=key,
-                name=name,
-                path=path,
-                test_accuracy=info.get("test_accuracy"),
-                misclassified=info.get("misclassified"),
-                trained_at=calendar.timegm(time.strptime(trained, "%Y-%m-%dT%H:%M:%SZ"))
-                if trained
-                else None,
-            )
-        )
-    return refs
-
-
-def run_model(run: Run) -> ModelRef:
-    return ModelRef(
-        key=str(run.id),
-        name=f"Run {run.id} · {run.config.preset}"
-        + ("" if run.status == "finished" else f" ({run.status})"),
-        path=Path(run.model_path or ""),
-        test_accuracy=run.test_accuracy,
-        misclassified=run.misclassified,
-        trained_at=run.finished_at,
-    )
-
-
-def usable(run: Run) -> bool:
-    """The one rule for offering a run's model (the sidebar, Draw, "make active", the
-    default): its run has ended and its model file is there."""
-    return run.ended and run.has_model
-
-
-def available_models(registry: RunRegistry) -> list[ModelRef]:
-    """The shipped models first, then every usable run's model, newest first: the only
-    list pages choose from."""
-    return shipped_models() + [run_model(run) for run in registry.list_runs() if usable(run)]
-
-
-def default_model(registry: RunRegistry, for_drawings: bool = False) -> ModelRef:
-    """The model a new browser session (or the CLI, with no --model or --run) starts on,
-    always one of `available_models`.
-
-    For drawings, the run the instructor made the class's model for Draw
-    (experiments.set_draw_model) when it is usable, else the shipped robust model (it
-    reads drawings best). For the lab pages and the CLI, the registry's active run when
-    it is usable, else shipped Lab 7.
-    """
-    from mnist_demo.experiments import draw_model  # experiments imports this module
-
-    models = {ref.key: ref for ref in available_models(registry)}
-    if for_drawings:
-        chosen = draw_model(registry)
-        if chosen is not None and str(chosen) in models:
-            return models[str(chosen)]
-        if ROBUST_KEY in models:
-            return models[ROBUST_KEY]
-    active = registry.active_run_id()
-    if active is not None and str(active) in models:
-        return models[str(active)]
-    return models[SHIPPED_KEY]

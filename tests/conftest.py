@@ -24,7 +24,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mnist_demo import config
+from mnist_demo import config, queue
 
 os.environ["MNIST_DEMO_DATA"] = str(config.data_dir())
 os.environ["MNIST_DEMO_HOME"] = tempfile.mkdtemp(prefix="digit-lab-tests-")
@@ -219,8 +219,8 @@ def engine(tmp_path_factory) -> Iterator[Engine]:
     from mnist_demo.recipe import TrainConfig
 
     registry = handle.registry
-    for queued in registry.queue():
-        registry.cancel_queued(queued.id, role=OWNER)
+    for queued in queue.waiting(registry):
+        queue.cancel_queued(registry, queued.id, role=OWNER)
     cfg = TrainConfig(epochs=30, batch_size=16, train_size=1000, test_size=100)
     run = registry.submit(cfg, role=OWNER)
     wait_for(lambda: registry.get(run.id).epochs_done >= 1, 180, "an epoch", every=0.1)

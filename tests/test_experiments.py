@@ -9,12 +9,13 @@ from dataclasses import replace
 
 import pytest
 
-from mnist_demo import experiments
+from mnist_demo import experiments, queue
 from mnist_demo.classroom import PermissionDeniedError, Role
 from mnist_demo.experiments import ClassLimits, ExperimentError
 from mnist_demo.model import build_model, save_model
+from mnist_demo.models import available_models, default_model, draw_model
 from mnist_demo.recipe import Network, TrainConfig
-from mnist_demo.runs import INSTRUCTOR, RunRegistry, default_model
+from mnist_demo.runs import INSTRUCTOR, RunRegistry
 
 TEACHER, STUDENT = Role.INSTRUCTOR, Role.STUDENT
 TINY = replace(experiments.LAB_EXPERIMENT, train_size=500)
@@ -38,7 +39,7 @@ def finish(registry: RunRegistry, run_id: int, accuracy: float = 0.97, model: bo
 
 def take(registry: RunRegistry):
     """What a worker takes next, finished at once (None: nothing to take)."""
-    run = registry.claim_next("test-worker")
+    run = queue.claim_next(registry, "test-worker")
     if run is not None:
         finish(registry, run.id)
     return run
@@ -83,8 +84,8 @@ def test_one_experiment_queued_or_running_per_student_and_the_refusal_says_where
     first = experiments.submit(registry, ANA, TINY)
     with pytest.raises(ExperimentError, match=rf"run {first.id}\) is already waiting, #2 in"):
         experiments.submit(registry, ANA, TINY)
-    registry.claim_next("w")  # Bo's
-    registry.claim_next("w")  # Ana's
+    queue.claim_next(registry, "w")  # Bo's
+    queue.claim_next(registry, "w")  # Ana's
     with pytest.raises(ExperimentError, match=rf"run {first.id}\) is training"):
         experiments.submit(registry, ANA, TINY)
     finish(registry, first.id)
@@ -101,8 +102,8 @@ def test_the_instructor_goes_first_then_three_students_round_robin(registry):
     b1 = experiments.submit(registry, BO, TINY)
     c1 = experiments.submit(registry, CY, TINY)
     teacher = registry.submit(TINY, role=TEACHER)
-    assert [r.id for r in registry.queue()] == [teacher.id, b1.id, c1.id, a2.id]
-    assert experiments.position(registry, a2.id) == 4
+    assert [r.id for r in queue.waiting(registry)] == [teacher.id, b1.id, c1.id, a2.id]
+    assert queue.position(registry, a2.id) == 4
     order = [take(registry).id for _ in range(4)]
     assert order == [teacher.id, b1.id, c1.id, a2.id]
     # second round: each of them submits again, Ana first; the fewest started go first
@@ -116,14 +117,14 @@ def test_the_instructor_goes_first_then_three_students_round_robin(registry):
 def test_pause_holds_the_students_but_not_the_instructor(registry):
     student_run = experiments.submit(registry, ANA, TINY)
     with pytest.raises(PermissionDeniedError):
-        experiments.pause(registry, True, role=STUDENT)
-    experiments.pause(registry, True, role=TEACHER)
-    assert experiments.paused(registry)
+        queue.pause(registry, True, role=STUDENT)
+    queue.pause(registry, True, role=TEACHER)
+    assert queue.paused(registry)
     teacher = registry.submit(TINY, role=TEACHER)
     assert take(registry).id == teacher.id
     assert take(registry) is None  # Ana waits
-    assert experiments.position(registry, student_run.id) == 1  # still listed, waiting
-    experiments.pause(registry, False, role=TEACHER)
+    assert queue.position(registry, student_run.id) == 1  # still listed, waiting
+    queue.pause(registry, False, role=TEACHER)
     assert take(registry).id == student_run.id
 
 
@@ -157,11 +158,11 @@ def test_clearing_a_student_is_the_instructor_s(registry):
 def test_the_class_drawings_score_is_hidden_from_students_until_revealed(registry):
     for student, acc in ((ANA, 0.95), (BO, 0.98)):
         run = experiments.submit(registry, student, TINY)
-        registry.claim_next("w")
+        queue.claim_next(registry, "w")
         finish(registry, run.id, acc)
         registry.set_class_score(run.id, acc - 0.3, 20)
     interrupted = experiments.submit(registry, CY, TINY)
-    registry.claim_next("w")
+    queue.claim_next(registry, "w")
     registry.finish_run(interrupted.id, "interrupted")
     rows = experiments.leaderboard(registry, role=STUDENT)
     assert [r.owner for r in rows][:2] == [BO, ANA]
@@ -190,13 +191,13 @@ def test_the_leaderboard_is_paged():
 
 def test_only_the_instructor_makes_a_run_the_class_s_model_for_draw(registry):
     run = experiments.submit(registry, ANA, TINY)
-    registry.claim_next("w")
+    queue.claim_next(registry, "w")
     with pytest.raises(ExperimentError, match="no finished model"):
         experiments.set_draw_model(registry, run.id, role=TEACHER)
     finish(registry, run.id, model=True)
     with pytest.raises(PermissionDeniedError):
         experiments.set_draw_model(registry, run.id, role=STUDENT)
-    assert experiments.draw_model(registry) is None
+    assert draw_model(registry) is None
     before = default_model(registry, for_drawings=True).key
     experiments.set_draw_model(registry, run.id, role=TEACHER)
     assert default_model(registry, for_drawings=True).key == str(run.id)
@@ -215,13 +216,13 @@ def test_a_student_is_offered_their_own_models_and_the_instructor_s(registry):
             if owner == INSTRUCTOR
             else experiments.submit(registry, owner, TINY)
         )
-        registry.claim_next("w")
+        queue.claim_next(registry, "w")
         runs[owner] = finish(registry, run.id, model=True).id
-    keys = {m.key for m in experiments.models_for(registry, ANA, STUDENT)}
+    keys = {m.key for m in available_models(registry, role=STUDENT, student=ANA)}
     assert {str(runs[ANA]), str(runs[INSTRUCTOR])} <= keys and str(runs[BO]) not in keys
     experiments.set_draw_model(registry, runs[BO], role=TEACHER)  # shared with the class
-    assert str(runs[BO]) in {m.key for m in experiments.models_for(registry, ANA, STUDENT)}
-    assert str(runs[BO]) in {m.key for m in experiments.models_for(registry, "", TEACHER)}
+    assert str(runs[BO]) in {m.key for m in available_models(registry, role=STUDENT, student=ANA)}
+    assert str(runs[BO]) in {m.key for m in available_models(registry, role=TEACHER, student="")}
 
 
 def test_estimate_grows_with_the_work(registry):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_demo import finetune
+from mnist_demo import finetune, queue
 from mnist_demo.class_set import ClassSet, held_out
 from mnist_demo.classroom import PermissionDeniedError, Role
 from mnist_demo.config import DEFAULT_MODEL_PATH
@@ -71,7 +71,7 @@ def fine_tune(registry, store, mnist, **kw):
 def claim_and_plan(registry, run_id):
     """What a trainer of the engine does with a fine-tune run: claim it, and build its
     plan from the run's record (the base model's *before* accuracies measured then)."""
-    run = registry.claim_next("test-worker")
+    run = queue.claim_next(registry, "test-worker")
     assert run is not None and run.id == run_id
     return run, finetune.plan_for(registry, run)
 
@@ -172,7 +172,7 @@ def test_a_small_fine_tune_is_a_queued_run_its_worker_plans_and_trains(registry,
     fill(store, tags, [d % 10 for d in range(80)])
     split = finetune.class_split(store)
     run = fine_tune(registry, store, mnist, epochs=1, mnist_per_epoch=300, test_size=200)
-    assert run.status == "queued" and registry.queue()[0].id == run.id
+    assert run.status == "queued" and queue.waiting(registry)[0].id == run.id
     record = run.fine_tune
     assert record is not None and record.before is None  # measured by the worker
     assert (record.train_drawings, record.held_out_drawings) == (split.n_train, split.n_held_out)

@@ -6,7 +6,7 @@ import keras
 import pytest
 
 from mnist_demo import config
-from mnist_demo.runs import ModelRef
+from mnist_demo.models import ModelRef
 from mnist_demo.ui import resources
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from mnist_demo import training
+from mnist_demo import queue, training
 from mnist_demo.classroom import PermissionDeniedError, Role
 from mnist_demo.recipe import FineTuneRecord, TrainConfig
 from mnist_demo.runs import CannotResumeError, Run, RunRegistry, resumable
@@ -41,7 +41,7 @@ def registry(tmp_path):
 
 def claim(registry: RunRegistry, run_id: int) -> Run:
     """Claim the queued run, as a trainer of the engine would."""
-    run = registry.claim_next("test-worker")
+    run = queue.claim_next(registry, "test-worker")
     assert run is not None and run.id == run_id
     return run
 
@@ -187,7 +187,7 @@ def test_runs_that_cannot_be_resumed_are_refused_with_the_reason(registry, mnist
     # a damaged checkpoint is a refusal too, before the run is queued again
     registry.resume_path(old.id).write_bytes(b"not a keras file")
     refused(old.id, "unreadable")
-    assert registry.queue() == []
+    assert queue.waiting(registry) == []
 
     with pytest.raises(PermissionDeniedError):
         registry.resume(old.id, role=Role.STUDENT)

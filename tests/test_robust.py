@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from mnist_demo import training
+from mnist_demo import queue, training
 from mnist_demo.classroom import OWNER
 from mnist_demo.config import ASSETS_DIR
 from mnist_demo.data import one_hot, to_model_input
@@ -171,7 +171,7 @@ def test_a_training_job_gives_the_schedule_the_run_length(tmp_path, tiny_mnist, 
     config = TrainConfig(preset="robust", epochs=1, batch_size=100, train_size=600, test_size=200)
     registry = RunRegistry(tmp_path / "runs.sqlite")
     registry.submit(config, role=OWNER)
-    run = training.train_run(registry, registry.claim_next("test"), tiny_mnist)
+    run = training.train_run(registry, queue.claim_next(registry, "test"), tiny_mnist)
     assert run.status == "finished"
     assert seen["total_steps"] == 6  # 1 epoch x 600 / 100 batches
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mnist_demo import classroom, ui
+from mnist_demo import classroom, queue, ui
 from mnist_demo.classroom import Role
 from mnist_demo.recipe import TrainConfig
 from mnist_demo.runs import RunRegistry
@@ -39,7 +39,7 @@ def finished(registry, tmp_path):
     from mnist_demo.model import build_model, save_model
 
     registry.submit(TrainConfig(train_size=500, epochs=1), role=Role.INSTRUCTOR)
-    run = registry.claim_next("test")
+    run = queue.claim_next(registry, "test")
     path = registry.run_dir(run.id) / "model.keras"
     save_model(build_model("lab7", compile=False), path)
     registry.record_epoch(run.id, {"loss": [0.5], "accuracy": [0.9]}, path)
@@ -188,7 +188,7 @@ def test_a_wrong_code_in_the_link_is_removed_and_explained(code):
 def test_a_student_cannot_stop_the_run_the_class_is_watching(code, registry, tiny_mnist):
     config = TrainConfig(train_size=600, test_size=200, epochs=30, batch_size=32)
     registry.submit(config, role=Role.INSTRUCTOR)
-    run = registry.claim_next("test")  # as a trainer would: running, the page follows it
+    run = queue.claim_next(registry, "test")  # as a trainer would: running, the page follows it
     registry.record_progress(run.id, epoch=1, batch=3, batches_per_epoch=19, new_points=[])
     at = train_page()
     stop = button(at, "Stop")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from mnist_demo import queue
 from mnist_demo.class_set import ClassSet
 from mnist_demo.classroom import PermissionDeniedError, Role
 from mnist_demo.errors import ModelFileError
@@ -48,7 +49,7 @@ def fake_checkpoint(path):
 
 def running_run(registry, config=CONFIG):
     run = registry.submit(config, role=TEACHER)
-    claimed = registry.claim_next("worker-1")
+    claimed = queue.claim_next(registry, "worker-1")
     assert claimed is not None and claimed.id == run.id
     return claimed
 
@@ -89,10 +90,10 @@ def test_a_run_is_recorded_and_survives_a_restart(store_url, registry):
 
 def test_submit_queues_a_worker_claims_writes_points_and_reads_its_stop(registry):
     run = registry.submit(CONFIG, role=TEACHER)
-    assert run.status == "queued" and registry.queue() == [run]
-    claimed = registry.claim_next("worker-1", pid=os.getpid())
+    assert run.status == "queued" and queue.waiting(registry) == [run]
+    claimed = queue.claim_next(registry, "worker-1", pid=os.getpid())
     assert claimed.status == "running" and claimed.worker == "worker-1"
-    assert registry.claim_next("worker-2") is None  # never claimed twice
+    assert queue.claim_next(registry, "worker-2") is None  # never claimed twice
     assert not registry.record_progress(
         run.id, epoch=1, batch=2, batches_per_epoch=4,
         new_points=[(0, 0.25, 2.0, 0.1), (1, 0.5, 1.5, 0.3)],
@@ -113,8 +114,8 @@ def test_the_queue_takes_the_instructors_runs_first_then_by_time(registry):
     student_run = registry.submit(CONFIG, role=TEACHER, owner="student-1", priority=1)
     first = registry.submit(CONFIG, role=TEACHER)
     second = registry.submit(CONFIG, role=TEACHER)
-    assert [r.id for r in registry.queue()] == [first.id, second.id, student_run.id]
-    assert [registry.claim_next("w").id for _ in range(3)] == [
+    assert [r.id for r in queue.waiting(registry)] == [first.id, second.id, student_run.id]
+    assert [queue.claim_next(registry, "w").id for _ in range(3)] == [
         first.id,
         second.id,
         student_run.id,
@@ -124,10 +125,10 @@ def test_the_queue_takes_the_instructors_runs_first_then_by_time(registry):
 def test_cancel_takes_a_queued_run_out_and_refuses_a_running_one(registry):
     running = running_run(registry)
     queued = registry.submit(CONFIG, role=TEACHER)
-    cancelled = registry.cancel_queued(queued.id, role=TEACHER)
-    assert cancelled.status == "cancelled" and registry.queue() == []
+    cancelled = queue.cancel_queued(registry, queued.id, role=TEACHER)
+    assert cancelled.status == "cancelled" and queue.waiting(registry) == []
     with pytest.raises(RegistryError, match="not queued"):
-        registry.cancel_queued(running.id, role=TEACHER)
+        queue.cancel_queued(registry, running.id, role=TEACHER)
     stop_queued = registry.submit(CONFIG, role=TEACHER)
     assert registry.request_stop(stop_queued.id, role=TEACHER).status == "cancelled"
 
@@ -136,7 +137,7 @@ def test_a_run_longer_than_a_lesson_needs_long_runs(registry):
     long = TrainConfig(epochs=LESSON_MAX_EPOCHS + 1, train_size=600, test_size=100)
     with pytest.raises(InvalidConfigError, match="at most"):
         registry.submit(long, role=TEACHER)
-    assert registry.queue() == []
+    assert queue.waiting(registry) == []
     registry.allow_long_runs(True, role=TEACHER)
     assert registry.submit(long, role=TEACHER).status == "queued"
 
@@ -172,7 +173,7 @@ def test_resume_refuses_with_reasons_and_requeues_the_same_run(registry):
 def test_a_fine_tune_run_is_not_resumed(registry):
     record = FineTuneRecord("base", "/b.keras", 1, 1, 8, 2, 4, 1, 0.25)
     run = registry.submit(CONFIG, role=TEACHER, fine_tune=record)
-    registry.claim_next("w")
+    queue.claim_next(registry, "w")
     model = registry.run_dir(run.id) / "model.keras"
     model.write_bytes(b"w")
     registry.record_epoch(run.id, {"loss": [0.4]}, model)
@@ -200,7 +201,7 @@ def test_a_student_session_changes_nothing_the_class_sees(registry):
         with pytest.raises(PermissionDeniedError, match=f"Only the instructor can {words}"):
             call()
     with pytest.raises(PermissionDeniedError, match="stop the run"):
-        registry.cancel_queued(queued.id, role=STUDENT)
+        queue.cancel_queued(registry, queued.id, role=STUDENT)
     assert [r.id for r in registry.list_runs()] == [queued.id, second.id, first.id]
     assert registry.get(queued.id).status == "queued"
     assert registry.run_dir(first.id).exists() and registry.active_run_id() == first.id
@@ -258,13 +259,13 @@ def test_a_run_of_a_dead_process_is_interrupted_at_once(registry):
 
 
 def test_a_run_still_training_is_neither_offered_nor_activated(registry):
-    from mnist_demo.runs import SHIPPED_KEY, available_models, default_model
+    from mnist_demo.models import SHIPPED_KEY, available_models, default_model
 
     training = running_run(registry)
     model = registry.run_dir(training.id) / "model.keras"
     model.write_bytes(b"weights of epoch 1")
     registry.record_epoch(training.id, HISTORY, model)
-    assert str(training.id) not in {m.key for m in available_models(registry)}
+    assert str(training.id) not in {m.key for m in available_models(registry, role=TEACHER)}
     with pytest.raises(RegistryError, match="still training"):
         registry.set_active(training.id, role=TEACHER)
     registry.store.set_setting("active_run", str(training.id))  # as an older version could

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnist_demo import queue
 from mnist_demo import store as store_module
 from mnist_demo.class_set import FILES_KEY, ClassSet
 from mnist_demo.recipe import Accuracies, TrainConfig
@@ -238,7 +239,7 @@ def test_a_registry_from_before_heartbeats_is_migrated(tmp_path):
     assert [r.heartbeat for r in registry.list_runs()] == [None, None, None]
     assert len(registry.list_runs()) == 3
     claimed = registry.submit(TrainConfig(epochs=1), role=registry_role())
-    assert registry.claim_next("worker-1").id == claimed.id
+    assert queue.claim_next(registry, "worker-1").id == claimed.id
     assert registry.get(claimed.id).heartbeat is not None
 
 

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from mnist_demo import postgres as postgres_module
+from mnist_demo import queue
 from mnist_demo.class_set import ClassSet
 from mnist_demo.classroom import Role
 from mnist_demo.postgres import LocalPostgres, PostgresError, PostgresNotInstalledError
@@ -194,7 +195,7 @@ def test_postgresql_stopped_mid_lesson_then_back_the_same_store_works_again(
         "read a setting": lambda: store.setting("anything"),
         "send a drawing": lambda: classes.add(digit(2), 2, session="b"),
         "start a run": lambda: registry.submit(CONFIG, role=Role.INSTRUCTOR),
-        "claim a run": lambda: registry.claim_next("worker-1"),
+        "claim a run": lambda: queue.claim_next(registry, "worker-1"),
         "write a setting": lambda: store.set_setting("colour", "blue"),
     }
     for what, call in refused.items():
@@ -208,7 +209,7 @@ def test_postgresql_stopped_mid_lesson_then_back_the_same_store_works_again(
     assert [d.id for d in classes.newest()] == [kept.id] and classes.version() == version
     assert store.setting("colour") is None
     sent = classes.add(digit(2), 2, session="b")
-    assert sent.id > kept.id and registry.claim_next("worker-1").id == run.id
+    assert sent.id > kept.id and queue.claim_next(registry, "worker-1").id == run.id
 
 
 # --- LocalPostgres ----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mnist_demo import training
+from mnist_demo import queue, training
 from mnist_demo.classroom import PermissionDeniedError, Role
 from mnist_demo.evaluation import evaluate
 from mnist_demo.live import LiveFeed
@@ -34,7 +34,7 @@ def registry(tmp_path):
 def claimed(registry: RunRegistry, cfg: TrainConfig, **kw) -> Run:
     """Submit a run and claim it, as a trainer of the engine would."""
     submitted = registry.submit(cfg, role=TEACHER, **kw)
-    run = registry.claim_next("test-worker")
+    run = queue.claim_next(registry, "test-worker")
     assert run is not None and run.id == submitted.id and run.status == "running"
     return run
 
@@ -234,7 +234,7 @@ def test_invalid_settings_are_refused_with_a_reason(registry, changes, message):
         cfg.validate()
     with pytest.raises(InvalidConfigError, match=message):
         registry.submit(cfg, role=TEACHER)
-    assert registry.list_runs() == [] and registry.queue() == []
+    assert registry.list_runs() == [] and queue.waiting(registry) == []
 
 
 def test_every_problem_is_named_at_once():
@@ -276,7 +276,7 @@ def test_only_the_instructor_submits_stops_resumes_or_cancels(registry, tiny_mni
         registry.request_stop(running.id, role=student)
     assert registry.get(running.id).stop_requested_at is None
     with pytest.raises(PermissionDeniedError, match="Only the instructor can stop the run"):
-        registry.cancel_queued(queued.id, role=student)
+        queue.cancel_queued(registry, queued.id, role=student)
     with pytest.raises(PermissionDeniedError, match="Only the instructor can stop the run"):
         registry.request_stop(queued.id, role=student)
     assert registry.get(queued.id).status == "queued"
@@ -288,9 +288,9 @@ def test_only_the_instructor_submits_stops_resumes_or_cancels(registry, tiny_mni
         registry.resume(stopped.id, role=student)
     assert registry.get(stopped.id).status == "stopped"
 
-    assert registry.cancel_queued(queued.id, role=TEACHER).status == "cancelled"
+    assert queue.cancel_queued(registry, queued.id, role=TEACHER).status == "cancelled"
     with pytest.raises(StoreError, match="not queued"):
-        registry.cancel_queued(queued.id, role=TEACHER)
+        queue.cancel_queued(registry, queued.id, role=TEACHER)
     with pytest.raises(StoreError, match="nothing to stop"):
         registry.request_stop(stopped.id, role=TEACHER)
 
@@ -298,10 +298,10 @@ def test_only_the_instructor_submits_stops_resumes_or_cancels(registry, tiny_mni
 def test_a_queued_run_is_cancelled_by_a_stop_and_never_claimed(registry):
     first = registry.submit(TINY, role=TEACHER)
     second = registry.submit(TINY, role=TEACHER)
-    assert [r.id for r in registry.queue()] == [first.id, second.id]
+    assert [r.id for r in queue.waiting(registry)] == [first.id, second.id]
     assert registry.request_stop(first.id, role=TEACHER).status == "cancelled"
-    assert registry.claim_next("w").id == second.id
-    assert registry.claim_next("w") is None
+    assert queue.claim_next(registry, "w").id == second.id
+    assert queue.claim_next(registry, "w") is None
 
 
 def test_progress_is_zero_before_the_first_batch_not_negative():

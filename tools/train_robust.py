@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_demo import config
+from mnist_demo import config, queue
 from mnist_demo.data import (
     array_sha256,
     load_mnist,
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # first in the queue (priority -1) and claimed at once by this process, its worker
     submitted = registry.submit(cfg, role=OWNER, lesson_cap=False, priority=-1)
-    run = registry.claim_next("tools.train_robust")
+    run = queue.claim_next(registry, "tools.train_robust")
     if run is None or run.id != submitted.id:  # an engine started meanwhile took it
         if run is not None:  # never train another run with this plan
             registry.finish_run(run.id, "interrupted", error="claimed by tools.train_robust")

@@ -10,7 +10,7 @@ import streamlit as st
 
 from mnist_demo.data import TEST_SIZE
 from mnist_demo.evaluation import Evaluation
-from mnist_demo.runs import ModelRef
+from mnist_demo.models import ModelRef
 from mnist_demo.ui.resources import class_evaluation, class_store, dataset, evaluation
 
 MNIST_TEST = "mnist"

@@ -13,12 +13,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from mnist_demo import charts, experiments
+from mnist_demo import charts, experiments, models, queue
 from mnist_demo.errors import DigitLabError
 from mnist_demo.experiments import RANGES, Row
 from mnist_demo.model import build_model, summary_rows
+from mnist_demo.models import usable
 from mnist_demo.recipe import OPTIMIZERS, Network, TrainConfig
-from mnist_demo.runs import Run, usable
+from mnist_demo.runs import Run
 from mnist_demo.ui.classroom import is_instructor, role, session_tag
 from mnist_demo.ui.resources import registry
 from mnist_demo.ui.training import feed
@@ -161,10 +162,10 @@ def my_experiment(run: Run) -> None:
     st.subheader(f"My experiment · run {run.id} · {run.status}")
     st.caption(f"What I changed: {experiments.changes(run.config)}")
     if run.status == "queued":
-        place = experiments.position(registry(), run.id)
+        place = queue.position(registry(), run.id)
         paused = (
             " The instructor has paused the class's queue."
-            if experiments.paused(registry())
+            if queue.paused(registry())
             else ""
         )
         st.info(f"Waiting for the training engine: #{place} in the queue.{paused}", icon="⏳")
@@ -231,13 +232,13 @@ def past_experiments(runs: list[Run]) -> None:
 
 def class_queue() -> None:
     known = names()
-    queue = registry().queue()
-    if queue:
+    waiting = queue.waiting(registry())
+    if waiting:
         st.caption(
             "Class queue: "
             + ", ".join(
                 f"#{i} {'instructor' if r.priority == 0 else experiments.name_of(r.owner, known)}"
-                for i, r in enumerate(queue, start=1)
+                for i, r in enumerate(waiting, start=1)
             )
         )
 
@@ -265,8 +266,8 @@ def instructor_panel() -> None:
                 st.rerun()
     setting_toggle(
         "Pause the students' queue",
-        value=experiments.paused(reg),
-        change=lambda on: experiments.pause(reg, on, role=role()),
+        value=queue.paused(reg),
+        change=lambda on: queue.pause(reg, on, role=role()),
         help="Students' experiments wait; the instructor's runs go on.",
     )
     known = names()
@@ -358,7 +359,7 @@ def run_detail(run_id: int) -> None:
 def instructor_run_actions(run: Run) -> None:
     reg = registry()
     a, b = st.columns(2)
-    on_projector = experiments.projector(reg) == run.id
+    on_projector = models.projector(reg) == run.id
     if a.button(
         "Take it off the projector" if on_projector else "Put on the projector",
         icon=":material/cast:",
@@ -367,7 +368,7 @@ def instructor_run_actions(run: Run) -> None:
         with user_errors(stop=False):
             experiments.set_projector(reg, None if on_projector else run.id, role=role())
             st.rerun()
-    on_draw = experiments.draw_model(reg) == run.id
+    on_draw = models.draw_model(reg) == run.id
     if b.button(
         "The class's model for Draw" if on_draw else "Make it the class's model for Draw",
         icon=":material/draw:",
@@ -381,7 +382,7 @@ def instructor_run_actions(run: Run) -> None:
 
 def projector_banner() -> None:
     """The run the instructor put on the projector, large, at the top of the page."""
-    run_id = experiments.projector(registry())
+    run_id = models.projector(registry())
     if run_id is None:
         return
     with user_errors(stop=False), st.container(border=True):

@@ -23,8 +23,9 @@ from mnist_demo.errors import ModelFileError
 from mnist_demo.evaluation import Evaluation, evaluate
 from mnist_demo.inference import Predictor
 from mnist_demo.model import build_model, load_model, summary_rows
+from mnist_demo.models import ModelRef
 from mnist_demo.reader import Reader
-from mnist_demo.runs import ModelRef, RegistryCorruptError, RunRegistry
+from mnist_demo.runs import RegistryCorruptError, RunRegistry
 from mnist_demo.store import Store, StoreError, database_url
 
 

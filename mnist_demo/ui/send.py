@@ -10,8 +10,8 @@ import numpy as np
 import streamlit as st
 
 from mnist_demo import class_set, novelty
+from mnist_demo.models import ModelRef
 from mnist_demo.reader import Reading
-from mnist_demo.runs import ModelRef
 from mnist_demo.ui.classroom import session_tag
 from mnist_demo.ui.resources import class_store
 from mnist_demo.ui.widgets import user_errors

@@ -9,8 +9,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
-from mnist_demo.experiments import models_for
-from mnist_demo.runs import ModelRef, default_model
+from mnist_demo.models import ModelRef, available_models, default_model
 from mnist_demo.ui import classroom
 from mnist_demo.ui.resources import registry, registry_notice
 from mnist_demo.ui.widgets import ago
@@ -85,13 +84,16 @@ def page_setup(page_file: str, for_drawings: bool = False) -> ModelRef:
 
 def sidebar(for_drawings: bool = False) -> ModelRef:
     """The model this page shows, chosen per browser session, and which model the other
-    pages use. A new session starts on the models `runs.default_model` picks, and
+    pages use. A new session starts on the models `models.default_model` picks, and
     follows them when they change (the instructor makes a run active, or the class's
     model for Draw) unless it chose another model itself. A student is offered the
     shipped models, the instructor's runs and their own finished experiments
-    (`experiments.models_for`)."""
+    (`models.available_models`)."""
     reg = registry()
-    models = {m.key: m for m in models_for(reg, classroom.session_tag(), classroom.role())}
+    models = {
+        m.key: m
+        for m in available_models(reg, role=classroom.role(), student=classroom.session_tag())
+    }
     keys = {False: MODEL_KEY, True: DRAW_MODEL_KEY}
     given = st.session_state.setdefault(DEFAULTS_KEY, {})
     for drawings, key in keys.items():

@@ -16,7 +16,8 @@ from mnist_demo import charts, engine, finetune
 from mnist_demo.classroom import Action
 from mnist_demo.live import LiveFeed, LiveView
 from mnist_demo.recipe import TRAIN_SIZE
-from mnist_demo.runs import Run, available_models, resumable, usable
+from mnist_demo.models import available_models, usable
+from mnist_demo.runs import Run, resumable
 from mnist_demo.ui.classroom import locked_caption, role
 from mnist_demo.ui.resources import class_store, registry
 from mnist_demo.ui.sidebar import MODEL_KEY
@@ -275,7 +276,7 @@ def fine_tune_form(lesson_max_epochs: int) -> None:
         "before and after, on those drawings and on the MNIST test set."
     )
     with st.form("fine_tune", border=False):
-        models = {m.key: m for m in available_models(registry())}
+        models = {m.key: m for m in available_models(registry(), role=role())}
         keys = list(models)
         chosen = st.session_state.get(MODEL_KEY)
         f1, f2 = st.columns([3, 1])

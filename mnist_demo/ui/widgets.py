@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from mnist_demo import charts, progress, runs
+from mnist_demo import charts, models, progress
 from mnist_demo.errors import DigitLabError
 from mnist_demo.evaluation import Evaluation, select, top_k
 from mnist_demo.ui.resources import registry
@@ -118,12 +118,12 @@ def vega_lite(chart: charts.VegaLite, where: Any = None) -> None:
     (where or st).vega_lite_chart(chart.data, chart.spec, width="stretch")
 
 
-def recorded_history(ref: runs.ModelRef) -> dict[str, list[float]]:
+def recorded_history(ref: models.ModelRef) -> dict[str, list[float]]:
     """The per-epoch history recorded when the model was trained: a run's from the
     registry, a shipped model's from the .json beside its file; {} if none was kept."""
-    if ref.key in runs.SHIPPED:
+    if ref.key in models.SHIPPED:
         # runs.py reads (and caches) a shipped model's .json for the sidebar already
-        return runs.shipped_info(ref.path.with_suffix(".json")).get("history", {})
+        return models.shipped_info(ref.path.with_suffix(".json")).get("history", {})
     return registry().get(int(ref.key)).history
 
 

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
+from mnist_demo import queue
 from mnist_demo.runs import RunRegistry
 from tools.app_server import AppServer, Engine
 
@@ -54,7 +55,7 @@ def no_run_left(registry):
     yield
     from mnist_demo.classroom import OWNER
 
-    for run in registry.queue() + registry.running():
+    for run in queue.waiting(registry) + registry.running():
         registry.request_stop(run.id, role=OWNER)
 
 
