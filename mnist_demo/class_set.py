@@ -418,10 +418,14 @@ class ClassSet:
         canvas_png: bytes | None = None,
         verdict: str | None = None,
         now: float | None = None,
+        person: str | None = None,
     ) -> Drawing:
         """Store one drawing in the current set, or refuse it with a ClassSetError (a
         full or read-only disk: a StoreWriteError, nothing saved). `session` is the
-        student's identity; `verdict` what Draw said (digit, not sure, not a digit)."""
+        student's identity; `verdict` what Draw said (digit, not sure, not a digit);
+        `person` what a person's budget is counted on besides the seat
+        (classroom.person_subject: the address group), so many cookies from one laptop
+        spending the class's cap lock nobody else out (see _check_sends)."""
         if isinstance(label, bool) or not isinstance(label, int | np.integer):
             raise ClassSetError(f"the digit meant must be a whole number 0-9, not {label!r}")
         if not 0 <= int(label) < NUM_CLASSES:
@@ -438,7 +442,7 @@ class ClassSet:
         try:
             with self._writing() as (con, written):
                 set_id = self._current_set(con, written)
-                self._check_sends(con, session, now)
+                self._check_sends(con, session, now, person)
                 if con.execute(
                     sa.select(drawings.c.id).where(
                         drawings.c.set_id == set_id, drawings.c.digest == digest
@@ -464,6 +468,8 @@ class ClassSet:
                 assert drawing_id is not None
                 row = con.execute(sa.select(drawings).where(drawings.c.id == drawing_id[0])).one()
                 record_event(con, SEND, student_subject(session), now)
+                if person is not None and person != student_subject(session):
+                    record_event(con, SEND_PERSON, person, now)
                 self._write_drawing_files(row._mapping, written)
                 self._bump(con)
         except sa.exc.IntegrityError:  # the same drawing sent twice at the same moment
@@ -472,13 +478,23 @@ class ClassSet:
         assert drawing is not None
         return drawing
 
-    def _check_sends(self, con: Connection, session: str, now: float) -> None:
-        """Refuse a send past the student's budget or the class's cap (both counted from
-        the limit events of sends that were stored, whoever took them back since)."""
+    def _check_sends(
+        self, con: Connection, session: str, now: float, person: str | None = None
+    ) -> None:
+        """Refuse a send past the student's budget (SENDS_PER_MINUTE per seat), or past
+        the class's cap. The cap binds people who already sent their own share: a person
+        (`person`, their address group) with fewer than SENDS_PER_MINUTE sends in the
+        minute may send even when the class is at the cap, so ten cookies from one
+        laptop spending the cap lock nobody else out. Counted from the limit events of
+        sends that were stored, whoever took them back since."""
         mine, oldest = count_recent(con, SEND, student_subject(session), now)
         if mine >= SENDS_PER_MINUTE:
             wait = 60 - (now - (oldest or now))
             raise TooManySendsError(too_many("drawings sent", SENDS_PER_MINUTE, wait))
+        if person is not None and person != student_subject(session):
+            theirs, _ = count_recent(con, SEND_PERSON, person, now)
+            if theirs < SENDS_PER_MINUTE:
+                return  # within one person's share: the cap does not bind them
         cap = self._sends_cap(con)
         everyone, oldest = count_recent(con, SEND, None, now)
         if everyone >= cap:
@@ -681,6 +697,7 @@ class ClassSet:
 
 
 SEND, TAKE_BACK = "send", "take_back"  # limit events' kinds
+SEND_PERSON = "send_person"  # a send, counted on the sender's address group too
 OUTCOMES = ("all", "right", "wrong", NOT_A_DIGIT)  # the wall's filter
 
 _CURRENT_SET = (

@@ -209,6 +209,7 @@ STUDENT_LIMITS: dict[str, tuple[str, int]] = {
 # Higher than a student's budget: several students may share one address (a NAT).
 CLIENT_LIMITS: dict[str, tuple[str, int]] = {
     "code_wrong": ("wrong instructor codes from this address", 10),
+    "seat_code": ("seat codes tried from this address", 10),
 }
 WINDOW_S = 60.0
 PRUNE_AFTER_S = 3600.0  # events older than this are deleted (no limit looks back further)

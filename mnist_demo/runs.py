@@ -458,8 +458,10 @@ class RunRegistry:
         require(role, Action.STOP_TRAINING)
         return self.stop(run_id)
 
-    def stop(self, run_id: int) -> Run:
-        """request_stop once the caller has checked who may."""
+    def stop(self, run_id: int, reason: str | None = None) -> Run:
+        """request_stop once the caller has checked who may. `reason`: why, when it is
+        not the person's own click (the engine stopping an experiment past its budget);
+        kept as the run's error, which its end keeps."""
         run = self.get(run_id)
         if run.status == "queued":
             return self._cancel_queued(run_id)
@@ -469,7 +471,7 @@ class RunRegistry:
             con.execute(
                 sa.update(runs)
                 .where(runs.c.id == run_id, runs.c.stop_requested_at.is_(None))
-                .values(stop_requested_at=time.time())
+                .values(stop_requested_at=time.time(), **({"error": reason} if reason else {}))
             )
         return self.get(run_id)
 
@@ -533,7 +535,8 @@ class RunRegistry:
                     test_accuracy=test_accuracy,
                     misclassified=misclassified,
                     test_n=test_n,
-                    error=error,
+                    # no error of its own: keep the reason a stop gave (runs.stop)
+                    **({"error": error} if error is not None else {}),
                 )
             )
         run = self.get(run_id)

@@ -60,7 +60,8 @@ def test_values_out_of_range_are_refused_naming_each_with_its_range():
     assert "Epochs must be between 1 and 30" in message
     cfg = experiments.card_config({"conv2_kernel": 5, "epochs": 2})
     assert cfg.network == Network(conv2_kernel=5) and cfg.epochs == 2
-    assert experiments.changes(cfg) == "epochs 1 → 2, conv 2 kernel 2 → 5"
+    # every difference from the lab's own recipe (12 epochs on 60,000), epochs included
+    assert experiments.changes(cfg) == "epochs 12 → 2, conv 2 kernel 2 → 5"
 
 
 def test_the_class_s_limits_refuse_with_the_limit_and_only_the_instructor_sets_them(registry):

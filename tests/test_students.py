@@ -88,12 +88,17 @@ def test_a_cookie_from_another_class_is_refused(tmp_path, store):
     assert students.verify_cookie(store, students.cookie_value(other, students.new_tag())) is None
 
 
-def test_a_student_is_made_once_and_named_by_their_tag(store):
+def test_a_seat_is_made_once_on_its_first_action_and_named_by_its_tag(store):
     tag = "3f9a0c11d2e4b567"
-    first = students.ensure(store, tag, now=5.0)
-    again = students.ensure(store, tag, now=9.0)
-    assert first == again and first.created_at == 5.0
+    students.seen(store, tag, now=4.0)  # a visit alone makes no seat
+    assert students.list_students(store) == []
+    first = students.take_seat(store, tag, "10.0.0.7", now=5.0)
+    again = students.take_seat(store, tag, "10.0.0.8", now=9.0)
+    assert first == again and first.created_at == 5.0 and first.network == "10.0.0.7"
+    assert len(first.seat_code) == students.SEAT_CODE_LENGTH
     assert first.display_name == "Student 3f9a" == students.display_name(store, tag)
+    students.seen(store, tag, now=5.0 + students.LAST_SEEN_EVERY_S + 1)
+    assert students.get(store, tag).last_seen == 5.0 + students.LAST_SEEN_EVERY_S + 1
 
 
 # --- nicknames -------------------------------------------------------------------------

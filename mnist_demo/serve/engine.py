@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnist_demo import config, lease, queue
+from mnist_demo import config, experiments, lease, queue
 from mnist_demo.classroom import OWNER
 from mnist_demo.errors import DigitLabError
 from mnist_demo.runs import HOST, INSTRUCTOR, Run, RunRegistry, resumable
@@ -471,6 +471,8 @@ class Supervisor:
         self.ensure_trainers()
         self.registry.mark_interrupted(held=self.held_runs())
         self.resume_interrupted()
+        for run, reason in experiments.overrunning(self.registry):  # past its budget
+            self.registry.stop(run.id, reason)
         self.cancel_ignored_stops()
 
     def check_head(self) -> None:
@@ -559,8 +561,8 @@ class Supervisor:
         self._stopping.set()
         owner = OWNER
         try:
-            for run in self.registry.queue():
-                self.registry.cancel_queued(run.id, role=owner)
+            for run in queue.waiting(self.registry):
+                queue.cancel_queued(self.registry, run.id, role=owner)
             for run in self.registry.running():
                 self.registry.request_stop(run.id, role=owner)
             deadline = time.monotonic() + SHUTDOWN_WAIT_S

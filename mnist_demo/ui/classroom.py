@@ -1,6 +1,6 @@
 """The session's role in the class: unlocking with the instructor code (from the link or
-the sidebar), locking again, the student's identity (a signed cookie) and nickname, the
-per-student limits, and who is connected.
+the sidebar), locking again, the student's identity (a signed cookie), seat and nickname,
+the seat code that brings a seat back, the per-student limits, and who is connected.
 
 The role lives in `st.session_state`, which only the server can write: a browser can
 send widget values, not a role. Every action that changes what others see is checked
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from contextlib import suppress
 
 import streamlit as st
@@ -28,6 +29,9 @@ STUDENT_KEY = "classroom_student"  # the student's tag, from their signed cookie
 STUDENT_COOKIE_KEY = "classroom_student_cookie"  # a new identity's cookie, pending
 NICKNAME_INPUT_KEY = "classroom_nickname_input"
 NICKNAME_MESSAGE_KEY = "classroom_nickname_message"
+SEAT_CODE_INPUT_KEY = "classroom_seat_code_input"
+SEAT_MESSAGE_KEY = "classroom_seat_message"
+SEEN_KEY = "classroom_seen_at"  # when this session last wrote its seat's "last seen"
 COOKIE_KEY = "classroom_cookie"  # "set" or "clear": pending for the browser
 
 
@@ -62,7 +66,9 @@ def limits() -> Limits:
 def student_id() -> str:
     """This browser's student identity: the tag in its signed cookie (students.py), so a
     reload, a new tab or another app server of the class is the same student. A browser
-    without a valid cookie gets a new tag, and the cookie is written with the sidebar."""
+    without a valid cookie gets a new tag, and the cookie is written with the sidebar.
+    Reading it writes nothing in the store: the tag becomes a seat on its first action
+    that needs one (`seat`)."""
     found = st.session_state.get(STUDENT_KEY)
     if found:
         return str(found)
@@ -73,11 +79,34 @@ def student_id() -> str:
         if tag is None:
             tag = students.new_tag()
             st.session_state[STUDENT_COOKIE_KEY] = students.cookie_value(store, tag)
-        students.ensure(store, tag)
     except DigitLabError:  # the store cannot say or keep it: an identity for this session
         tag = tag or students.new_tag()
     st.session_state[STUDENT_KEY] = tag
     return tag
+
+
+def seat() -> students.Student:
+    """This browser's seat, made now if it had none (for an action that needs one: a
+    send; experiments.submit and the nickname form take theirs in the core)."""
+    return students.take_seat(_store(), student_id(), network())
+
+
+def person_subject() -> str:
+    """What this browser's per-person budgets are counted on (its seat made now: a send
+    needs one): classroom.person_subject."""
+    me = seat()
+    return classroom.person_subject(_store(), network(), me.id)
+
+
+def _mark_seen() -> None:
+    """The roster's "last seen": at most once a minute per session, and only for a
+    browser that already has a seat."""
+    now = time.time()
+    if now - st.session_state.get(SEEN_KEY, 0.0) < students.LAST_SEEN_EVERY_S:
+        return
+    st.session_state[SEEN_KEY] = now
+    with suppress(DigitLabError):
+        students.seen(_store(), student_id(), now)
 
 
 def session_tag() -> str:
@@ -88,14 +117,20 @@ def session_tag() -> str:
 
 
 def client_address() -> str | None:
-    """Where this browser connects from: the first hop of X-Forwarded-For (behind the
-    lecture hall's nginx), else the connection's address (None on localhost)."""
+    """Where this browser connects from: the socket's address, or what the trusted proxy
+    (the lecture hall's nginx, MNIST_DEMO_TRUSTED_PROXY) says behind it; a header any
+    browser can send is never believed from anyone else (classroom.client_address)."""
     try:
-        forwarded = st.context.headers.get("X-Forwarded-For") or ""
-        first = forwarded.split(",")[0].strip()
-        return first or st.context.ip_address
+        socket_address = st.context.ip_address
+        forwarded = st.context.headers.get("X-Forwarded-For")
     except Exception:  # no request behind this session (a test harness)
         return None
+    return classroom.client_address(socket_address, forwarded)
+
+
+def network() -> str:
+    """The address group fair shares count this browser in (classroom.address_group)."""
+    return classroom.address_group(client_address())
 
 
 def limit(kind: str) -> None:
@@ -111,7 +146,7 @@ def unlock(code: str) -> None:
     """Make this session the instructor's, or raise CodeError / RateLimitedError. Every
     try counts against the student (5 a minute, whichever tab or reload), and a wrong
     one against the client's address too (classroom.try_code)."""
-    classroom.try_code(limits(), code, student=student_id(), client=client_address())
+    classroom.try_code(limits(), code, student=student_id(), client=network())
     _become(Role.INSTRUCTOR)
     st.session_state[COOKIE_KEY] = "set"  # remember this browser (role_panel writes it)
 
@@ -132,7 +167,8 @@ def _become(new_role: Role) -> None:
 def restore_from_cookie() -> None:
     """A reload or a new tab is a new Streamlit session: an instructor's browser that
     kept the session token (not the code) stays unlocked."""
-    student_id()  # every browser is a student first: its identity, made on first sight
+    student_id()  # every browser is a student first: its identity (a cookie, not a seat)
+    _mark_seen()
     if ROLE_KEY in st.session_state or classroom.solo():
         return
     if classroom.valid_session_token(st.context.cookies.get(classroom.TOKEN_COOKIE)):
@@ -199,7 +235,7 @@ def _unlock_from_input() -> None:
 def _save_nickname() -> None:
     text = st.session_state.get(NICKNAME_INPUT_KEY, "")
     try:
-        me = students.set_nickname(_store(), student_id(), text)
+        me = students.set_nickname(_store(), student_id(), text, network())
     except DigitLabError as e:
         st.session_state[NICKNAME_MESSAGE_KEY] = ("error", str(e))
     else:
@@ -209,9 +245,58 @@ def _save_nickname() -> None:
         )
 
 
+def _reclaim_seat() -> None:
+    """A seat code typed in the sidebar: this browser takes that seat (its cookie is
+    rewritten with the sidebar). Guesses are counted per address (10 a minute)."""
+    code = st.session_state.get(SEAT_CODE_INPUT_KEY, "")
+    st.session_state[SEAT_CODE_INPUT_KEY] = ""
+    try:
+        limits().take("seat_code", classroom.client_subject(network()))
+        store = _store()
+        found = students.reclaim(store, code)
+    except DigitLabError as e:
+        st.session_state[SEAT_MESSAGE_KEY] = ("error", str(e))
+        return
+    st.session_state[STUDENT_KEY] = found.id
+    st.session_state[STUDENT_COOKIE_KEY] = students.cookie_value(store, found.id)
+    st.session_state.pop(SEEN_KEY, None)
+    st.session_state[SEAT_MESSAGE_KEY] = (
+        "success",
+        f"Welcome back, {found.display_name}: this browser has your seat again.",
+    )
+
+
+def seat_panel(me: students.Student | None) -> None:
+    """The seat code (to come back from another browser), and the form that takes it."""
+    if me is not None and me.seat_code:
+        st.caption(
+            f"Your seat code: **{students.format_seat_code(me.seat_code)}**. Lost this "
+            "browser's cookie? Type it below in any browser to get your seat back."
+        )
+    else:
+        st.caption(
+            "You have no seat yet: it is made when you pick a nickname, submit an "
+            "experiment or send a drawing."
+        )
+    with st.form("classroom_seat_code", border=False, enter_to_submit=True):
+        st.text_input(
+            "Seat code",
+            key=SEAT_CODE_INPUT_KEY,
+            max_chars=20,
+            placeholder="K7QM-3XPD",
+            help="The code another browser of yours shows here: this browser becomes "
+            "that seat (your experiments, drawings and nickname).",
+        )
+        st.form_submit_button("Get my seat back", on_click=_reclaim_seat)
+    message = st.session_state.pop(SEAT_MESSAGE_KEY, None)
+    if message:
+        kind, text = message
+        (st.error if kind == "error" else st.success)(text)
+
+
 def nickname_panel() -> None:
     """The student's name in the class: their nickname, or "Student <tag>"; a form to
-    pick one (optional)."""
+    pick one (optional); their seat code."""
     tag = student_id()
     me = None
     with suppress(StoreError):
@@ -226,7 +311,8 @@ def nickname_panel() -> None:
                 key=NICKNAME_INPUT_KEY,
                 max_chars=students.MAX_NICKNAME,
                 placeholder=name,
-                help="1–20 letters, digits, spaces, - and _; unique in the class. What "
+                help="1–20 letters, digits, spaces, - and _; not like anyone's in the class, and "
+                "no role words (Instructor, Teacher, …). What "
                 "the class sees next to your experiments.",
             )
             st.form_submit_button("Save nickname", on_click=_save_nickname)
@@ -234,6 +320,7 @@ def nickname_panel() -> None:
         if message:
             kind, text = message
             (st.error if kind == "error" else st.success)(text)
+        seat_panel(me)
 
 
 def role_panel() -> None:

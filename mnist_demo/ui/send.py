@@ -12,7 +12,7 @@ import streamlit as st
 from mnist_demo import class_set, novelty
 from mnist_demo.models import ModelRef
 from mnist_demo.reader import Reading
-from mnist_demo.ui.classroom import session_tag
+from mnist_demo.ui.classroom import person_subject, session_tag
 from mnist_demo.ui.resources import class_store
 from mnist_demo.ui.widgets import user_errors
 
@@ -54,6 +54,7 @@ def send_to_class(reading: Reading, ref: ModelRef) -> None:
                     model=ref.name,
                     canvas_png=class_set.canvas_thumbnail(np.asarray(reading.picture)),
                     verdict=verdict,
+                    person=person_subject(),
                 )
                 if not sent.counted:
                     read = "said it is not a digit (not counted in the class's accuracy)"
