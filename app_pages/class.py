@@ -1,7 +1,10 @@
 """Class: the students' drawings live on the projector. How well a model that reads MNIST
 reads *this* class, where it fails (the confusion matrix to click into), which digits
 the class writes unlike MNIST; and the instructor's tools for the class set, the class's
-send cap and the students' nicknames.
+send cap, and the roster: every seat with its nickname, address group, last visit and
+experiments, to rename, hide or remove. A student's experiment's score on the class's
+drawings is hidden from students until the instructor reveals it
+(experiments.class_score_hidden), here as on every page.
 
 A drawing Draw called "not a digit" when it was sent is on the wall with a badge and is
 left out of the class's accuracy, the per-digit table and the confusion matrix (reported
@@ -14,7 +17,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mnist_demo import charts, class_set, students, ui
+from mnist_demo import charts, class_set, classroom, experiments, students, ui
 from mnist_demo.class_set import NOT_A_DIGIT, Snapshot
 from mnist_demo.classroom import Action
 from mnist_demo.evaluation import Evaluation
@@ -26,6 +29,12 @@ WALL_SIZE = 48  # newest drawings on the wall
 ref = ui.page_setup(__file__, for_drawings=True)
 st.title("The class's drawings")
 store = ui.class_store()
+registry = ui.registry()
+HIDDEN = (
+    f"How {ref.name} reads the class's drawings is hidden until the instructor reveals "
+    "the class-drawings score (it is a student's experiment): choose a shipped model or "
+    "the instructor's in the sidebar to see a score here."
+)
 
 
 NOT_A_DIGIT_BADGE = (
@@ -81,8 +90,22 @@ def accuracy_line(name: str, mnist_accuracy: float, scored: Evaluation, not_digi
     )
 
 
+def score_hidden() -> bool:
+    return experiments.class_score_hidden(registry, ref.owner, ui.role())
+
+
 @st.fragment(run_every=WALL_POLL_S)
 def live_wall() -> None:
+    if score_hidden():  # the wall only: each tile's answer is the sender's, as sent
+        set_id, version = store.current_set(), store.version()
+        if store.count() == 0:
+            st.info("No drawings yet.", icon="✍️")
+            return
+        st.caption(HIDDEN)
+        wall, shown = wall_html(set_id, version, None, "all")
+        st.caption(f"The newest {shown} (meant → read, at the time it was sent)")
+        st.html(wall)
+        return
     with ui.user_errors():
         snapshot, result = ui.class_evaluation(ref)  # cached per class-set version
         mnist = ui.evaluation(ref)
@@ -128,6 +151,9 @@ def live_wall() -> None:
 live_wall()
 
 st.header("Where it fails")
+if score_hidden():
+    st.caption(HIDDEN)
+    st.stop()
 with ui.user_errors():
     snapshot, result = ui.class_evaluation(ref)
 scored, scored_images = counted_only(snapshot, result)
@@ -157,7 +183,7 @@ if ui.locked_caption(Action.MANAGE_CLASS_SET):
     with middle:
         st.markdown("**Export**")
         st.download_button(
-            f"Download the class set ({result.n} drawings, .npz)",
+            f"Download the class set ({store.count()} drawings, .npz)",
             data=store.export_npz(),
             file_name=f"class-drawings-{time.strftime('%Y-%m-%d')}.npz",
             mime="application/octet-stream",
@@ -192,46 +218,88 @@ if ui.locked_caption(Action.MANAGE_CLASS_SET):
 
 st.header("Students")
 st.caption(
-    "Every browser is a student with a signed identity (a cookie); a nickname is optional. "
-    "Rename or hide one that should not be on the projector."
+    "A browser becomes a seat when it first picks a nickname, submits an experiment or "
+    "sends a drawing. Fair shares count people by address group (one laptop's many "
+    "cookies are one person) unless the class shares one address."
 )
 with ui.user_errors():
     everyone = students.list_students(store.store)
 if not everyone:
-    st.caption("No student has joined yet.")
-else:
-    table = {"shown as": [s.display_name for s in everyone]}
-    if ui.is_instructor():  # a hidden nickname stays off students' screens
-        table["nickname"] = [s.nickname or "" for s in everyone]
-        table["hidden"] = [s.hidden for s in everyone]
-    table["tag"] = [s.id[: students.SHORT_TAG] for s in everyone]
-    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
-    if ui.locked_caption(Action.MODERATE_STUDENTS):
-        by_id = {s.id: s for s in everyone}
-        who = st.selectbox(
-            "Student",
-            list(by_id),
-            format_func=lambda i: (
-                f"{by_id[i].display_name} ({html.escape(i[:4])}"
-                + (f", nickname “{by_id[i].nickname}”" if by_id[i].nickname else "")
-                + (", hidden" if by_id[i].hidden else "")
-                + ")"
-            ),
-            key="moderate-student",
-        )
-        new_name = st.text_input(
-            "New nickname", max_chars=students.MAX_NICKNAME, key="moderate-nickname"
-        )
-        rename, hide, show = st.columns(3)
-        if rename.button("Rename", key="moderate-rename"):
-            with ui.user_errors(stop=False):
-                students.rename(store.store, who, new_name, role=ui.role())
-                st.rerun()
-        if hide.button("Hide nickname", key="moderate-hide"):
-            with ui.user_errors(stop=False):
-                students.set_hidden(store.store, who, True, role=ui.role())
-                st.rerun()
-        if show.button("Show nickname", key="moderate-show"):
-            with ui.user_errors(stop=False):
-                students.set_hidden(store.store, who, False, role=ui.role())
-                st.rerun()
+    st.caption("No student has a seat yet.")
+elif not ui.is_instructor():
+    st.dataframe(
+        pd.DataFrame({"in the class": [s.display_name for s in everyone]}),
+        hide_index=True,
+        width="stretch",
+    )
+else:  # the roster: who is here, from where, doing what
+    counts = experiments.experiment_counts(registry)
+    now = time.time()
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "seat": [s.id[: students.SHORT_TAG] for s in everyone],
+                "shown as": [s.display_name for s in everyone],
+                "nickname": [s.nickname or "—" for s in everyone],
+                "hidden": [s.hidden for s in everyone],
+                "address group": [s.network or "—" for s in everyone],
+                "last seen": [
+                    "—" if s.last_seen is None else f"{ui.duration(now - s.last_seen)} ago"
+                    for s in everyone
+                ],
+                "experiments": [counts.get(s.id, 0) for s in everyone],
+            }
+        ),
+        hide_index=True,
+        width="stretch",
+        key="roster",
+    )
+if ui.locked_caption(Action.MODERATE_STUDENTS) and everyone:
+    by_id = {s.id: s for s in everyone}
+    who = st.selectbox(
+        "Student",
+        list(by_id),
+        format_func=lambda i: (
+            f"{by_id[i].display_name} ({html.escape(i[:4])}"
+            + (f", nickname “{by_id[i].nickname}”" if by_id[i].nickname else "")
+            + (", hidden" if by_id[i].hidden else "")
+            + ")"
+        ),
+        key="moderate-student",
+    )
+    new_name = st.text_input(
+        "New nickname", max_chars=students.MAX_NICKNAME, key="moderate-nickname"
+    )
+    rename, hide, show, remove = st.columns(4)
+    if rename.button("Rename", key="moderate-rename"):
+        with ui.user_errors(stop=False):
+            students.rename(store.store, who, new_name, role=ui.role())
+            st.rerun()
+    if hide.button("Hide nickname", key="moderate-hide"):
+        with ui.user_errors(stop=False):
+            students.set_hidden(store.store, who, True, role=ui.role())
+            st.rerun()
+    if show.button("Show nickname", key="moderate-show"):
+        with ui.user_errors(stop=False):
+            students.set_hidden(store.store, who, False, role=ui.role())
+            st.rerun()
+    if remove.button(
+        "Remove seat",
+        key="moderate-remove",
+        icon=":material/person_remove:",
+        help="Its queued experiment is cancelled (a running one stopped), its nickname "
+        "freed; its finished experiments stay on the leaderboard.",
+    ):
+        with ui.user_errors(stop=False):
+            cancelled = students.remove_seat(registry, who, role=ui.role())
+            st.toast(f"Seat removed; {cancelled} experiment(s) cancelled or stopped.")
+            st.rerun()
+if ui.is_instructor():
+    ui.setting_toggle(
+        "This class shares one address",
+        value=classroom.shared_address(store.store),
+        change=lambda on: classroom.set_shared_address(store.store, on, role=ui.role()),
+        help="Behind a school NAT or a proxy every browser comes from one address: fair "
+        "shares then count seats instead of address groups. Off, many cookies from one "
+        "laptop get one person's share.",
+    )

@@ -1,8 +1,10 @@
-"""Leaderboard: every ended experiment of the class, ranked, with the lab's recipe as a
-reference row. The score on the class's own drawings stays hidden from students until
-the instructor reveals it. A click on a row shows that run's curves over the lab
-baseline's and its answers to the workbook's (a) and (b); the instructor can put it on
-the projector or make it the class's model for Draw. Paged, and refreshed live."""
+"""Leaderboard: every ended experiment of the class, ranked, under two reference rows:
+the lab's network trained within the class's limits (what a student can reach) and the
+shipped 12-epoch Lab 7. The score on the class's own drawings (with how many drawings it
+is on) stays hidden from students until the instructor reveals it, and they cannot sort
+by it meanwhile. A click on a row shows that run's curves over the lab's and its answers
+to the workbook's (a) and (b), and its "what I changed" whole; the instructor can put it
+on the projector or make it the class's model for Draw. Paged, and refreshed live."""
 
 import streamlit as st
 
@@ -24,15 +26,20 @@ if ui.is_instructor():
     )
 
 left, right = st.columns([2, 1])
+show_class = not experiments.class_score_hidden(registry, "", ui.role())
 sort = left.radio(
-    "Sort by", list(board.SORTS), format_func=board.SORTS.__getitem__, horizontal=True
+    "Sort by",
+    [s for s in board.SORTS if show_class or s != "class_accuracy"],
+    format_func=board.SORTS.__getitem__,
+    horizontal=True,
 )
 
 
 @st.fragment(run_every=board.LEADERBOARD_POLL_S)
 def table(sort: str) -> None:
-    rows = experiments.leaderboard(registry, role=ui.role(), sort=sort)
-    show_class = ui.is_instructor() or experiments.revealed(registry)
+    with ui.user_errors():  # revealed or hidden again meanwhile: the sort is refused
+        rows = experiments.leaderboard(registry, role=ui.role(), sort=sort)
+    show_class = not experiments.class_score_hidden(registry, "", ui.role())
     number = st.session_state.get("leaderboard-page", 1)
     shown, pages = experiments.page(rows, number, board.LEADERBOARD_PAGE_SIZE)
     frame = board.leaderboard_frame(shown, show_class, with_reference=True)
@@ -47,6 +54,7 @@ def table(sort: str) -> None:
         selection_mode="single-row",
         key=f"leaderboard-{sort}-{number}",
         column_config=board.LEADERBOARD_COLUMNS,
+        row_height=board.LEADERBOARD_ROW_HEIGHT,
         width="stretch",
     )
     if pages > 1:

@@ -395,9 +395,11 @@ def address_group(address: str | None) -> str:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return "local"
-    if ip.version == 6 and ip.ipv4_mapped is None:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:10.0.0.7 is the IPv4 client 10.0.0.7
+            return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip.ipv4_mapped or ip)
+    return str(ip)
 
 
 def shared_address(store: Store) -> bool:

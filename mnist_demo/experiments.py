@@ -385,6 +385,17 @@ def overrunning(registry: RunRegistry, now: float | None = None) -> list[tuple[R
     return found
 
 
+def experiment_counts(registry: RunRegistry) -> dict[str, int]:
+    """Seat -> how many experiments it has submitted (the roster), in one query."""
+    with registry.store.read() as con:
+        rows = con.execute(
+            sa.select(runs_table.c.owner, sa.func.count())
+            .where(runs_table.c.owner != INSTRUCTOR)
+            .group_by(runs_table.c.owner)
+        ).all()
+    return {owner: int(n) for owner, n in rows}
+
+
 def current(registry: RunRegistry, student: str) -> Run | None:
     """The student's experiment queued or running, else their latest, else None."""
     mine = experiments_of(registry, student)
@@ -424,6 +435,30 @@ def revealed(registry: RunRegistry) -> bool:
     return registry.store.setting(REVEALED) == "1"
 
 
+class HiddenScoreError(ExperimentError):
+    """A student asked for a class-drawings score the instructor has not revealed."""
+
+
+def class_score_hidden(registry: RunRegistry, model_owner: str, role: Role) -> bool:
+    """Is a model's score on the class's drawings hidden from this session? The hidden
+    score is the experiments' private column: while the instructor has not revealed it,
+    a student sees no class-drawings score of any student's experiment (their own
+    included) on any page — the leaderboard, the Class page, Test set or Misclassified
+    on the class's drawings. The shipped models and the instructor's runs are the
+    lesson's own material: their scores stay visible (the projector's "this class at")."""
+    return role != Role.INSTRUCTOR and model_owner != INSTRUCTOR and not revealed(registry)
+
+
+def check_class_score(registry: RunRegistry, model_owner: str, role: Role) -> None:
+    """HiddenScoreError when `class_score_hidden` says so, saying what to do instead."""
+    if class_score_hidden(registry, model_owner, role):
+        raise HiddenScoreError(
+            "How a student's experiment reads the class's drawings is hidden until the "
+            "instructor reveals it: choose a shipped model or the instructor's in the "
+            "sidebar, or look at MNIST's test set."
+        )
+
+
 def reveal(registry: RunRegistry, on: bool, *, role: Role) -> None:
     """Show (or hide again) the class-drawings score to students."""
     require(role, Action.MANAGE_EXPERIMENTS)
@@ -432,6 +467,7 @@ def reveal(registry: RunRegistry, on: bool, *, role: Role) -> None:
 
 @dataclass(frozen=True)
 class Row:
+    rank: int  # 1-based, by the sort asked for; equal scores share a rank
     run: Run
     owner: str
     test_accuracy: float | None
@@ -440,19 +476,43 @@ class Row:
     seconds: float | None
     changes: str
     class_accuracy: float | None  # None for a student until revealed
+    class_n: int | None  # drawings the class score is on (None with it)
+
+
+SORTS = ("test_accuracy", "class_accuracy", "parameters", "seconds")
 
 
 def leaderboard(registry: RunRegistry, *, role: Role, sort: str = "test_accuracy") -> list[Row]:
     """Every experiment that ended with a score (finished, or stopped or interrupted with
-    a finished epoch), best first; an interrupted one is listed too, marked by its status.
-    The class-drawings score is None for a student until the instructor reveals it."""
-    show_class = role == Role.INSTRUCTOR or revealed(registry)
-    rows = []
+    a finished epoch), best first, ranked; an interrupted one is listed too, marked by
+    its status. The class-drawings score is None for a student until the instructor
+    reveals it, and a student cannot sort by it meanwhile (the order would tell)."""
+    if sort not in SORTS:
+        raise ExperimentError(f"sort by one of {', '.join(SORTS)}")
+    show_class = not class_score_hidden(registry, "", role)
+    if sort == "class_accuracy" and not show_class:
+        raise HiddenScoreError(
+            "The class-drawings score is hidden until the instructor reveals it: sort by "
+            "MNIST test accuracy instead."
+        )
+    found = []
     for run in registry.list_runs():
         if run.owner == INSTRUCTOR or run.status not in ENDED or run.status == "cancelled":
             continue
+        found.append(run)
+    keys = {
+        "test_accuracy": lambda r: -(r.test_accuracy if r.test_accuracy is not None else -1),
+        "class_accuracy": lambda r: -(r.class_accuracy if r.class_accuracy is not None else -1),
+        "parameters": lambda r: parameters(r.config.network or Network()),
+        "seconds": lambda r: r.duration_s if r.duration_s is not None else float("inf"),
+    }
+    found.sort(key=lambda r: (keys[sort](r), r.id))
+    rows: list[Row] = []
+    for place, run in enumerate(found, start=1):
+        tied = rows and keys[sort](rows[-1].run) == keys[sort](run)
         rows.append(
             Row(
+                rank=rows[-1].rank if tied else place,
                 run=run,
                 owner=run.owner,
                 test_accuracy=run.test_accuracy,
@@ -461,17 +521,10 @@ def leaderboard(registry: RunRegistry, *, role: Role, sort: str = "test_accuracy
                 seconds=run.duration_s,
                 changes=changes(run.config),
                 class_accuracy=run.class_accuracy if show_class else None,
+                class_n=run.class_n if show_class and run.class_accuracy is not None else None,
             )
         )
-    keys = {
-        "test_accuracy": lambda r: -(r.test_accuracy or -1),
-        "class_accuracy": lambda r: -(r.class_accuracy or -1),
-        "parameters": lambda r: r.parameters,
-        "seconds": lambda r: r.seconds or float("inf"),
-    }
-    if sort not in keys:
-        raise ExperimentError(f"sort by one of {', '.join(keys)}")
-    return sorted(rows, key=keys[sort])
+    return rows
 
 
 def page(rows: list[Row], number: int, size: int = 25) -> tuple[list[Row], int]:
@@ -484,29 +537,78 @@ def page(rows: list[Row], number: int, size: int = 25) -> tuple[list[Row], int]:
 
 @dataclass(frozen=True)
 class Reference:
-    """The lab's recipe as the leaderboard's reference row: the shipped Lab 7 model's
-    figures (its .json), trained on all 60,000 images for 12 epochs."""
+    """A reference row: the lab's network trained as `config` says, and its figures once
+    a run measured them (None: not trained yet)."""
 
+    label: str
+    config: TrainConfig
+    run_id: int | None
     test_accuracy: float | None
     misclassified: int | None
     parameters: int
     seconds: float | None
     history: dict[str, list[float]]
-    test_loss: float | None
 
 
-def reference() -> Reference:
+def reference_config(rules: ClassLimits) -> TrainConfig:
+    """The lab's network and recipe within the class's current limits: the default
+    experiment, with no more epochs or images than the class allows."""
+    return replace(
+        LAB_EXPERIMENT,
+        epochs=min(LAB_EXPERIMENT.epochs, rules.max_epochs),
+        train_size=min(LAB_EXPERIMENT.train_size, rules.max_train_images),
+    )
+
+
+def references(registry: RunRegistry) -> list[Reference]:
+    """The leaderboard's two reference rows: first the lab's network trained within the
+    class's limits (what a student can reach; its figures from the newest finished
+    instructor run of exactly that recipe, `train_reference`), then the shipped Lab 7
+    model (12 epochs on all 60,000 images, from its .json)."""
     from mnist_demo import config
 
-    info = shipped_info(config.DEFAULT_MODEL_PATH.with_suffix(".json"))
-    return Reference(
-        test_accuracy=info.get("test_accuracy"),
-        misclassified=info.get("misclassified"),
-        parameters=parameters(Network()),
-        seconds=info.get("training_seconds"),
-        history=info.get("history", {}),
-        test_loss=info.get("test_loss"),
+    within = reference_config(limits(registry))
+    measured = next(
+        (
+            r
+            for r in registry.list_runs()
+            if r.owner == INSTRUCTOR
+            and r.status == "finished"
+            and r.fine_tune is None
+            and r.config == within
+        ),
+        None,
     )
+    info = shipped_info(config.DEFAULT_MODEL_PATH.with_suffix(".json"))
+    return [
+        Reference(
+            label="the lab within this class's limits",
+            config=within,
+            run_id=measured.id if measured else None,
+            test_accuracy=measured.test_accuracy if measured else None,
+            misclassified=measured.misclassified if measured else None,
+            parameters=parameters(Network()),
+            seconds=measured.duration_s if measured else None,
+            history=measured.history if measured else {},
+        ),
+        Reference(
+            label="Lab 7 as shipped",
+            config=LAB_RECIPE,
+            run_id=None,
+            test_accuracy=info.get("test_accuracy"),
+            misclassified=info.get("misclassified"),
+            parameters=parameters(Network()),
+            seconds=info.get("training_seconds"),
+            history=info.get("history", {}),
+        ),
+    ]
+
+
+def train_reference(registry: RunRegistry, *, role: Role) -> Run:
+    """Queue the lab within the class's limits as an instructor run (its figures fill
+    the first reference row when it finishes)."""
+    require(role, Action.START_TRAINING)
+    return registry.submit(reference_config(limits(registry)), role=role)
 
 
 # --- the projector and the class's model for Draw ------------------------------------------

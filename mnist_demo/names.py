@@ -20,7 +20,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from confusable_homoglyphs import confusables
+from confusable_homoglyphs import confusables  # type: ignore[import-untyped]
 
 # Characters that draw nothing (or look like a space) yet count as letters or format
 # characters: a name made of them is blank on the screen, and one holding them looks

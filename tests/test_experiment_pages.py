@@ -86,7 +86,8 @@ def test_the_card_s_summary_and_parameters_are_build_model_s(student, values):
     assert count == experiments.parameters(Network(**net_values))
     assert metric(at, "Estimated training time").startswith("about ")
     changed = next(c.value for c in at.caption if c.value.startswith("What I changed"))
-    assert ("the lab's recipe" in changed) == (not values)
+    assert changed.startswith("What I changed: epochs 12 → 1")  # the default: 1 epoch
+    assert ("epochs 12 → 1" == changed.removeprefix("What I changed: ")) == (not values)
 
 
 def test_out_of_range_values_give_their_range_and_nothing_is_submitted(student):
@@ -102,8 +103,18 @@ def test_out_of_range_values_give_their_range_and_nothing_is_submitted(student):
     assert submit.disabled
     # Inside the card's ranges but over the class's limits (5 epochs by default)
     at.number_input(key="card-conv1_filters").set_value(32)
+    at.number_input(key="card-train_size").set_value(3000)  # within the budget
     at.number_input(key="card-dropout_dense").set_value(0.5)
     at.number_input(key="card-epochs").set_value(8)
+    # Within the limits but over the class's compute budget (1 minute by default)
+    at.number_input(key="card-epochs").set_value(5)
+    at.number_input(key="card-train_size").set_value(60_000)
+    at.run()
+    [over] = errors(at)
+    assert "over the class's budget of 60 s an experiment" in over
+    assert next(b for b in at.button if b.label == "Submit my experiment").disabled
+    budget = next(m for m in at.metric if m.label == "Estimated training time")
+    assert budget.proto.delta == "budget 60 s · over it"
     at.run()
     assert errors(at) == ["at most 5 epochs in this class"]
     assert RunRegistry().list_runs() == []
@@ -148,8 +159,15 @@ def test_the_leaderboard_hides_the_class_column_until_revealed(student):
     at = open_page("app_pages/leaderboard.py")
     [board] = [d.value for d in at.dataframe]
     assert "class drawings" not in board.columns
-    assert list(board["run"]) == [0, first + 1, first]  # the reference, then best first
-    assert board["status"].iloc[0] == "reference"
+    # the two reference rows (within the class's limits, then the shipped 12 epochs),
+    # then best first, ranked
+    assert list(board["run"]) == [-1, -2, first + 1, first]
+    assert list(board["rank"]) == ["ref", "ref", "1", "2"]
+    assert list(board["status"].iloc[:2]) == ["reference", "reference"]
+    assert board["MNIST test accuracy"].iloc[0] == "—"  # not trained in this class yet
+    assert board["MNIST test accuracy"].iloc[1] == "99.32%"  # the shipped Lab 7
+    assert list(board["what I changed"].iloc[2:]) == ["epochs 12 → 1"] * 2
+    assert not any("None" in str(v) for v in board.to_numpy().ravel())
     experiments.reveal(registry, True, role=Role.INSTRUCTOR)
     at.run()
     [board] = [d.value for d in at.dataframe]

@@ -8,10 +8,18 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
+from mnist_demo import experiments
 from mnist_demo.data import TEST_SIZE
 from mnist_demo.evaluation import Evaluation
 from mnist_demo.models import ModelRef
-from mnist_demo.ui.resources import class_evaluation, class_store, dataset, evaluation
+from mnist_demo.ui.classroom import role
+from mnist_demo.ui.resources import (
+    class_evaluation,
+    class_store,
+    dataset,
+    evaluation,
+    registry,
+)
 
 MNIST_TEST = "mnist"
 CLASS_DRAWINGS = "class"
@@ -42,7 +50,10 @@ def choose(ref: ModelRef, key: str) -> Scored:
 
 
 def scored(ref: ModelRef, kind: str) -> Scored:
+    """The set scored by `ref`'s model; the class's drawings only where the session may
+    see that score (experiments.check_class_score: HiddenScoreError otherwise)."""
     if kind == CLASS_DRAWINGS:
+        experiments.check_class_score(registry(), ref.owner, role())
         snapshot, result = class_evaluation(ref)
         return Scored(kind, "class drawing", snapshot.images, result, snapshot.skipped)
     _, (x_test, _) = dataset()

@@ -20,7 +20,7 @@ from mnist_demo.model import build_model, summary_rows
 from mnist_demo.models import usable
 from mnist_demo.recipe import OPTIMIZERS, Network, TrainConfig
 from mnist_demo.runs import Run
-from mnist_demo.ui.classroom import is_instructor, role, session_tag
+from mnist_demo.ui.classroom import is_instructor, network, role, session_tag
 from mnist_demo.ui.resources import registry
 from mnist_demo.ui.training import feed
 from mnist_demo.ui.widgets import duration, epoch_charts, setting_toggle, user_errors, vega_lite
@@ -34,6 +34,7 @@ SORTS = {
     "parameters": "fewest parameters",
     "seconds": "fastest",
 }
+MISSING = "—"  # a value not measured (yet): never "None" or a blank
 
 
 def student() -> str:
@@ -89,8 +90,10 @@ def card() -> dict[str, Any]:
         "dropout_dense": _number(c, "dropout_dense", net.dropout_dense, 0.05, "%.2f"),
     }
     st.markdown(
-        f"**Training** — the class's limits: at most {rules.max_epochs} epochs and "
-        f"{rules.max_train_images:,} images (the instructor sets them)"
+        f"**Training** — the class's limits: at most {rules.max_epochs} epochs, "
+        f"{rules.max_train_images:,} images and about "
+        f"{experiments.minutes(rules.budget_minutes * 60)} of training an experiment "
+        "(the instructor sets them)"
     )
     d, e, f, g, h = st.columns(5)
     values["optimizer"] = d.radio(
@@ -129,9 +132,20 @@ def summary(cfg: TrainConfig) -> None:
     """The model summary, parameters and estimated time, before anything is submitted."""
     rows = model_summary(cfg.network or Network(), cfg.optimizer)
     seconds = experiments.estimate_seconds(cfg, registry().list_runs())
+    budget = experiments.limits(registry()).budget_minutes * 60
     a, b = st.columns(2)
     a.metric("Parameters", f"{sum(r['parameters'] for r in rows):,}")
-    b.metric("Estimated training time", f"about {duration(seconds)}", help="on this server")
+    b.metric(
+        "Estimated training time",
+        f"about {experiments.minutes(seconds)}",
+        delta=f"budget {experiments.minutes(budget)}"
+        + (" · over it" if seconds > budget else f" · {seconds / budget:.0%} of it"),
+        delta_color="inverse" if seconds > budget else "off",
+        delta_arrow="off",
+        help="On this engine, scaled by how long this class's finished runs took. The "
+        "engine stops an experiment that runs well past the budget (its last finished "
+        "epoch is kept).",
+    )
     st.caption(f"What I changed: {experiments.changes(cfg)}")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="card-summary")
 
@@ -147,7 +161,7 @@ def submit_button(cfg: TrainConfig | None, problems: list[str]) -> None:
     ):
         assert cfg is not None
         with user_errors(stop=False):
-            experiments.submit(registry(), student(), cfg)
+            experiments.submit(registry(), student(), cfg, network=network())
             st.rerun()
 
 
@@ -163,11 +177,7 @@ def my_experiment(run: Run) -> None:
     st.caption(f"What I changed: {experiments.changes(run.config)}")
     if run.status == "queued":
         place = queue.position(registry(), run.id)
-        paused = (
-            " The instructor has paused the class's queue."
-            if queue.paused(registry())
-            else ""
-        )
+        paused = " The instructor has paused the class's queue." if queue.paused(registry()) else ""
         st.info(f"Waiting for the training engine: #{place} in the queue.{paused}", icon="⏳")
     if run.status == "running":
         eta = f" · about {duration(view.eta_s)} left" if view.eta_s is not None else ""
@@ -197,6 +207,8 @@ def answers(run: Run) -> None:
         st.warning(f"Run {run.id} was interrupted (its worker stopped).", icon="⚠️")
     elif run.status == "failed":
         st.error(f"Run {run.id} failed: {run.error}", icon="⚠️")
+    elif run.status == "stopped" and run.error:  # stopped by the engine, with its reason
+        st.warning(f"Run {run.id} was {run.error}.", icon="⏱️")
     if run.test_accuracy is None:
         st.caption("No finished epoch: nothing was scored.")
         return
@@ -250,7 +262,7 @@ def instructor_panel() -> None:
     reg = registry()
     rules = experiments.limits(reg)
     with st.form("class-limits", border=False):
-        a, b = st.columns(2)
+        a, b, c = st.columns(3)
         epochs = a.number_input("Maximum epochs", 1, int(RANGES["epochs"].high), rules.max_epochs)
         images = b.number_input(
             "Maximum training images",
@@ -259,9 +271,25 @@ def instructor_panel() -> None:
             rules.max_train_images,
             step=500,
         )
+        low, high = experiments.BUDGET_MINUTES_RANGE
+        budget = c.number_input(
+            "Budget per experiment (estimated minutes)",
+            low,
+            high,
+            float(rules.budget_minutes),
+            step=0.25,
+            help="A card estimated above it is refused; the engine stops an experiment "
+            f"past {experiments.OVERRUN_FACTOR:g}x its budget, keeping its last epoch. "
+            "The default experiment takes about 0.4 min on a 2-core laptop.",
+        )
         if st.form_submit_button("Set the class's limits"):
             with user_errors(stop=False):
-                new = replace(rules, max_epochs=int(epochs), max_train_images=int(images))
+                new = replace(
+                    rules,
+                    max_epochs=int(epochs),
+                    max_train_images=int(images),
+                    budget_minutes=float(budget),
+                )
                 experiments.set_limits(reg, new, role=role())
                 st.rerun()
     setting_toggle(
@@ -288,66 +316,103 @@ def instructor_panel() -> None:
 # --- the leaderboard ----------------------------------------------------------------------------
 
 
+def _percent(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.2%}"
+
+
+def _count(value: int | None) -> str:
+    return MISSING if value is None else f"{value:,}"
+
+
+def _time(seconds: float | None) -> str:
+    return MISSING if seconds is None else duration(seconds)
+
+
+def _class_score(row: Row) -> str:
+    if row.class_accuracy is None or not row.class_n:
+        return MISSING
+    drawings = f"{row.class_n:,} drawing{'s' if row.class_n != 1 else ''}"
+    return f"{row.class_accuracy:.1%} of {drawings}"
+
+
 def leaderboard_frame(rows: list[Row], show_class: bool, with_reference: bool) -> pd.DataFrame:
+    """The table as shown: text cells, so a missing value reads "—", a class score says
+    how many drawings it is on, and the reference rows sit on top, unranked."""
     known = names()
     records = []
     if with_reference:
-        ref = experiments.reference()
-        records.append(
-            {
-                "run": 0,
-                "nickname": "the lab's recipe (reference)",
-                "MNIST test accuracy": ref.test_accuracy,
-                "misclassified": ref.misclassified,
-                "parameters": ref.parameters,
-                "training time": duration(ref.seconds),
-                "what I changed": "Lab 7 as shipped: 12 epochs, 60,000 images",
-                "status": "reference",
-                "class drawings": None,
-            }
-        )
+        for i, ref in enumerate(experiments.references(registry())):
+            records.append(
+                {
+                    "rank": "ref",
+                    "run": -(i + 1),  # a reference row's key for run_detail
+                    "nickname": ref.label,
+                    "MNIST test accuracy": _percent(ref.test_accuracy),
+                    "class drawings": MISSING,
+                    "what I changed": experiments.changes(ref.config),
+                    "misclassified": _count(ref.misclassified),
+                    "parameters": _count(ref.parameters),
+                    "training time": _time(ref.seconds),
+                    "status": "reference",
+                }
+            )
     for r in rows:
         records.append(
             {
+                "rank": str(r.rank),
                 "run": r.run.id,
                 "nickname": experiments.name_of(r.owner, known),
-                "MNIST test accuracy": r.test_accuracy,
-                "misclassified": r.misclassified,
-                "parameters": r.parameters,
-                "training time": duration(r.seconds),
+                "MNIST test accuracy": _percent(r.test_accuracy),
+                "class drawings": _class_score(r),
                 "what I changed": r.changes,
+                "misclassified": _count(r.misclassified),
+                "parameters": _count(r.parameters),
+                "training time": _time(r.seconds),
                 "status": r.run.status,
-                "class drawings": r.class_accuracy,
             }
         )
     frame = pd.DataFrame(records)
-    if frame.empty:
+    if frame.empty or show_class:
         return frame
-    # the two scores side by side, first: the grid draws only the columns in view
-    order = ["run", "nickname", "MNIST test accuracy", "class drawings"]
-    frame = frame[order + [c for c in frame.columns if c not in order]]
-    return frame if show_class else frame.drop(columns="class drawings")
+    return frame.drop(columns="class drawings")
 
 
 LEADERBOARD_COLUMNS = {
-    "MNIST test accuracy": st.column_config.NumberColumn(format="percent"),
-    "class drawings": st.column_config.NumberColumn(format="percent"),
-    "parameters": st.column_config.NumberColumn(format="localized"),
+    "rank": st.column_config.TextColumn("rank", width="small"),
+    "run": st.column_config.NumberColumn("run", width="small"),
+    "what I changed": st.column_config.TextColumn(
+        "what I changed",
+        width="large",
+        help="Every difference from the lab's own recipe (12 epochs on all 60,000 "
+        "images); click a row to read it whole.",
+    ),
 }
+LEADERBOARD_ROW_HEIGHT = 48  # two lines: a long "what I changed" wraps
 
 
 def run_detail(run_id: int) -> None:
-    """A run's test curves over the lab baseline's, and its answers to (a) and (b)."""
-    ref = experiments.reference()
-    if run_id == 0:
-        st.subheader("The lab's recipe")
-        epoch_charts(ref.history)
+    """A run's test curves over the lab's (the shipped Lab 7's record), and its answers
+    to (a) and (b); a reference row's own curves and recipe."""
+    refs = experiments.references(registry())
+    if run_id < 0:
+        ref = refs[-run_id - 1]
+        st.subheader(f"Reference: {ref.label}")
+        st.caption(f"Its recipe, against the lab's: {experiments.changes(ref.config)}")
+        if ref.history:
+            epoch_charts(ref.history)
+        else:
+            st.caption("Not trained in this class yet: its figures appear once it is.")
+            if is_instructor() and st.button("Train it now", icon=":material/play_arrow:"):
+                with user_errors(stop=False):
+                    run = experiments.train_reference(registry(), role=role())
+                    st.toast(f"Run {run.id} queued: the lab within the class's limits")
         return
+    shipped = refs[-1]
     run = registry().get(run_id)
     who = experiments.name_of(run.owner, names())
     st.subheader(f"{who} · run {run.id} · {run.status}")
     st.caption(f"What they changed: {experiments.changes(run.config)}")
-    histories = {f"run {run.id}": run.history, "lab baseline": ref.history}
+    histories = {f"run {run.id}": run.history, "Lab 7 as shipped": shipped.history}
     left, right = st.columns(2)
     vega_lite(charts.runs_overlay_chart(histories, "val_accuracy"), left)
     vega_lite(charts.runs_overlay_chart(histories, "val_loss"), right)
