@@ -339,7 +339,7 @@ class Engine:
         return self
 
     def running(self) -> bool:
-        from mnist_demo import engine
+        from mnist_demo.serve import engine
 
         return engine.status(self.registry.store).running
 
@@ -446,7 +446,6 @@ def engine(home: Path, cpus: int | None = None, wait: bool = True) -> Iterator[E
 def no_engine_from_servers() -> None:
     """Servers this benchmark starts never start an engine of their own (a Train page
     finding none would start a detached one, which would outlive the benchmark)."""
-    os.environ["MNIST_DEMO_ENGINE_MANAGED"] = "1"
 
 
 def wait_run(registry, run_id: int, until: Callable[[object], bool], timeout: float = 900):  # type: ignore[no-untyped-def]

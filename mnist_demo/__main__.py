@@ -155,11 +155,11 @@ def _print_epochs(history: dict[str, list[float]], shown: int) -> int:
 def cmd_train(args: argparse.Namespace) -> None:
     """Submit a run to the training engine and follow it from the store (or leave it
     running with --detach). Ctrl+C asks it to stop after its batch, as the page's Stop."""
-    from mnist_demo import engine
     from mnist_demo.classroom import OWNER
     from mnist_demo.live import LiveFeed
     from mnist_demo.recipe import TrainConfig
     from mnist_demo.runs import RunRegistry
+    from mnist_demo.serve import engine
 
     cfg = TrainConfig.for_preset(
         args.preset,
@@ -351,84 +351,66 @@ def cmd_runs(args: argparse.Namespace) -> None:
 def cmd_engine(args: argparse.Namespace) -> None:
     """The training engine for this data home: a local Ray head (or the cluster at
     RAY_ADDRESS) and its warm trainers, until Ctrl+C."""
-    from mnist_demo import engine
+    from mnist_demo.serve import engine
     from mnist_demo.store import Store
 
-    store = Store()
-    current = engine.status(store)
-    if current.running:
-        raise UserError(
-            f"a training engine already serves {store.describe()} (Ray at {current.address})"
-        )
-    engine.run_supervisor(store, address=args.address, cpus=args.cpus)
+    sys.exit(engine.run_supervisor(Store(), address=args.address, cpus=args.cpus))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    """Start the app: the training engine (unless one already serves this data home) and
-    the web server, solo on this machine (every browser is the instructor), or with
-    --class for a room (every interface, students by default, the instructor's link
-    printed here the way Jupyter prints its token link). Ctrl+C stops both: the engine
-    asks a running run to stop (it keeps its last finished epoch), then stops Ray."""
-    import signal
-    import subprocess
+    """Start the app (`make run`, `make class`): one supervisor (serve/hall.py) starts the
+    training engine and one web server, solo on this machine (every browser is the
+    instructor), or with --class for a room (every interface, students by default, the
+    instructor's link printed here the way Jupyter prints its token link); it restarts a
+    piece that dies, and Ctrl+C stops both in order."""
+    from mnist_demo import config
+    from mnist_demo.serve import hall
 
-    from mnist_demo import classroom, config, engine
-    from mnist_demo.store import Store
-
-    env = dict(os.environ)
-    # Thirty sessions' threads each get a glibc malloc arena that keeps freed memory:
-    # measured (benchmarks/upload_memory.py), 30 photo uploads at once peaked 0.8-1.0 GB
-    # above the server with the default arenas and 0.46 GB with two.
-    env.setdefault("MALLOC_ARENA_MAX", "2")
-    if args.classroom:
-        address = "0.0.0.0"
-        env.pop(classroom.SOLO_ENV, None)
-        env[classroom.CODE_ENV] = env.get(classroom.CODE_ENV, "").strip() or classroom.new_code()
-        os.environ[classroom.CODE_ENV] = env[classroom.CODE_ENV]  # instructor_link reads it
-        print(f"Students join at:   {classroom.join_url(address, args.port)}")
-        print(f"Instructor link:    {classroom.instructor_link(f'http://localhost:{args.port}')}")
-        print("Open the instructor link on the projector's computer; keep the code to yourself.")
-    else:
-        address = "127.0.0.1"
-        env[classroom.SOLO_ENV] = "1"
-        print("Digit Lab (solo: this machine only, every browser has the instructor's controls)")
-        print(f"Open http://localhost:{args.port}/  ·  for a class: make class")
-    sys.stdout.flush()
-    children: list[subprocess.Popen] = []
-    env["MNIST_DEMO_ENGINE_MANAGED"] = "1"  # the server must not start a second engine
-    if not engine.status(Store()).running:
-        children.append(subprocess.Popen([sys.executable, "-m", "mnist_demo", "engine"], env=env))
-    app = config.PACKAGE_DIR.parent / "streamlit_app.py"
-    command = [sys.executable, "-m", "streamlit", "run", str(app)]
-    command += ["--server.address", address, "--server.port", str(args.port)]
-    children.append(subprocess.Popen(command, env=env))
-
-    def stop(signum: int, frame: object) -> None:
-        for child in children:  # a terminal's Ctrl+C reached them already; a kill did not
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    while all(child.poll() is None for child in children):
-        time.sleep(0.5)
-    stop(signal.SIGINT, None)  # one ended (a crash, a stop): end the other too
-    for child in children:
-        child.wait()
+    sys.exit(
+        hall.run(
+            hall.Hall(
+                config.home(),
+                port=args.port,
+                listen="0.0.0.0" if args.classroom else "127.0.0.1",
+                solo=not args.classroom,
+                instructor_code=_instructor_code() if args.classroom else "",
+            ),
+            students_line=args.classroom,
+        )
+    )
 
 
 def cmd_hall(args: argparse.Namespace) -> None:
     """A lecture hall on this machine (`make hall`): PostgreSQL, the training engine,
     --replicas Streamlit servers and nginx in front with sticky sessions, until Ctrl+C,
-    which stops them all in order (mnist_demo/hall.py)."""
-    from mnist_demo import hall
+    which stops them all in order (mnist_demo/serve/hall.py)."""
+    from mnist_demo import config
+    from mnist_demo.serve import hall
 
-    hall.run(
-        replicas=args.replicas,
-        port=args.port,
-        listen=args.listen,
-        postgres_port=args.postgres_port,
+    sys.exit(
+        hall.run(
+            hall.Hall(
+                config.home(),
+                replicas=args.replicas,
+                port=args.port,
+                listen=args.listen,
+                postgres=True,
+                nginx=True,
+                postgres_port=args.postgres_port,
+                instructor_code=_instructor_code(),
+            ),
+            students_line=True,
+        )
     )
+
+
+def _instructor_code() -> str:
+    """MNIST_DEMO_INSTRUCTOR_CODE, or a new random one (the printed link carries it)."""
+    from mnist_demo import classroom
+
+    code = os.environ.get(classroom.CODE_ENV, "").strip() or classroom.new_code()
+    os.environ[classroom.CODE_ENV] = code  # instructor_link reads it
+    return code
 
 
 # --- parser ---------------------------------------------------------------------------

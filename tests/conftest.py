@@ -30,7 +30,6 @@ os.environ["MNIST_DEMO_DATA"] = str(config.data_dir())
 os.environ["MNIST_DEMO_HOME"] = tempfile.mkdtemp(prefix="digit-lab-tests-")
 # A page under test never starts a training engine of its own (a plain server does when
 # it finds none): the tests that need one start it, and stop it by pid.
-os.environ["MNIST_DEMO_ENGINE_MANAGED"] = "1"
 
 import numpy as np
 import pytest
@@ -141,7 +140,7 @@ def _session_of(pid: int) -> int | None:
 
 def start_engine(home: Path, **extra_env: str) -> Engine:
     """Start an engine for `home` and wait until the store says it runs."""
-    from mnist_demo import engine as engine_mod
+    from mnist_demo.serve import engine as engine_mod
     from mnist_demo.store import Store
 
     home.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ class InlineEngine:
     def _serve(self) -> None:
         while not self._stop.is_set():
             self._beat()
-            run = queue.claim_next(self.registry, "inline")
+            run = queue.claim_next(self.registry, "inline", token=self.token)
             if run is None:
                 time.sleep(0.1)
                 continue

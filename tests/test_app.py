@@ -10,7 +10,6 @@ from streamlit.testing.v1 import AppTest
 
 from mnist_demo import classroom, live, training
 from mnist_demo.recipe import QUICK_DEMO
-from mnist_demo.ui.training import MANAGED_ENV
 from tests.inline_engine import InlineEngine
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -31,7 +30,6 @@ def app(home, monkeypatch, trainer):
     """The app as `make run` serves it: solo, so this session has the instructor's
     controls (test_roles_app.py checks the classroom roles)."""
     monkeypatch.setenv(classroom.SOLO_ENV, "1")
-    monkeypatch.setenv(MANAGED_ENV, "1")  # never start a real engine from a page test
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception

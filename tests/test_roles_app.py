@@ -13,7 +13,6 @@ from mnist_demo import classroom, queue, ui
 from mnist_demo.classroom import Role
 from mnist_demo.recipe import TrainConfig
 from mnist_demo.runs import RunRegistry
-from mnist_demo.ui.training import MANAGED_ENV
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 CODE = "class-code-9Zt"
@@ -29,7 +28,6 @@ def code(monkeypatch) -> str:
 
 @pytest.fixture
 def registry(home, monkeypatch) -> RunRegistry:
-    monkeypatch.setenv(MANAGED_ENV, "1")  # a page test never starts a real engine
     return RunRegistry()
 
 

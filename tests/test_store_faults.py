@@ -142,13 +142,11 @@ def test_pages_that_only_read_render_on_a_full_disk(home, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from mnist_demo import classroom
-    from mnist_demo.ui.training import MANAGED_ENV
 
     home.registry.request_stop(1, role=Role.INSTRUCTOR)  # nothing queued behind the test
     home.fill()
     monkeypatch.setenv("MNIST_DEMO_HOME", str(home.dir))
     monkeypatch.setenv(classroom.SOLO_ENV, "1")
-    monkeypatch.setenv(MANAGED_ENV, "1")
     app = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
     for page in ("app_pages/home.py", "app_pages/browse.py", "app_pages/class.py"):
         at = AppTest.from_file(app, default_timeout=120)

@@ -46,7 +46,7 @@ class Engine:
         self.log_path = self.home / "engine-process.log"
 
     def start(self, timeout: float = SERVER_START_TIMEOUT_S) -> Engine:
-        from mnist_demo import engine
+        from mnist_demo.serve import engine
         from mnist_demo.store import Store
 
         self.home.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,6 @@ class AppServer:
             "MNIST_DEMO_DATA": str(config.data_dir()),
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "MNIST_DEMO_INSTRUCTOR_CODE": INSTRUCTOR_CODE,
-            "MNIST_DEMO_ENGINE_MANAGED": "1",  # engines are started here, never by a page
         }
         env.pop("MNIST_DEMO_SOLO", None)
         if self.engine is not None and self.engine.proc is None:

@@ -1,27 +1,35 @@
-"""The lecture hall (`make hall`, `python -m mnist_demo hall`): a whole installation on
-one machine, started from nothing and stopped in order.
+"""One supervisor for every size of Digit Lab: `make run`, `make class`, `make hall`.
 
-    PostgreSQL (LocalPostgres, its cluster in <home>/hall/postgres)
-      └─ the training engine (python -m mnist_demo engine: a local Ray head + trainers)
-      └─ N Streamlit replicas on loopback ports, all on that database and that engine
-           └─ Debian's nginx on the hall's port: sticky sessions by a cookie it sets
-              (deploy/nginx/digitlab.conf.template, rendered into <home>/hall/nginx)
+    store     SQLite (a file: nothing to start)  │  PostgreSQL (LocalPostgres, hall)
+    engine    python -m mnist_demo engine: the store's lease, a local Ray head, trainers
+    web       N Streamlit servers (1: make run / make class; N: make hall)
+    proxy     Debian's nginx in front, sticky sessions (hall only)
 
-Started in that order, each waited for (PostgreSQL takes connections, the engine beats in
-the store, each replica's /_stcore/health answers, then the same through nginx); stopped
-in the reverse one on SIGINT/SIGTERM: nginx (no new requests), the replicas, the engine
-(which asks running runs to stop first, each keeping its last finished epoch),
-PostgreSQL last. Every child runs in its own session, so a terminal's Ctrl+C reaches only
-this process, which then stops them in that order; nothing is left running. Started again
-on the same data home it finds its cluster, its password and everything in it.
+`make run` is a hall of one web server on SQLite without nginx (solo, loopback);
+`make class` the same on every interface with roles; `make hall` PostgreSQL, N replicas
+on loopback and nginx on the hall's port. The same code starts the pieces in that order,
+each waited for (PostgreSQL takes connections, the engine holds the store's lease, each
+web server's /_stcore/health answers, then the same through nginx), watches them and
+restarts any that dies with back-off (serve/processes.py: one that keeps dying is left
+down, said so), and on Ctrl+C (or SIGTERM) stops them in the reverse order: nginx, the
+web servers, the engine (which asks running runs to stop, each keeping its last
+finished epoch), PostgreSQL last. Nothing is left running.
 
-A replica that dies mid-lesson is reported and left down: nginx passes its browsers to
-another replica (their cookies name them; the class's state is in the database).
+When a piece dies mid-lesson:
+- a web server: started again on its port; its browsers reconnect (through nginx, to
+  another replica meanwhile) and show the run live with every point (the store has them);
+- the engine: started again; it takes the lease over from its dead predecessor, stops
+  what that one left (its Ray head) and resumes the interrupted runs from their last
+  epoch;
+- its Ray head: the engine notices within a second, marks the runs interrupted and ends;
+  it is started again as above;
+- PostgreSQL: started again; meanwhile pages say the class's database is not answering
+  and trainers keep their points and retry;
+- nginx: started again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import os
@@ -31,8 +39,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -42,22 +48,22 @@ from typing import IO
 
 from mnist_demo import config
 from mnist_demo.errors import DigitLabError
+from mnist_demo.serve.processes import Piece, Process, Processes, StartError
 
 ROOT = config.PACKAGE_DIR.parent
 TEMPLATE = ROOT / "deploy" / "nginx" / "digitlab.conf.template"
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/bin/nginx")
 SERVER_ENV = "MNIST_DEMO_SERVER"  # "server 2 of 2": the sidebar names the replica
 DATABASE_URL_ENV = "MNIST_DEMO_DATABASE_URL"
-MANAGED_ENV = "MNIST_DEMO_ENGINE_MANAGED"
+TRUSTED_PROXY_ENV = "MNIST_DEMO_TRUSTED_PROXY"  # the hall's nginx: its X-Forwarded-For counts
 COOKIE = "dl_replica"
 STREAMLIT_UPLOAD_MB = 10  # .streamlit/config.toml server.maxUploadSize
-START_TIMEOUT_S = 180.0  # a replica's first start imports TensorFlow: 5-10 s each, 2 cores
+START_TIMEOUT_S = 180.0  # a web server's first start imports TensorFlow: 5-10 s each, 2 cores
 ENGINE_TIMEOUT_S = 120.0
 REPLICA_STOP_S = 20.0
-REPLICA_RESTARTS = 3  # a replica ending this often, each soon after its start, stays down
-REPLICA_SOON_S = 60.0  # an end this soon after the start counts towards REPLICA_RESTARTS
 ENGINE_STOP_S = 120.0  # the engine waits up to 60 s for running runs to stop
 NGINX_STOP_S = 10.0
+POSTGRES_STOP_S = 60.0
 
 
 class HallError(DigitLabError):
@@ -79,13 +85,13 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx")
 
 
-def missing_packages() -> list[str]:
-    from mnist_demo.serve import postgres
+def missing_packages(*, postgres: bool = True, nginx: bool = True) -> list[str]:
+    from mnist_demo.serve.postgres import bin_dir
 
     missing = []
-    if nginx_binary() is None:
+    if nginx and nginx_binary() is None:
         missing.append("nginx")
-    if postgres.bin_dir() is None:
+    if postgres and bin_dir() is None:
         missing.append("postgresql")
     return missing
 
@@ -178,39 +184,30 @@ def render_nginx_conf(
     return text
 
 
-# --- the processes -------------------------------------------------------------------
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen
-    log: Path
-    stop_signal: int = signal.SIGTERM
-    stop_timeout: float = 20.0
-    replica: int = 0  # app server i (1-based); 0: not an app server
-    started: float = field(default_factory=time.monotonic)
-    given_up: bool = False  # a replica that kept ending, left down
+# --- the installation ----------------------------------------------------------------
 
 
 @dataclass
 class Hall:
-    """One lecture hall on this machine. `start()` brings everything up (or raises
-    HallError having stopped what it started); `stop()` takes it all down in order."""
+    """One installation on this machine, of any size. `start()` brings every piece up in
+    order (or raises, having stopped what it started); `watch()` keeps them up until
+    `processes.stopping` is set; `stop()` takes them down in the reverse order."""
 
     home: Path
-    replicas: int = 2
-    port: int = 8500
-    listen: str = "0.0.0.0"
+    replicas: int = 1
+    port: int = 8501
+    listen: str = "127.0.0.1"
+    postgres: bool = False  # False: the SQLite file in the data home
+    nginx: bool = False  # in front of the web servers, on `port`
+    solo: bool = False  # every browser is the instructor (make run)
     postgres_port: int = 5433
     instructor_code: str = ""
     say: Callable[[str], None] = print
     durable: bool = True
+    processes: Processes = field(default_factory=Processes)
     replica_ports: list[int] = field(default_factory=list)
-    children: list[Child] = field(default_factory=list)
-    pg: object | None = None
-    stopping: threading.Event = field(default_factory=threading.Event)  # set: give up starting
     database_url: str = ""
+    pg: object | None = None
     _lock: IO[str] | None = None
 
     @property
@@ -233,13 +230,13 @@ class Hall:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def replica(self, name: str) -> Child | None:
-        return next((c for c in self.children if c.name == name), None)
-
     # -- start ------------------------------------------------------------------------
 
     def start(self) -> Hall:
-        missing = missing_packages()
+        """Call from the main thread: a child is told to stop when the thread that
+        started it ends (serve/processes.py)."""
+        self.processes.say = self.say
+        missing = missing_packages(postgres=self.postgres, nginx=self.nginx)
         if missing:
             raise HallError(
                 f"the lecture hall needs {' and '.join(missing)}: {install_hint(missing)}"
@@ -252,35 +249,43 @@ class Hall:
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise HallError(f"a lecture hall already runs on {self.home}") from None
+            raise HallError(
+                f"Digit Lab already runs on {self.home} (make run, class or hall)"
+            ) from None
         if not port_free(self.port, self.listen if self.listen != "0.0.0.0" else ""):
-            raise HallError(f"port {self.port} is taken: choose another with --port (HALL_PORT=)")
+            raise HallError(f"port {self.port} is taken: choose another with --port")
         try:
-            for step in (self._start_postgres, self._start_engine, self._start_replicas,
-                         self._start_nginx):  # fmt: skip
-                self._check_stopping()
-                step()
+            self._start_store()
+            self._start_engine()
+            self._start_web_servers()
+            if self.nginx:
+                self._start_nginx()
+        except StartError as e:
+            self.stop()
+            raise HallError(str(e)) from None
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _check_stopping(self) -> None:
-        if self.stopping.is_set():
-            raise HallError("stopped while starting")
+    def _start_store(self) -> None:
+        from mnist_demo.store import Store, database_url
 
-    def _start_postgres(self) -> None:
+        if not self.postgres:
+            self.database_url = database_url()
+            Store(self.database_url).dispose()  # migrated once, before any server opens it
+            return
         from mnist_demo.serve.postgres import LocalPostgres
-        from mnist_demo.store import Store
 
-        taken = {self.port}
-        port = pick_port(self.postgres_port, taken)
+        port = pick_port(self.postgres_port, {self.port})
         pg = LocalPostgres(self._postgres_dir(), port, durable=self.durable)
-        self.say(f"hall: PostgreSQL in {pg.data_dir} on 127.0.0.1:{port}…")
         self.pg = pg
-        pg.start()
+        self.say(f"PostgreSQL on 127.0.0.1:{port} ({pg.data_dir})")
+        pg.prepare()
+        self.processes.start(pg.piece(self.logs / "postgres.log"))
+        pg.ensure_user_and_database()
         self.database_url = pg.url
-        Store(self.database_url).dispose()  # the schema, migrated once before anyone else
+        Store(self.database_url).dispose()
 
     def _postgres_dir(self) -> Path:
         """<home>/hall/postgres, unless PostgreSQL's own user cannot reach it: run as root
@@ -297,7 +302,7 @@ class Hall:
             return wanted
         digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
         moved = Path("/var/lib/digit-lab") / digest / "postgres"
-        self.say(f"hall: {self.dir} is closed to the postgres user; its cluster is in {moved}")
+        self.say(f"{self.dir} is closed to the postgres user; its cluster is in {moved}")
         return moved
 
     def _env(self) -> dict[str, str]:
@@ -305,114 +310,102 @@ class Hall:
 
         env = dict(os.environ)
         env.pop(classroom.SOLO_ENV, None)
+        env.pop(TRUSTED_PROXY_ENV, None)
+        if self.solo:
+            env[classroom.SOLO_ENV] = "1"
+        else:
+            env[classroom.CODE_ENV] = self.instructor_code
+        if self.nginx:  # only the hall's own nginx may say who the client is
+            env[TRUSTED_PROXY_ENV] = "127.0.0.1"
         env["MNIST_DEMO_HOME"] = str(self.home)
         env[DATABASE_URL_ENV] = self.database_url
-        env[MANAGED_ENV] = "1"
-        env[classroom.CODE_ENV] = self.instructor_code
+        # Thirty sessions' threads each get a glibc malloc arena that keeps freed memory:
+        # measured (benchmarks/upload_memory.py), 30 photo uploads at once peaked 0.8-1.0
+        # GB above the server with the default arenas and 0.46 GB with two.
         env.setdefault("MALLOC_ARENA_MAX", "2")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
         return env
-
-    def _spawn(self, name: str, command: list[str], env: dict[str, str], **kw: object) -> Child:
-        log = self.logs / f"{name}.log"
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl+C reaches the hall only; it stops us in order
-            )
-        child = Child(name, proc, log, **kw)  # type: ignore[arg-type]
-        self.children.append(child)
-        return child
 
     def _start_engine(self) -> None:
         from mnist_demo.serve import engine
         from mnist_demo.store import Store
 
-        self.say("hall: the training engine (Ray)…")
-        child = self._spawn(
-            "engine",
-            [sys.executable, "-m", "mnist_demo", "engine"],
-            self._env(),
-            stop_signal=signal.SIGTERM,
-            stop_timeout=ENGINE_STOP_S,
-        )
         store = Store(self.database_url)
         try:
-            deadline = time.monotonic() + ENGINE_TIMEOUT_S
-            while not engine.status(store).running:
-                self._check_stopping()
-                if child.proc.poll() is not None:
-                    raise HallError(f"the training engine exited: {_tail(child.log)}")
-                if time.monotonic() > deadline:
-                    raise HallError(f"the training engine did not start; see {child.log}")
-                time.sleep(0.3)
+            current = engine.status(store)
+            if current.running:  # another installation's engine serves this store
+                self.say(f"Training engine: already running (Ray at {current.address})")
+                return
+            self.say("Training engine: starting (Ray, on this machine only)")
+            self.processes.start(
+                Piece(
+                    "engine",
+                    [sys.executable, "-m", "mnist_demo", "engine"],
+                    self.logs / "engine.log",
+                    env=self._env(),
+                    cwd=ROOT,
+                    ready=lambda: engine.status(store).running,
+                    ready_timeout_s=ENGINE_TIMEOUT_S,
+                    stop_timeout_s=ENGINE_STOP_S,
+                    exit_codes_final=(engine.EXIT_LEASE_HELD,),
+                )
+            )
         finally:
             store.dispose()
 
-    def _start_replicas(self) -> None:
-        taken = {self.port, getattr(self.pg, "port", 0)}
-        self.replica_ports = []
-        for i in range(1, self.replicas + 1):
-            port = pick_port(self.port + i, taken)
-            taken.add(port)
-            self.replica_ports.append(port)
-        for i in range(1, self.replicas + 1):
-            self._spawn_replica(i)
-        self.say(
-            f"hall: {self.replicas} app server(s) on 127.0.0.1:"
-            + ", ".join(map(str, self.replica_ports))
-            + "…"
-        )
-        for i, port in enumerate(self.replica_ports, start=1):
-            child = self.replica(replica_name(i))
-            assert child is not None
-            self._wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", child)
+    def _start_web_servers(self) -> None:
+        if self.nginx:  # replicas on loopback ports behind nginx
+            taken = {self.port, getattr(self.pg, "port", 0)}
+            for _ in range(self.replicas):
+                port = pick_port(0, taken)
+                taken.add(port)
+                self.replica_ports.append(port)
+        else:
+            self.replica_ports = [self.port]
+        pieces = [self._web_piece(i) for i in range(1, self.replicas + 1)]
+        for piece in pieces:  # all started, then all waited for: they import at once
+            self.processes.running.append(Process(piece, _spawn(piece)))
+        for piece in pieces:
+            process = self.processes.get(piece.name)
+            assert process is not None
+            self.processes._wait_ready(process)
+        if self.nginx:
+            ports = ", ".join(map(str, self.replica_ports))
+            self.say(f"{self.replicas} web servers on 127.0.0.1: {ports}")
 
-    def _spawn_replica(self, i: int) -> Child:
-        """App server i (1-based) on its port, named for the footer ("server i of n")."""
+    def _web_piece(self, i: int) -> Piece:
+        """Web server i (1-based) on its port, named for the sidebar ("server i of n")."""
         env = self._env()
-        env[SERVER_ENV] = f"server {i} of {self.replicas}"
+        if self.replicas > 1:
+            env[SERVER_ENV] = f"server {i} of {self.replicas}"
+        port = self.replica_ports[i - 1]
+        address = "127.0.0.1" if self.nginx else self.listen
         command = [
             sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
-            "--server.address", "127.0.0.1", "--server.port", str(self.replica_ports[i - 1]),
+            "--server.address", address, "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
         ]  # fmt: skip
-        return self._spawn(replica_name(i), command, env, stop_timeout=REPLICA_STOP_S, replica=i)
-
-    def _wait_healthy(self, url: str, child: Child, timeout: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            self._check_stopping()
-            if child.proc.poll() is not None:
-                raise HallError(f"{child.name} exited at start: {_tail(child.log)}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            if time.monotonic() > deadline:
-                raise HallError(f"{child.name} did not answer {url} in {timeout:.0f} s")
-            time.sleep(0.2)
+        health = f"http://127.0.0.1:{port}/_stcore/health"
+        return Piece(
+            web_server_name(i, self.replicas),
+            command,
+            self.logs / f"{replica_name(i)}.log",
+            env=env,
+            cwd=ROOT,
+            ready=lambda: _answers(health),
+            ready_timeout_s=START_TIMEOUT_S,
+            healthy=lambda: _answers(health, timeout=5),
+            stop_timeout_s=REPLICA_STOP_S,
+        )
 
     def _start_nginx(self) -> None:
         nginx = nginx_binary()
         assert nginx is not None
         worker_user = None
         temp = self.nginx_prefix / "temp"
-        for sub in (
-            "logs",
-            "temp/client_body",
-            "temp/proxy",
-            "temp/fastcgi",
-            "temp/uwsgi",
-            "temp/scgi",
-        ):
+        for sub in ("logs", "temp/client_body", "temp/proxy", "temp/fastcgi", "temp/uwsgi",
+                    "temp/scgi"):  # fmt: skip
             (self.nginx_prefix / sub).mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:  # the master starts as root: workers drop to an unprivileged user
             worker_user = "www-data" if _user_exists("www-data") else "nobody"
@@ -436,84 +429,63 @@ class Hall:
             raise HallError(
                 f"nginx refused {self.nginx_conf}: {_last(emerg[0] if emerg else check.stderr)}"
             )
-        self.say(f"hall: nginx on {self.listen}:{self.port} (config {self.nginx_conf})…")
+        last = f"{self.url}/healthz/{replica_name(self.replicas)}"
         # SIGTERM, a fast stop: a graceful one (SIGQUIT) waits for every open WebSocket.
-        child = self._spawn("nginx", args, dict(os.environ), stop_timeout=NGINX_STOP_S)
-        for i in range(1, self.replicas + 1):
-            self._wait_healthy(f"{self.url}/healthz/{replica_name(i)}", child, timeout=30)
+        self.processes.start(
+            Piece(
+                "nginx",
+                args,
+                self.logs / "nginx.log",
+                env=dict(os.environ),
+                ready=lambda: all(
+                    _answers(f"{self.url}/healthz/{replica_name(i)}")
+                    for i in range(1, self.replicas + 1)
+                ),
+                ready_timeout_s=30,
+                healthy=lambda: _answers(last, timeout=5) or _answers(f"{self.url}/healthz"),
+                stop_timeout_s=NGINX_STOP_S,
+            )
+        )
+        self.say(f"nginx on {self.listen}:{self.port}")
 
-    # -- run --------------------------------------------------------------------------
+    # -- run and stop -----------------------------------------------------------------
 
-    def watch(self, stopping: threading.Event) -> None:
-        """Until `stopping` is set, or nginx or the engine ends. A replica that ends is
-        reported and started again on its port (nginx passes its browsers to the others
-        meanwhile, and back once it is healthy); one that keeps ending within a minute of
-        its start (REPLICA_RESTARTS times in a row) is left down, said so."""
-        crashes: dict[str, int] = {}
-        while not stopping.wait(0.5):
-            for child in list(self.children):
-                code = child.proc.poll()
-                if code is None or child.given_up:
-                    continue
-                if child.name in ("nginx", "engine"):
-                    self.say(f"hall: {child.name} exited ({code}): stopping the hall")
-                    return
-                lived = time.monotonic() - child.started
-                soon = lived < REPLICA_SOON_S
-                crashes[child.name] = crashes.get(child.name, 0) + 1 if soon else 1
-                if crashes[child.name] > REPLICA_RESTARTS:
-                    child.given_up = True
-                    self.say(
-                        f"hall: {child.name} exited ({code}) {crashes[child.name]} times "
-                        f"within a minute of its start; left down (see {child.log})"
-                    )
-                    continue
-                self.say(
-                    f"hall: {child.name} exited ({code}); its students are passed to the "
-                    "other servers, and it is started again"
-                )
-                self.children.remove(child)
-                self._spawn_replica(child.replica)
-            if all(c.given_up for c in self.children if c.replica):
-                self.say("hall: every app server is down: stopping the hall")
+    def watch(self) -> None:
+        """Until stopped: every piece that ends is started again (serve/processes.py).
+        Returns early when every web server has been given up on."""
+        web = {web_server_name(i, self.replicas) for i in range(1, self.replicas + 1)}
+        while not self.processes.stopping.wait(0.5):
+            self.processes.tend()
+            if web <= set(self.processes.given_up()):
+                self.say("every web server is down: stopping")
                 return
 
-    # -- stop -------------------------------------------------------------------------
-
     def stop(self) -> None:
-        """nginx, the replicas, the engine, PostgreSQL: each waited for before the next.
-        Safe to call twice and after a partial start."""
-        order = ["nginx"] + [c.name for c in self.children if c.name.startswith("r")] + ["engine"]
-        for name in order:
-            child = self.replica(name)
-            if child is not None:
-                _stop_child(child)
-        for child in self.children:  # anything else (none today)
-            _stop_child(child)
-        if self.pg is not None:
-            from mnist_demo.serve.postgres import LocalPostgres
-
-            pg = self.pg
-            assert isinstance(pg, LocalPostgres)
-            pg.stop()
+        """In the reverse of the start order: nginx, the web servers, the engine,
+        PostgreSQL. Safe to call twice and after a partial start."""
+        self.processes.stop()
         if self._lock is not None:
             self._lock.close()
             self._lock = None
 
 
-def _stop_child(child: Child) -> None:
-    proc = child.proc
-    if proc.poll() is None:
-        try:
-            proc.send_signal(child.stop_signal)
-            proc.wait(child.stop_timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    # Whatever is left of its session (a Streamlit or Ray helper) goes too.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.wait(10)
+def web_server_name(i: int, of: int) -> str:
+    """How the terminal names web server i: "web server" alone, "web server 2 of 3"."""
+    return "web server" if of == 1 else f"web server {i} of {of}"
+
+
+def _spawn(piece: Piece) -> subprocess.Popen:
+    from mnist_demo.serve.processes import spawn
+
+    return spawn(piece)
+
+
+def _answers(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return bool(r.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 def _user_exists(name: str) -> bool:
@@ -529,216 +501,36 @@ def _last(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _tail(path: Path) -> str:
-    try:
-        return _last(path.read_text(errors="replace")) or f"(see {path})"
-    except OSError:
-        return f"(see {path})"
-
-
-def run(
-    *,
-    replicas: int,
-    port: int,
-    listen: str = "0.0.0.0",
-    postgres_port: int = 5433,
-) -> None:
-    """The `hall` command: start, print the addresses, serve until SIGINT/SIGTERM, stop."""
+def run(hall: Hall, *, students_line: bool) -> int:
+    """Start `hall`, print its addresses, serve until SIGINT/SIGTERM, stop. Returns the
+    exit code."""
     from mnist_demo import classroom
 
-    code = os.environ.get(classroom.CODE_ENV, "").strip() or classroom.new_code()
-    os.environ[classroom.CODE_ENV] = code  # instructor_link reads it
-    stopping = threading.Event()
-
     def on_signal(signum: int, frame: object) -> None:
-        stopping.set()
+        hall.processes.stopping.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-
-    hall = Hall(
-        config.home(),
-        replicas=replicas,
-        port=port,
-        listen=listen,
-        postgres_port=postgres_port,
-        instructor_code=code,
-        say=say,
-        stopping=stopping,
-    )
-    try:
-        # Starting takes a while: a signal meanwhile stops what has started.
-        errors: list[BaseException] = []
-        starter = threading.Thread(target=_start_into, args=(hall, errors), daemon=True)
-        starter.start()
-        while starter.is_alive():
-            starter.join(0.2)
-        if errors and not stopping.is_set():
-            raise errors[0]
-        if not stopping.is_set():
-            students = classroom.join_url(listen, port)
-            say(f"Students join at:   {students}")
-            say(f"Instructor link:    {classroom.instructor_link(f'http://localhost:{port}')}")
-            say(
-                f"{replicas} app server(s) behind nginx, PostgreSQL and one training engine; "
-                f"data in {hall.home}. Ctrl+C stops everything."
-            )
-            hall.watch(stopping)
-    finally:
-        started = bool(hall.children) or hall.pg is not None
-        if started:
-            say("hall: stopping (nginx, app servers, engine, PostgreSQL)…")
-        hall.stop()
-        if started:
-            say("hall: stopped")
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-class HallProcess:
-    """`python -m mnist_demo hall` as a child process on a data home (the tests and
-    benchmarks/hall.py): `start()` waits until it prints the students' address;
-    `stop()` is its Ctrl+C (SIGTERM) and waits for it to end."""
-
-    def __init__(
-        self,
-        home: Path,
-        *,
-        port: int,
-        replicas: int = 2,
-        postgres_port: int = 0,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.home = Path(home)
-        self.port = port
-        self.replicas = replicas
-        self.postgres_port = postgres_port or pick_port(0, {port})
-        self.env = env or {}
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen | None = None
-        self.output: list[str] = []
-        self.log = self.home / "hall-output.log"
-
-    def start(self, timeout: float = 300.0) -> HallProcess:
-        self.home.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "MNIST_DEMO_DATA": str(config.data_dir()),  # the caller's MNIST cache, shared
-            "MNIST_DEMO_HOME": str(self.home),
-            **self.env,
-        }
-        command = [
-            sys.executable, "-m", "mnist_demo", "hall", "--replicas", str(self.replicas),
-            "--port", str(self.port), "--listen", "127.0.0.1",
-            "--postgres-port", str(self.postgres_port),
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, text=True, bufsize=1,
-        )  # fmt: skip
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            with open(self.log, "a") as log:
-                for line in self.proc.stdout:
-                    self.output.append(line.rstrip("\n"))
-                    log.write(line)
-                    log.flush()
-                    if "Ctrl+C stops everything" in line:  # after both addresses
-                        ready.set()
-            ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(timeout) or self.proc.poll() is not None:
-            self.stop()
-            raise HallError("the hall did not start: " + " | ".join(self.output[-5:]))
-        return self
-
-    def line(self, prefix: str) -> str:
-        return next(line for line in self.output if line.startswith(prefix))
-
-    @property
-    def instructor_url(self) -> str:
-        link = self.line("Instructor link:").split(":", 1)[1].strip()
-        return link.replace("http://localhost:", "http://127.0.0.1:")
-
-    def stop(self, timeout: float = 240.0) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    def replica_pid(self, i: int) -> int | None:
-        """The pid of replica i's Streamlit server (by its MNIST_DEMO_SERVER)."""
-        for pid in processes_of(self.home):
-            env = _environ(pid)
-            if env.get(SERVER_ENV) == f"server {i} of {self.replicas}" and b"streamlit" in _cmdline(
-                pid
-            ):
-                return pid
-        return None
-
-
-def processes_of(home: Path) -> list[int]:
-    """Every process that belongs to the installation on `home`: its data home in the
-    environment (replicas, the engine, Ray's head and workers, pg_ctl's PostgreSQL) or
-    on the command line (nginx, PostgreSQL). Read from /proc."""
-    needle = str(home).encode()
-    mine = os.getpid()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == mine:
-            continue
-        pid = int(entry.name)
-        try:
-            stat = (entry / "stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-        except (OSError, IndexError):
-            continue
-        if needle in _cmdline(pid) or _environ(pid).get("MNIST_DEMO_HOME") == str(home):
-            found.append(pid)
-    return found
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return b""
-
-
-def _environ(pid: int) -> dict[str, str]:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
-def _start_into(hall: Hall, errors: list[BaseException]) -> None:
     try:
         hall.start()
-    except BaseException as e:
-        errors.append(e)
-
-
-__all__ = [
-    "COOKIE",
-    "SERVER_ENV",
-    "Hall",
-    "HallError",
-    "HallProcess",
-    "processes_of",
-    "render_nginx_conf",
-    "run",
-]
+        if students_line:
+            hall.say(f"Students join at:   {classroom.join_url(hall.listen, hall.port)}")
+            hall.say(
+                f"Instructor link:    {classroom.instructor_link(f'http://localhost:{hall.port}')}"
+            )
+        else:
+            hall.say(f"Open http://localhost:{hall.port}/ (this machine only)")
+        hall.say("Ready. Ctrl+C stops everything.")
+        hall.watch()
+    except HallError as e:
+        if not hall.processes.stopping.is_set():
+            hall.say(f"error: {e}")
+            return 2
+    finally:
+        stopping = bool(hall.processes.running)
+        if stopping:
+            hall.say("Stopping…")
+        hall.stop()
+        hall.say("Stopped.")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from mnist_demo.errors import DigitLabError
+from mnist_demo.serve.processes import Piece
 
 PREFERRED_VERSION = "15"  # Debian 12's; any installed version works
 BIN_ROOT = Path("/usr/lib/postgresql")
@@ -169,8 +170,46 @@ class LocalPostgres:
                 self._initdb()
             self._write_settings()
             self._pg_ctl_start()
-        self._ensure_user_and_database()
+        self.ensure_user_and_database()
         return self
+
+    def prepare(self) -> None:
+        """The folder, the cluster (made the first time) and its settings, for a
+        postmaster run in the foreground by a supervisor (`piece`)."""
+        if self.pid is not None:
+            raise PostgresError(
+                f"the PostgreSQL in {self.data_dir} already runs (pid {self.pid}): stop it "
+                f"first (`{self.bin}/pg_ctl stop -D {self.pgdata}`)"
+            )
+        self._prepare()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        self._write_settings()
+
+    def piece(self, log: Path) -> Piece:
+        """The postmaster in the foreground, as serve/processes.py runs it: ready when it
+        takes connections; SIGINT is its fast shutdown (every commit kept)."""
+        owner = self._owner
+        return Piece(
+            "postgres",
+            [str(self.bin / "postgres"), "-D", str(self.pgdata)],
+            log,
+            ready=self._takes_connections,
+            ready_timeout_s=START_TIMEOUT_S,
+            healthy=self._takes_connections,
+            stop_signal=signal.SIGINT,
+            stop_timeout_s=STOP_TIMEOUT_S,
+            user=owner.pw_uid if owner else None,
+            group=owner.pw_gid if owner else None,
+        )
+
+    def _takes_connections(self) -> bool:
+        return (
+            self._run(
+                [str(self.bin / "pg_isready"), "-q", "-h", HOST, "-p", str(self.port)]
+            ).returncode
+            == 0
+        )
 
     def stop(self) -> None:
         """A fast shutdown (open sessions are ended, everything committed is kept), by
@@ -338,7 +377,7 @@ class LocalPostgres:
         errors = [line for line in lines[-20:] if "FATAL" in line or "ERROR" in line]
         return (errors or lines[-1:] or [""])[-1]
 
-    def _ensure_user_and_database(self) -> None:
+    def ensure_user_and_database(self) -> None:
         from psycopg import sql
 
         password = self.password

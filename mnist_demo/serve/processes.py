@@ -63,6 +63,8 @@ class Piece:
     stop_timeout_s: float = 20.0
     restart: bool = True
     exit_codes_final: tuple[int, ...] = ()  # ends that are not failures: never restarted
+    user: int | None = None  # run as this uid (and its group): PostgreSQL refuses root
+    group: int | None = None
 
 
 def _die_with_parent() -> None:
@@ -106,6 +108,9 @@ def spawn(piece: Piece) -> subprocess.Popen:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            user=piece.user,
+            group=piece.group,
+            extra_groups=[] if piece.user is not None else None,
         )
 
 
@@ -219,6 +224,9 @@ class Processes:
 
     def _ended(self, process: Process, code: int, now: float) -> None:
         piece = process.piece
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            # what is left of its session (PostgreSQL's backends hold its shared memory)
+            os.killpg(process.pid, signal.SIGKILL)
         if not piece.restart or code in piece.exit_codes_final:
             process.given_up = True
             self.say(f"{piece.name} ended ({code})")

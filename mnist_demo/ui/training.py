@@ -6,18 +6,16 @@ role where the action happens (a locked button is not the guard)."""
 
 from __future__ import annotations
 
-import os
-import time
-
 import pandas as pd
 import streamlit as st
 
-from mnist_demo import charts, engine, finetune
+from mnist_demo import charts, finetune, progress
 from mnist_demo.classroom import Action
 from mnist_demo.live import LiveFeed, LiveView
-from mnist_demo.recipe import TRAIN_SIZE
 from mnist_demo.models import available_models, usable
+from mnist_demo.recipe import TRAIN_SIZE, TrainConfig
 from mnist_demo.runs import Run, resumable
+from mnist_demo.serve import engine
 from mnist_demo.ui.classroom import locked_caption, role
 from mnist_demo.ui.resources import class_store, registry
 from mnist_demo.ui.sidebar import MODEL_KEY
@@ -28,7 +26,6 @@ POLL_RUNNING_S = 1.0  # live charts while a run trains
 # its chart moves smoothly rather than in four or five jumps
 POLL_SHORT_RUN_S = 0.2
 POLL_IDLE_S = 2.0  # notice a run started from another browser or server
-MANAGED_ENV = "MNIST_DEMO_ENGINE_MANAGED"  # set by `serve`: it started the engine itself
 
 
 # --- the engine ---------------------------------------------------------------------------
@@ -44,34 +41,18 @@ def feed() -> LiveFeed:
     return live_feed(registry().store.url)
 
 
-@st.cache_resource(show_spinner=False)
-def _engine_started_by(url: str) -> list[float]:
-    return []  # when this process last started an engine for this store
-
-
 def engine_status() -> engine.EngineStatus:
-    """The engine serving this store. A server started on its own (`streamlit run`,
-    not `make run`) starts one the first time it finds none, in the background."""
-    store = registry().store
-    status = engine.status(store)
-    started = _engine_started_by(store.url)
-    recently = started and time.time() - started[-1] < 90
-    if not status.running and not recently and not os.environ.get(MANAGED_ENV):
-        engine.start_in_background(store.home)
-        started.append(time.time())
-    return status
+    """The engine serving this store, as its lease says. Only reads: a web server never
+    starts a process (a plain `streamlit run` has no engine until `make run` or
+    `python -m mnist_demo engine` starts one; the page says so)."""
+    return engine.status(registry().store)
 
 
 def engine_line(status: engine.EngineStatus) -> None:
-    if status.running:
-        queued = len(feed().focus().queue)  # the process's shared read, not one per page run
-        st.caption(
-            f":material/memory: Training engine: {status.capacity} "
-            + ("run" if status.capacity == 1 else "runs")
-            + " at a time"
-            + (f" · {queued} waiting" if queued else "")
-        )
-    else:
+    """Nothing while the engine runs (how many runs it holds is a fact for the README,
+    not the room; the queue is shown with the live run); a plain warning when it does
+    not."""
+    if not status.running:
         st.error(
             f"{engine.not_running_message()[0].upper()}{engine.not_running_message()[1:]}. "
             "Runs can be queued; they start once it runs. Nothing recorded is lost.",
@@ -100,42 +81,61 @@ def poll_seconds(run: Run | None, projector: bool = False) -> float:
     return POLL_SHORT_RUN_S if short and projector else POLL_RUNNING_S
 
 
+def queue_place(run: Run) -> int | None:
+    waiting = [r.id for r in feed().focus().queue]
+    return waiting.index(run.id) + 1 if run.id in waiting else None
+
+
 def live_run(view: LiveView) -> None:
-    """The followed run: progress, stop, the batch chart and the lab's epoch charts."""
+    """The followed run, arranged for the projector: what it is doing in words and large
+    numbers, the batch chart, then the lab's per-epoch charts. An ended run shows its
+    result once, instead of the live numbers."""
     run = view.run
     st.subheader(f"Run {run.id} · {run.config.preset} · {run.status}")
-    if run.status == "queued":
-        waiting = [r.id for r in feed().focus().queue]
-        place = waiting.index(run.id) + 1 if run.id in waiting else 1
-        st.info(f"Waiting for the training engine: #{place} in the queue.", icon="⏳")
-        stop_button(run, "Cancel")
-        return
-    if run.status == "running":
-        show_fine_tune(run, run.history.get(finetune.HISTORY_KEY))
-        eta = f" · about {duration(view.eta_s)} left" if view.eta_s is not None else ""
-        st.progress(
-            run.progress,
-            text=f"Epoch {max(run.epoch, 1)}/{run.config.epochs} · batch {run.batch}/"
-            f"{run.batches_per_epoch} · {duration(view.elapsed_s)} elapsed{eta}",
-        )
+    if run.ended:
+        show_result(run)
+    else:
+        live_state(view)
+    if view.batch_metrics:
+        vega_lite(charts.batch_chart(view.batch_metrics))
+    if run.history.get("loss"):
+        epoch_charts(run.history)
+
+
+def live_state(view: LiveView) -> None:
+    """A queued or running run: the progress bar captioned with its phase (progress.py:
+    no estimate before it is measured), stop, and its numbers in large type."""
+    run = view.run
+    text = progress.progress_text(
+        run, elapsed_s=view.elapsed_s, eta_s=view.eta_s, queue_place=queue_place(run)
+    )
+    bar, stop = st.columns([5, 1], vertical_alignment="bottom")
+    bar.progress(run.progress, text=text)
+    with stop:
         if view.stop_requested:
             st.caption("Stopping after this batch…")
         else:
-            stop_button(run, "Stop")
-    if view.batch_metrics:
-        last = view.batch_metrics[-1]
-        a, b, c = st.columns(3)
-        a.metric("Batch loss", f"{last['loss']:.4f}")
-        b.metric("Batch accuracy", f"{last['accuracy']:.2%}")
-        if run.history.get("val_accuracy"):
-            c.metric("Test accuracy (last epoch)", f"{run.history['val_accuracy'][-1]:.2%}")
-        vega_lite(charts.batch_chart(view.batch_metrics))
-    elif run.status == "running":
-        st.caption("Preparing the data and building the model…")
-    if run.history.get("loss"):
-        epoch_charts(run.history)
-    if run.ended:
-        show_result(run)
+            stop_button(run, "Cancel" if run.status == "queued" else "Stop")
+    if run.status == "queued":
+        return
+    show_fine_tune(run, run.history.get(finetune.HISTORY_KEY))
+    epoch, batch, accuracy, loss, test = st.columns(5)
+    epoch.metric("Epoch", f"{max(run.epoch, 1)} of {run.config.epochs}")
+    # "–" until the trainer knows how many batches an epoch has: never "0 of 0"
+    batches = f"{run.batch} of {run.batches_per_epoch}" if run.batches_per_epoch else "–"
+    batch.metric("Batch", batches)
+    last = view.batch_metrics[-1] if view.batch_metrics else None
+    accuracy.metric(
+        "Accuracy",
+        f"{last['accuracy']:.2%}" if last else "–",
+        help="On this epoch's training images so far (Keras's running mean).",
+    )
+    loss.metric("Loss", f"{last['loss']:.4f}" if last else "–")
+    if run.history.get("val_accuracy"):
+        test.metric(
+            f"Test accuracy after epoch {len(run.history['val_accuracy'])}",
+            f"{run.history['val_accuracy'][-1]:.2%}",
+        )
 
 
 def stop_button(run: Run, label: str) -> None:
@@ -146,15 +146,123 @@ def stop_button(run: Run, label: str) -> None:
         st.rerun()
 
 
+def queue_text(queue: list[Run]) -> str:
+    """'Waiting: #1 run 6 (quick), #2 run 7 (lab7)', or '' when nothing waits."""
+    if not queue:
+        return ""
+    return "Waiting: " + ", ".join(
+        f"#{i} run {r.id} ({r.config.preset})" for i, r in enumerate(queue, start=1)
+    )
+
+
 def queue_table() -> None:
-    queue = feed().focus().queue
-    if queue:
-        st.caption(
-            "Waiting: "
-            + ", ".join(
-                f"#{i} run {r.id} ({r.config.preset})" for i, r in enumerate(queue, start=1)
+    text = queue_text(feed().focus().queue)
+    if text:
+        st.markdown(f":material/hourglass_top: {text}")
+
+
+# --- starting a run -------------------------------------------------------------------------
+
+PENDING_KEY = "train-pending-run"  # a run asked for while another trains or waits
+
+# The presets as a teacher reads them (their internals are in the README and `--help`).
+PRESET_LABELS = {
+    "lab7": "Lab 7 — the lab's network",
+    "lab7-5x5": "Lab 7 with a 5×5 second convolution",
+    "robust": "Robust — reads drawings better (25 epochs)",
+    "quick": "Quick — 99 % in one epoch",
+}
+
+
+def preset_label(preset: str) -> str:
+    return PRESET_LABELS.get(preset, preset)
+
+
+def busy() -> Run | None:
+    """The run training or waiting, if any: a new one would queue behind it."""
+    followed = focus()
+    return followed if followed is not None and not followed.ended else None
+
+
+def request_run(config: TrainConfig) -> None:
+    """Start `config` now when the engine is free. When a run is going, keep the request
+    and ask first (`confirm_pending`): a second click on Quick demo used to queue another
+    run with nothing but a small "Waiting" line to say so."""
+    if busy() is not None:
+        st.session_state[PENDING_KEY] = config
+        return
+    with user_errors(stop=False):
+        registry().submit(config, role=role())
+        st.rerun()
+
+
+def confirm_pending() -> None:
+    """The question for a run asked for while another is going: the queue, then queue it
+    or not."""
+    config: TrainConfig | None = st.session_state.get(PENDING_KEY)
+    if config is None:
+        return
+    going = busy()
+    with st.container(border=True, key="confirm-queue"):
+        if going is None:
+            st.markdown(f"The engine is free now. Start the **{preset_label(config.preset)}** run?")
+        else:
+            doing = "is training" if going.status == "running" else "is waiting to start"
+            st.warning(
+                f"Run {going.id} ({going.config.preset}) {doing}. A new run would wait until "
+                "the runs before it end. Queue it?",
+                icon=":material/hourglass_top:",
             )
-        )
+            text = queue_text(feed().focus().queue)
+            if text:
+                st.markdown(text)
+        yes, no, _ = st.columns([1.3, 1, 2])
+        if yes.button("Queue it" if going else "Start it", type="primary", key="confirm-yes"):
+            st.session_state.pop(PENDING_KEY, None)
+            with user_errors(stop=False):
+                registry().submit(config, role=role())
+                st.rerun()
+        if no.button("Don't queue", key="confirm-no"):
+            st.session_state.pop(PENDING_KEY, None)
+            st.rerun()
+
+
+# --- the projector view ---------------------------------------------------------------------
+
+PROJECTOR_PARAM = "projector"  # ?projector=1: the same page in larger type
+# Larger numbers and words for the back of the room (the run already fits the first
+# screen of a 1280x720 projector: .streamlit/config.toml's paddingTop).
+PROJECTOR_CSS = """
+.stMainBlockContainer { max-width: none !important; }
+[data-testid="stMetricValue"] { font-size: 3.2rem !important; line-height: 1.15 !important; }
+[data-testid="stMetricLabel"] p { font-size: 1.35rem !important; }
+[data-testid="stProgress"] p { font-size: 1.5rem !important; }
+.stMainBlockContainer h3 { font-size: 2.1rem !important; }
+.stMainBlockContainer p, .stMainBlockContainer li { font-size: 1.25rem; }
+"""
+
+
+def projector_view() -> bool:
+    """A toggle (kept in the address as ?projector=1, so the projector's bookmark opens
+    it) for larger type; returns whether it is on."""
+    on = st.query_params.get(PROJECTOR_PARAM) == "1"
+
+    def switch() -> None:
+        if st.session_state["projector-toggle"]:
+            st.query_params[PROJECTOR_PARAM] = "1"
+        else:
+            st.query_params.pop(PROJECTOR_PARAM, None)
+
+    st.toggle(
+        "Projector view",
+        value=on,
+        key="projector-toggle",
+        on_change=switch,
+        help="Larger numbers and words, for the back of the room.",
+    )
+    if on:
+        st.html(f"<style>{PROJECTOR_CSS}</style>")
+    return on
 
 
 # --- a finished run -------------------------------------------------------------------------
@@ -324,7 +432,7 @@ def history_frame(runs: list[Run], active_id: int | None) -> pd.DataFrame:
                 "run": r.id,
                 "status": r.status + (" · active" if r.id == active_id else ""),
                 "preset": r.config.preset,
-                "fine-tuned from": r.fine_tune.base if r.fine_tune else "",
+                "fine-tuned from": r.fine_tune.base if r.fine_tune else None,
                 "epochs": f"{r.epochs_done}/{r.config.epochs}",
                 "batch": r.config.batch_size,
                 "learning rate": r.config.learning_rate,
@@ -333,14 +441,15 @@ def history_frame(runs: list[Run], active_id: int | None) -> pd.DataFrame:
                 "test accuracy": r.test_accuracy,
                 "misclassified": r.misclassified,
                 "duration": duration(r.duration_s),
-                "error": r.error or "",
+                "error": r.error or None,
             }
             for r in runs
         ]
     )
 
 
-HISTORY_COLUMNS = {
-    "test accuracy": st.column_config.NumberColumn(format="percent"),
-    "learning rate": st.column_config.NumberColumn(format="%.4f"),
+HISTORY_FORMATS = {  # "—" where a run has no value yet (ui.widgets.table)
+    "test accuracy": "{:.2%}",
+    "misclassified": "{:,.0f}",
+    "learning rate": "{:.4f}",
 }
