@@ -10,6 +10,7 @@ deep link such as /draw too."""
 
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -30,9 +31,21 @@ from mnist_demo.ui import sidebar  # noqa: E402  (imports TensorFlow: after the 
 
 if loading is not None:  # loaded: the page draws itself from here (a page that stops
     loading.empty()  # early, st.stop, would otherwise leave the line standing)
-page = sidebar.navigation()
-# The lecture hall (`make hall`) names each replica, so an instructor can tell which one
-# answered and when one is down; a single server sets nothing and shows nothing.
-if server_name := os.environ.get("MNIST_DEMO_SERVER", "").strip():
-    st.sidebar.caption(f"Answered by {server_name}")
-page.run()
+from mnist_demo.store import StoreUnavailableError  # noqa: E402
+
+STORE_DOWN = "The class's database is not answering — retrying. Nothing is lost."
+RETRY_S = 2.0
+
+try:
+    page = sidebar.navigation()
+    # The lecture hall (`make hall`) names each replica, so an instructor can tell which
+    # one answered and when one is down; a single server sets nothing and shows nothing.
+    if server_name := os.environ.get("MNIST_DEMO_SERVER", "").strip():
+        st.sidebar.caption(f"Answered by {server_name}")
+    page.run()
+except StoreUnavailableError:
+    # PostgreSQL restarting (the supervisor starts it again), SQLite locked: one plain
+    # line, and the page comes back by itself when the store answers.
+    st.warning(STORE_DOWN, icon="⏳")
+    time.sleep(RETRY_S)
+    st.rerun()

@@ -59,7 +59,13 @@ from mnist_demo import config, experiments, lease, queue
 from mnist_demo.classroom import OWNER
 from mnist_demo.errors import DigitLabError
 from mnist_demo.runs import HOST, INSTRUCTOR, Run, RunRegistry, resumable
-from mnist_demo.serve.processes import Piece, spawn, stop_process
+from mnist_demo.serve.processes import (
+    Piece,
+    kill_session,
+    session_members,
+    spawn,
+    stop_process,
+)
 from mnist_demo.store import Store, StoreError
 
 if TYPE_CHECKING:  # TensorFlow loads in the trainer only, never in the supervisor
@@ -350,6 +356,7 @@ class Supervisor:
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(_ensure_token(self.home)))
         if self.address is None:
+            os.environ.update(LOCAL_RAY_ENV)
             self.address = self._start_head()
         import ray
 
@@ -479,8 +486,15 @@ class Supervisor:
         """RayDiedError when the local head has ended (`ray start --block` ends when its
         raylet or GCS dies): asked before any call into Ray, which would wait a minute
         for a GCS that is gone."""
-        if self.head is not None and self.head.poll() is not None:
+        if self.head is None:
+            return
+        if self.head.poll() is not None:
             raise RayDiedError(f"the Ray head ended (exit {self.head.returncode})")
+        # `ray start` ends when a part is killed, but not when one is asked to stop
+        parts = b"".join(_cmdline(pid) for pid in session_members(self.head.pid))
+        for part in (b"raylet/raylet", b"gcs/gcs_server"):
+            if part not in parts:
+                raise RayDiedError(f"the Ray head's {part.split(b'/')[1].decode()} ended")
 
     def held_runs(self) -> set[int]:
         """Runs the live trainers say they hold (a trainer busy in fit still answers)."""
@@ -614,7 +628,15 @@ class Supervisor:
 
 LOOPBACK = "127.0.0.1"
 # A one-machine engine's Ray listens on loopback only (a cluster is opt-in: RAY_ADDRESS).
-LOCAL_RAY_ENV: dict[str, str] = {}
+# Ray replaces a node address of 127.0.0.1 by the machine's routable one, and then binds
+# its servers to every interface, unless this is 0 (measured with Ray 2.60: every
+# listener on 127.0.0.1 with it). The head, the supervisor (a driver) and the workers
+# (they inherit it) all need it. A stop drains the node for 30 s by default; the
+# supervisor has already stopped the runs, so the head stops at once.
+LOCAL_RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+}
 
 
 def head_file(home: Path) -> Path:
@@ -647,10 +669,19 @@ def _stop_predecessor(home: Path) -> None:
             deadline = time.monotonic() + wait
             while _is_ray_head(pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
+    if pid > 0:
+        kill_session(pid)  # its workers left its process group, not its session
     temp = recorded.get("temp_dir")
     if temp:
         shutil.rmtree(temp, ignore_errors=True)
     path.unlink(missing_ok=True)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _is_ray_head(pid: int) -> bool:

@@ -121,11 +121,35 @@ def stop_process(proc: subprocess.Popen, stop_signal: int, timeout_s: float) -> 
             proc.send_signal(stop_signal)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout_s)
-    # Whatever is left of its session (a Streamlit or Ray helper, a postgres backend).
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    kill_session(proc.pid)
     if proc.poll() is None:
         proc.wait(10)
+
+
+def session_members(sid: int) -> list[int]:
+    """Every live process of session `sid` (a child started here leads its own session;
+    Ray's actor workers leave its process group but stay in its session)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            found.append(int(entry.name))
+    return found
+
+
+def kill_session(sid: int) -> None:
+    """Whatever is left of a child's session (a Streamlit or Ray helper, a worker, a
+    postgres backend)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(sid, signal.SIGKILL)
+    for pid in session_members(sid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def log_tail(path: Path) -> str:
@@ -224,9 +248,7 @@ class Processes:
 
     def _ended(self, process: Process, code: int, now: float) -> None:
         piece = process.piece
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            # what is left of its session (PostgreSQL's backends hold its shared memory)
-            os.killpg(process.pid, signal.SIGKILL)
+        kill_session(process.pid)  # PostgreSQL's backends would hold its shared memory
         if not piece.restart or code in piece.exit_codes_final:
             process.given_up = True
             self.say(f"{piece.name} ended ({code})")
