@@ -30,6 +30,7 @@ from keras import layers, ops
 
 from mnist_demo.data import INPUT_SHAPE, NUM_CLASSES, TRAIN_SIZE
 from mnist_demo.errors import DigitLabError, ModelFileError
+from mnist_demo.files import atomic_save
 from mnist_demo.recipe import (
     DEFAULT_PRESET,
     LAB_BATCH_SIZE,
@@ -356,14 +357,7 @@ def save_model(model: keras.Model, path: Path) -> None:
     """Save the inference model (`inference_model`: no optimizer state, 13 MB instead of
     38 for Lab 7, no training-only layers) to a temporary name, then rename, so a reader
     never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.keras")
-    try:
-        inference_model(model).save(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_save(path, inference_model(model).save, suffix=".keras")
 
 
 def load_model(path: Path) -> keras.Model:

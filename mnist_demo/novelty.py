@@ -54,6 +54,7 @@ import tensorflow as tf
 from mnist_demo.data import INPUT_SHAPE, NUM_CLASSES, to_model_input
 from mnist_demo.errors import DigitLabError
 from mnist_demo.evaluation import predict_proba
+from mnist_demo.files import atomic_write
 
 DIGIT, NOT_SURE, NOT_A_DIGIT = "digit", "not sure", "not a digit"
 # Top probability below which a model without a fitted rule is "not sure": about 1 % of
@@ -328,9 +329,7 @@ def save_rule(rule: Rule, model: keras.Model, model_path: Path, about: dict[str,
         "weights": [float(f"{w:.6g}") for w in rule.weights],
         "about": about,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(content) + "\n")
     return path
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 from mnist_demo import config, lease
 from mnist_demo.classroom import Action, Role, require
 from mnist_demo.errors import DigitLabError, ModelFileError
+from mnist_demo.files import restore as restore_class_state
 from mnist_demo.models import INSTRUCTOR, usable
 from mnist_demo.recipe import FineTuneRecord, InvalidConfigError, TrainConfig
 from mnist_demo.store import (
@@ -38,6 +39,7 @@ from mnist_demo.store import (
     StoreError,
     StoreWriteError,
     atomic_write,
+    explain_os_error,
     points,
     runs,
 )
@@ -231,8 +233,9 @@ class RunRegistry:
     @classmethod
     def recover(cls, path: Path | None = None) -> tuple[RunRegistry, Path | None]:
         """Move an unreadable SQLite file aside (kept, never deleted), start a fresh one
-        and re-import every run from its run.json, the active model from its sidecar
-        file, and every class drawing from its files. Works with a missing, empty or
+        and re-import the class's students, cookie-signing key and settings (files.py),
+        every run from its run.json, the active model from its sidecar file, and every
+        class drawing from its files. Works with a missing, empty or
         corrupt file. Returns the registry and the moved file (None if nothing moved)."""
         path = Path(path) if path else config.registry_path()
         aside = None
@@ -254,6 +257,7 @@ class RunRegistry:
                 else:
                     companion.unlink()
         registry = cls(Store(path), rebuilding=True)
+        restore_class_state(registry.store)  # students, cookie key, class settings
         registry._import_run_files()
         registry._restore_active()
         from mnist_demo.class_set import ClassSet  # the drawings share the store
@@ -351,7 +355,13 @@ class RunRegistry:
                     )
                 )
                 folder = self.run_dir(run_id)
-                folder.mkdir(parents=True)  # fails rather than reuse a folder
+                try:
+                    folder.mkdir(parents=True)  # fails rather than reuse a folder
+                except OSError as e:
+                    if isinstance(e, FileExistsError):
+                        raise
+                    # a full or read-only data home: said so, and nothing is saved
+                    raise explain_os_error(e, str(folder.parent)) from e
                 made.append(folder)
                 for name, content in (files or {}).items():
                     atomic_write(folder / name, content)

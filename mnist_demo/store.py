@@ -32,6 +32,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from mnist_demo import config
 from mnist_demo.errors import DigitLabError
+from mnist_demo.files import atomic_write, mirror
+
+__all__ = ["atomic_write"]  # the one atomic file write lives in files.py
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_S = 30  # a writer waits this long for the write lock before giving up
@@ -276,6 +279,12 @@ def _explain(e: BaseException, where: str) -> StoreError:
     return StoreError(f"{where} failed: {text}")
 
 
+def explain_os_error(e: OSError, where: str) -> StoreError:
+    """A file operation beside the store that failed (a full or read-only data home),
+    in the words a user can act on."""
+    return _explain(e, where)
+
+
 def _disk_full(where: str) -> bool:
     try:
         return shutil.disk_usage(Path(where).parent).free < 64 * 1024
@@ -322,6 +331,7 @@ class Store:
                 "folder you can write to"
             ) from e
         self.engine = self._make_engine(parsed)
+        event.listen(self.engine, "after_execute", _note_mirrored_change)
         self._lock = threading.Lock()
         if migrate:
             self.migrate()
@@ -402,17 +412,25 @@ class Store:
         """One write transaction: all of it is saved, or none. SQLite takes its write
         lock at once; PostgreSQL locks `lock` (a table whose rows writers must not
         interleave on, e.g. ids chosen as max + 1) for the transaction."""
+        changed = False
         try:
             with self.engine.connect() as con:
                 con = con.execution_options(write=True)
-                with con.begin():
-                    if lock is not None and not self.is_sqlite:
-                        con.exec_driver_sql(f"LOCK TABLE {lock.name} IN EXCLUSIVE MODE")
-                    yield con
+                con.info.pop(_MIRRORED, None)
+                try:
+                    with con.begin():
+                        if lock is not None and not self.is_sqlite:
+                            con.exec_driver_sql(f"LOCK TABLE {lock.name} IN EXCLUSIVE MODE")
+                        yield con
+                    changed = bool(con.info.get(_MIRRORED))
+                finally:
+                    con.info.pop(_MIRRORED, None)
         except sa.exc.IntegrityError:
             raise  # a refusal the caller words (a duplicate), not a failure of the store
         except (sa.exc.OperationalError, sa.exc.DatabaseError, sa.exc.InterfaceError) as e:
             raise _explain(e, self.where) from e
+        if changed:  # committed: a student or a setting changed; never fails the write
+            mirror(self)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -529,23 +547,20 @@ class Store:
         self.engine.dispose()
 
 
-# --- files beside the database ----------------------------------------------------------
+# --- the class's state mirrored beside the database (files.py) ---------------------------
+
+_MIRRORED = "digit_lab_mirrored_change"  # connection info: this transaction changed one
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write a file whole or not at all: to a temporary name in the same folder, then
-    renamed over the target (a crash mid-write leaves the old file, never half a file).
-    A full or read-only disk is a StoreWriteError that says so."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, str):
-            tmp.write_text(data)
-        else:
-            tmp.write_bytes(data)
-        tmp.replace(path)
-    except OSError as e:
-        with suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise _explain(e, str(path.parent)) from e
+def _note_mirrored_change(
+    conn: Connection, statement: Any, multiparams: Any, params: Any, options: Any, result: Any
+) -> None:
+    """After every statement: an insert, update or delete that changed a student or a
+    setting marks its transaction, and Store.write mirrors them once it commits."""
+    if not isinstance(statement, sa.sql.dml.UpdateBase):
+        return
+    if getattr(statement.table, "name", None) not in (students.name, settings.name):
+        return
+    if result is not None and result.rowcount == 0:
+        return
+    conn.info[_MIRRORED] = True

@@ -40,6 +40,7 @@ import numpy as np
 
 from mnist_demo import data as mnist_data
 from mnist_demo.evaluation import evaluate
+from mnist_demo.files import atomic_save
 from mnist_demo.lease import StaleTokenError
 from mnist_demo.model import STEPS_PER_EXECUTION, build_model, load_model, save_model
 from mnist_demo.recipe import TrainConfig
@@ -419,12 +420,7 @@ def _heartbeat(
 def _save_resume_checkpoint(model: keras.Model, path: Path) -> None:
     """The compiled training model with its optimizer state, to a temporary name and then
     renamed: a crash mid-write leaves the previous epoch's checkpoint whole."""
-    tmp = path.with_name(path.name + ".tmp.keras")
-    try:
-        model.save(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_save(path, model.save, suffix=".keras")
 
 
 def _load_resume_checkpoint(path: Path, steps_done: int) -> keras.Model:
