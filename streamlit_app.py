@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st
 
+from mnist_demo.quiet import tensorflow_notices_filtered
+
 APP_TITLE = "Digit Lab"
 LOADING = "Loading TensorFlow and the model…"
 
@@ -27,10 +29,12 @@ if "tensorflow" not in sys.modules:  # only the first runs of a fresh server wai
         st.title(APP_TITLE)
         st.caption(LOADING)
 
-from mnist_demo.ui import sidebar  # noqa: E402  (imports TensorFlow: after the paint)
+with tensorflow_notices_filtered():  # its start-up notices are not for the terminal
+    from mnist_demo.ui import sidebar  # (imports TensorFlow: after the paint)
 
 if loading is not None:  # loaded: the page draws itself from here (a page that stops
     loading.empty()  # early, st.stop, would otherwise leave the line standing)
+from mnist_demo import config  # noqa: E402
 from mnist_demo.store import StoreUnavailableError  # noqa: E402
 
 STORE_DOWN = "The class's database is not answering — retrying. Nothing is lost."
@@ -40,7 +44,7 @@ try:
     page = sidebar.navigation()
     # The lecture hall (`make hall`) names each replica, so an instructor can tell which
     # one answered and when one is down; a single server sets nothing and shows nothing.
-    if server_name := os.environ.get("MNIST_DEMO_SERVER", "").strip():
+    if server_name := os.environ.get(config.SERVER_ENV, "").strip():
         st.sidebar.caption(f"Answered by {server_name}")
     page.run()
 except StoreUnavailableError:

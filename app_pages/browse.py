@@ -48,20 +48,26 @@ def show_detail(index: int | None) -> None:
         st.session_state[DETAIL_KEY] = index
 
 
-ui.digit_gallery(indices, result, images, key="test-set", on_pick=show_detail, noun=data.noun)
-
-st.subheader("One image, in detail")
-st.number_input(
-    f"Go to {data.noun}",
-    min_value=0,
-    max_value=result.n - 1,
-    value=None,
-    placeholder=f"0–{result.n - 1}",
-    step=1,
-    key="go_to",
-    on_change=lambda: show_detail(st.session_state.go_to),
-)
-if st.session_state.get(DETAIL_KEY, result.n) < result.n:  # (the other set may be larger)
-    ui.digit_detail(st.session_state[DETAIL_KEY], result, images, noun=data.noun)
-else:
-    st.caption("Click a digit above, or type an index.")
+# The detail sits beside the grid (as on Misclassified): below it, a click seemed to do
+# nothing on a projector, the answer being off-screen.
+grid, detail = st.columns([1.6, 1], gap="large")
+with grid:
+    ui.digit_gallery(
+        indices, result, images, key="test-set", on_pick=show_detail, columns=5, noun=data.noun
+    )
+with detail:
+    st.subheader("One image, in detail")
+    st.number_input(
+        f"Go to {data.noun}",
+        min_value=0,
+        max_value=result.n - 1,
+        value=None,
+        placeholder=f"0–{result.n - 1}",
+        step=1,
+        key="go_to",
+        on_change=lambda: show_detail(st.session_state.go_to),
+    )
+    if st.session_state.get(DETAIL_KEY, result.n) < result.n:  # (the other set may be larger)
+        ui.digit_detail(st.session_state[DETAIL_KEY], result, images, noun=data.noun)
+    else:
+        st.caption("Click a digit, or type its number.")

@@ -13,6 +13,18 @@ from mnist_demo.preprocess import for_display, squash_to_28
 from mnist_demo.reader import Reader, Reading
 
 STEP_SIDE = 100  # px: each picture of the strip is this long on its longer side
+# A narrow step (a cropped "1") made its caption as narrow as its picture, broken mid-word
+# ("Croppe / d to the / ink"): each caption gets a width of its own and keeps words whole.
+STEP_CAPTIONS_CSS = """<style>
+.st-key-preprocessing-steps > [data-testid="stElementContainer"] { min-width: 7rem; }
+.st-key-preprocessing-steps [data-testid="stFullScreenFrame"],
+.st-key-preprocessing-steps [data-testid="stFullScreenFrame"] > div,
+.st-key-preprocessing-steps [data-testid="stImage"] { width: 100% !important; }
+.st-key-preprocessing-steps [data-testid="stImageContainer"] {
+  display: flex; flex-direction: column; align-items: center; }
+.st-key-preprocessing-steps [data-testid="stImageCaption"] {
+  width: 100% !important; max-width: 7rem !important; overflow-wrap: normal; }
+</style>"""
 WITHOUT_WIDTH = 220  # px: the strip and this box share one row on a 1400 px screen
 
 ref = ui.page_setup(__file__, for_drawings=True)
@@ -52,6 +64,7 @@ def draw_and_answer(ref: ModelRef) -> None:
         st.image(
             charts.upscale(reading.image28, 8),
             caption=f"What the model saw: your {reading.source} as a 28×28 MNIST image",
+            alt=f"Your {reading.source} as the 28×28 image the model reads",
             width=224,
             output_format="PNG",  # sharp pixels; JPEG would blur the 28x28 grid
         )
@@ -77,10 +90,10 @@ def show_answer(reading: Reading) -> None:
     st.html(charts.probability_bars(reading.probabilities))
 
 
-def step_picture(image: np.ndarray, caption: str | None = None) -> None:
+def step_picture(image: np.ndarray, caption: str | None = None, alt: str | None = None) -> None:
     array = for_display(image, STEP_SIDE)
     width = round(array.shape[1] * STEP_SIDE / max(array.shape[:2]))
-    st.image(array, caption=caption, width=width, output_format="PNG")
+    st.image(array, caption=caption, width=width, output_format="PNG", alt=alt or caption)
 
 
 def how_the_model_sees(reading: Reading, reader: Reader) -> None:
@@ -107,7 +120,7 @@ def how_the_model_sees(reading: Reading, reader: Reader) -> None:
         squashed = squash_to_28(reading.steps[0].image)  # the first step is the ink map
         without = reader.read(squashed)
         with st.container(border=True, width=WITHOUT_WIDTH, key="without-steps"):
-            step_picture(squashed)
+            step_picture(squashed, alt=f"Your {source} squashed whole to 28×28")
             st.markdown(
                 f"Without the steps (the whole {source} squashed to 28×28) the model would "
                 f"read **{without.headline}**, {without.note}."
@@ -137,13 +150,16 @@ def inside_the_network(reading: Reading, reader: Reader) -> None:
         column.image(
             charts.upscale(feature_grid(fmap, cols=8), 2 if width > 20 else 3),
             caption=f"{name}: {filters} filters, {height}×{width} each",
+            alt=f"What each of the {filters} filters of {name} found in your digit",
         )
     why.image(
         charts.saliency_overlay(seen, heat, scale=8),
         caption=f"Why {digit}: the red pixels mattered most",
+        alt=f"Your digit with the pixels that mattered most for {digit} in red",
         width=224,
     )
 
 
 draw_and_answer(ref)
 ui.canvas_styles()  # outside the fragment, after it: mounted once for the page
+st.markdown(STEP_CAPTIONS_CSS, unsafe_allow_html=True)

@@ -29,7 +29,12 @@ with ui.user_errors():
 st.header("1 · Load the data and look at a few images")
 left, right = st.columns([1, 2])
 with left:
-    st.image(charts.lab_grid(x_train), caption="The first four training images")
+    st.image(
+        charts.lab_grid(x_train),
+        caption="The first four training images",
+        alt="The first four training images, handwritten digits "
+        + ", ".join(str(v) for v in y_train[:4]),
+    )
 with right:
     st.write(f"Their labels: **{', '.join(str(v) for v in y_train[:4])}**")
     st.write("Versions, as the lab prints them:")

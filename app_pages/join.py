@@ -15,13 +15,19 @@ st.title("Join the class")
 url = ui.join_url()
 if classroom.serves_only_this_machine(url):
     st.warning(
-        "This server only listens on this computer, so students' devices cannot reach it. "
-        "Start it for a class with `make class` (it serves on the local network).",
+        "Students can't reach this computer yet: Digit Lab was started for you alone. To "
+        "open it to the class, stop it (Ctrl+C in its terminal) and start it again with "
+        "**make class**; it then shows the address to give the students here.",
         icon=":material/wifi_off:",
     )
 
 qr, text = st.columns([1, 1.2], vertical_alignment="center")
-qr.image(classroom.qr_png(url), width="stretch", caption="Scan with a phone's camera")
+qr.image(
+    classroom.qr_png(url),
+    width="stretch",
+    caption="Scan with a phone's camera",
+    alt=f"QR code of the address {url}",
+)
 with text:
     st.markdown("Open this address on your laptop or phone:")
     st.markdown(

@@ -26,19 +26,17 @@ ui.confusion_explorer(result, images, key="misclassified", noun=data.noun)
 
 st.header("Per digit")
 st.dataframe(
-    pd.DataFrame(result.per_class()),
+    # "—" for a digit never predicted (no precision) or never drawn (no recall)
+    ui.table(pd.DataFrame(result.per_class()), {"precision": "{:.2%}", "recall": "{:.2%}"}),
     hide_index=True,
-    column_config={
-        "precision": st.column_config.NumberColumn(format="percent"),
-        "recall": st.column_config.NumberColumn(format="percent"),
-    },
 )
 
 st.header("Compare with another model")
-others = [m for m in available_models(
-        ui.registry(), role=ui.role(), student=ui.session_tag()
-    )
-    if m.key != ref.key]
+others = [
+    m
+    for m in available_models(ui.registry(), role=ui.role(), student=ui.session_tag())
+    if m.key != ref.key
+]
 if not others:
     st.caption("Train a model on the Train page to compare it with this one.")
     st.stop()

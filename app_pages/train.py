@@ -7,96 +7,107 @@ import streamlit as st
 
 from mnist_demo import charts, ui
 from mnist_demo.classroom import Action
-from mnist_demo.recipe import MAX_EPOCHS, PRESETS, QUICK_DEMO, TRAIN_SIZE, TrainConfig
 from mnist_demo.models import usable
+from mnist_demo.recipe import MAX_EPOCHS, PRESETS, QUICK_DEMO, TRAIN_SIZE, TrainConfig
 from mnist_demo.runs import LESSON_MAX_EPOCHS
 from mnist_demo.ui import training
 
 SUBSET_SIZES = [500, 1000, 5000, 10000, 30000, TRAIN_SIZE]
 
 ui.page_setup(__file__)
-st.title("Train the CNN")
+title, view_toggle = st.columns([4, 1], vertical_alignment="center")
+title.title("Train the CNN")
+with view_toggle:
+    training.projector_view()
 registry = ui.registry()
 training.engine_line(training.engine_status())
 
 
 # --- start a run ------------------------------------------------------------------------
 
-may_start = ui.locked_caption(Action.START_TRAINING)
-demo_text, demo_button = st.columns([4, 1], vertical_alignment="center")
-demo_text.write(
-    "**Quick demo** — the `quick` preset: a small CNN with batch norm and a one-cycle "
-    f"learning rate, one pass over the {TRAIN_SIZE:,} training images. It passes 99 % "
-    "test accuracy in seconds, while the room watches."
-)
-quick = demo_button.button(
-    "Quick demo", type="primary", icon=":material/bolt:", disabled=not may_start, width="stretch"
-)
 
-with st.form("settings", border=True):
-    st.write(
-        "**Settings** — each preset brings its own recipe (Lab 7's: 12 epochs, batch 128, "
-        "Adam 0.001, about 3–4 minutes on 2 cores); leave a box empty to keep it."
+def start_controls() -> None:
+    """Quick demo, the settings form and long runs. While a run is going this sits folded
+    under the live run (the room sees the run, not a form)."""
+    may_start = ui.locked_caption(Action.START_TRAINING)
+    demo_text, demo_button = st.columns([4, 1], vertical_alignment="center")
+    demo_text.write(
+        "**Quick demo**: a small network trained once over the "
+        f"{TRAIN_SIZE:,} training images. It passes 99 % test accuracy in about half a "
+        "minute, while the room watches."
     )
-    c1, c2, c3 = st.columns(3)
-    preset = c1.selectbox(
-        "Preset", list(PRESETS), format_func=lambda p: f"{p} — {PRESETS[p].description}"
-    )
-    # from 0: a value out of range reaches the core, whose message says what is allowed
-    epochs = c2.number_input("Epochs", 0, MAX_EPOCHS, value=None, placeholder="the preset's")
-    batch_size = c3.number_input(
-        "Batch size", 0, TRAIN_SIZE, value=None, step=32, placeholder="the preset's"
-    )
-    c4, c5, c6 = st.columns(3)
-    train_size = c4.select_slider(
-        "Training images",
-        options=SUBSET_SIZES,
-        value=TRAIN_SIZE,
-        format_func=lambda n: f"{n:,}",
-        help="A subset trains faster: 10,000 images take about a sixth of the time.",
-    )
-    learning_rate = c5.number_input(
-        "Learning rate",
-        0.0,
-        1.0,
-        value=None,
-        step=0.0005,
-        format="%.4f",
-        placeholder="the preset's",
-    )
-    seed = c6.number_input("Seed", min_value=0, value=TrainConfig().seed, step=1)
-    start = st.form_submit_button(
-        "Start training", type="primary", disabled=not may_start, icon=":material/play_arrow:"
+    quick = demo_button.button(
+        "Quick demo",
+        type="primary",
+        icon=":material/bolt:",
+        disabled=not may_start,
+        width="stretch",
     )
 
-if ui.is_instructor():
-    ui.setting_toggle(
-        f"Allow long runs (more than {LESSON_MAX_EPOCHS} epochs)",
-        value=registry.long_runs_allowed(),
-        change=lambda allowed: registry.allow_long_runs(allowed, role=ui.role()),
-        help="Off, a run ends within a lesson. On, up to 100 epochs hold the engine's cores "
-        "for an hour or more.",
-    )
-
-with st.expander("Fine-tune on the class drawings", icon=":material/school:"):
-    training.fine_tune_form(LESSON_MAX_EPOCHS)
-
-if start or quick:
-    with ui.user_errors(stop=False):
-        config = (
-            QUICK_DEMO
-            if quick
-            else TrainConfig.for_preset(
-                preset,
-                epochs=epochs,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                train_size=train_size,
-                seed=seed,
-            )
+    with st.form("settings", border=True):
+        st.write(
+            "**Settings**: each preset brings its own recipe (Lab 7: 12 epochs, batch size "
+            "128, learning rate 0.001, a few minutes); leave a box empty to keep it."
         )
-        registry.submit(config, role=ui.role())
-        st.rerun()
+        c1, c2, c3 = st.columns(3)
+        preset = c1.selectbox("Preset", list(PRESETS), format_func=training.preset_label)
+        # from 0: a value out of range reaches the core, whose message says what is allowed
+        epochs = c2.number_input("Epochs", 0, MAX_EPOCHS, value=None, placeholder="the preset's")
+        batch_size = c3.number_input(
+            "Batch size", 0, TRAIN_SIZE, value=None, step=32, placeholder="the preset's"
+        )
+        c4, c5, c6 = st.columns(3)
+        train_size = c4.select_slider(
+            "Training images",
+            options=SUBSET_SIZES,
+            value=TRAIN_SIZE,
+            format_func=lambda n: f"{n:,}",
+            help="A subset trains faster: 10,000 images take about a sixth of the time.",
+        )
+        learning_rate = c5.number_input(
+            "Learning rate",
+            0.0,
+            1.0,
+            value=None,
+            step=0.0005,
+            format="%.4f",
+            placeholder="the preset's",
+        )
+        seed = c6.number_input("Seed", min_value=0, value=TrainConfig().seed, step=1)
+        start = st.form_submit_button(
+            "Start training", type="primary", disabled=not may_start, icon=":material/play_arrow:"
+        )
+
+    if start or quick:
+        with ui.user_errors(stop=False):
+            config = (
+                QUICK_DEMO
+                if quick
+                else TrainConfig.for_preset(
+                    preset,
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    learning_rate=learning_rate,
+                    train_size=train_size,
+                    seed=seed,
+                )
+            )
+            training.request_run(config)  # asks first when a run is going
+    training.confirm_pending()
+
+    if ui.is_instructor():
+        ui.setting_toggle(
+            f"Allow long runs (more than {LESSON_MAX_EPOCHS} epochs)",
+            value=registry.long_runs_allowed(),
+            change=lambda allowed: registry.allow_long_runs(allowed, role=ui.role()),
+            help="Off, a run ends within a lesson. On, up to 100 epochs, which can take an "
+            "hour or more.",
+        )
+
+
+def fine_tune() -> None:
+    with st.expander("Fine-tune on the class drawings", icon=":material/school:"):
+        training.fine_tune_form(LESSON_MAX_EPOCHS)
 
 
 # --- the live run -----------------------------------------------------------------------
@@ -108,7 +119,9 @@ followed = training.focus()
 def live_run(followed_id: int | None, was: str | None) -> None:
     now = training.focus()
     if now is None:
-        st.info("No run yet. Choose settings and press **Start training**.")
+        st.info(
+            "No run yet. Press **Quick demo**, or choose settings and press **Start training**."
+        )
         return
     if now.id != followed_id or now.status != was:
         st.rerun()  # a run queued, started or ended (maybe elsewhere): redraw the page
@@ -116,7 +129,21 @@ def live_run(followed_id: int | None, was: str | None) -> None:
     training.queue_table()
 
 
-live_run(followed.id if followed else None, followed.status if followed else None)
+# While a run trains or waits, it takes the first screen and the settings fold away
+# below it; otherwise the page starts with what starts a run.
+if followed is not None and not followed.ended:
+    live_run(followed.id, followed.status)
+    with st.expander(
+        "Start another run",
+        icon=":material/add_circle:",
+        expanded=st.session_state.get(training.PENDING_KEY) is not None,
+    ):
+        start_controls()
+    fine_tune()
+else:
+    start_controls()
+    fine_tune()
+    live_run(followed.id if followed else None, followed.status if followed else None)
 
 
 # --- history ----------------------------------------------------------------------------
@@ -128,12 +155,11 @@ if not runs:
     st.stop()
 
 picked = st.dataframe(
-    training.history_frame(runs, registry.active_run_id()),
+    ui.table(training.history_frame(runs, registry.active_run_id()), training.HISTORY_FORMATS),
     hide_index=True,
     on_select="rerun",
     selection_mode="multi-row",
     key="history",
-    column_config=training.HISTORY_COLUMNS,
 )
 selected = [runs[i] for i in picked.selection.rows]
 if not selected:

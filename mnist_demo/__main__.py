@@ -110,7 +110,9 @@ def _load_model(args: argparse.Namespace) -> tuple[keras.Model, str]:
 
 def cmd_fetch_data(args: argparse.Namespace) -> None:
     start = time.perf_counter()
-    (x_train, _), (x_test, _) = _load_data(verbose=True)
+    from mnist_demo.data import load_mnist
+
+    (x_train, _), (x_test, _) = load_mnist(progress=print, verbose=args.verbose)
     print(
         f"MNIST ready: {len(x_train)} training and {len(x_test)} test images, "
         f"checksums verified ({time.perf_counter() - start:.1f} s)"
@@ -432,9 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m mnist_demo", description="Digit Lab: the Lab 7 MNIST CNN.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("fetch-data", help="download, verify and cache MNIST").set_defaults(
-        func=cmd_fetch_data, tensorflow=False
+    fetch = sub.add_parser("fetch-data", help="download, verify and cache MNIST")
+    fetch.add_argument(
+        "--verbose", action="store_true", help="also say which sources were tried and failed"
     )
+    fetch.set_defaults(func=cmd_fetch_data, tensorflow=False)
     sub.add_parser("versions", help="Python, TensorFlow and Keras versions").set_defaults(
         func=cmd_versions, tensorflow=True
     )

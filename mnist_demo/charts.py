@@ -68,10 +68,7 @@ def batch_chart(points: Sequence[dict[str, float]]) -> VegaLite:
         }
 
     spec = {
-        "title": {
-            "text": "Every batch: loss (left axis) and accuracy (right axis)",
-            "fontSize": 15,
-        },
+        "title": "Every batch: loss (left axis) and accuracy (right axis)",
         "height": 240,
         # One row per batch on the wire; each layer draws one column of it.
         "encoding": {
@@ -87,7 +84,7 @@ def batch_chart(points: Sequence[dict[str, float]]) -> VegaLite:
             line("accuracy", TRAIN_COLOR, "right", [0, 1]),
         ],
         "resolve": {"scale": {"y": "independent"}},
-        "config": {"axis": {"labelFontSize": 13}},
+        "config": {"axis": {"labelFontSize": 13}, "title": {"fontSize": 15}},
     }
     return VegaLite(data, spec)
 
@@ -416,7 +413,8 @@ def wall_tiles(
     tiles = []
     for image, caption, is_wrong, item_id in zip(images, captions, wrong, ids, strict=True):
         colour = WRONG_COLOR if is_wrong else "#343a40"
-        tiles.append(
+        tiles.append(  # a list's items must be listitems (a figure cannot be one itself)
+            '<div role="listitem">'
             f'<figure class="digit-lab-tile" {attribute}="{int(item_id)}" '
             f'data-correct="{str(not is_wrong).lower()}" style="margin:0;padding:4px;'
             f'background:{colour};border-radius:6px;text-align:center;width:{28 * scale + 8}px">'
@@ -425,7 +423,7 @@ def wall_tiles(
             'image-rendering:pixelated">'
             f'<figcaption style="color:#fff;font:600 0.85rem/1.3 sans-serif">{caption}'
             f'<span style="opacity:0.6;font-weight:400"> #{int(item_id)}</span>'
-            "</figcaption></figure>"
+            "</figcaption></figure></div>"
         )
     return (
         f'<div role="list" aria-label="{html.escape(label)}" '

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -264,42 +265,55 @@ def default_sources() -> list[Source]:
     ]
 
 
+log = logging.getLogger(__name__)
+
+
 def _quiet(_: str) -> None:
     pass
 
 
-def load_mnist(sources: Sequence[Source] | None = None, progress: Progress | None = None) -> Arrays:
+def load_mnist(
+    sources: Sequence[Source] | None = None,
+    progress: Progress | None = None,
+    verbose: bool = False,
+) -> Arrays:
     """Return verified MNIST as ((x_train, y_train), (x_test, y_test)), uint8.
 
     The first source whose arrays pass the checksum wins and, unless it is the cache
     itself, is written to the cache. A cache that fails the check is reported, deleted
     and rebuilt from the next source; it is never used.
+
+    `progress` hears the source used and what happens to the cache. The sources tried
+    and failed before one worked are not news for the user (an empty cache, no network):
+    `progress` hears them only with `verbose`; they are logged at INFO level either way,
+    and all of them are in the error when none works.
     """
     progress = progress or _quiet
+    detail = progress if verbose else log.info
     sources = default_sources() if sources is None else list(sources)
     cache = config.data_dir() / CACHE_NAME
     attempts: list[str] = []
     for source in sources:
-        progress(f"trying {source.name}")
+        detail(f"trying {source.name}")
         try:
-            arrays = source.fetch(progress)
+            arrays = source.fetch(detail)
             verify(arrays)
         except Exception as e:  # every failure moves on; the message keeps why
             reason = f"{type(e).__name__}: {e}"
             attempts.append(f"- {source.name}: {reason}")
-            progress(f"  failed: {reason}")
+            detail(f"  {source.name} did not work: {reason}")
             if source.is_cache and isinstance(e, DataIntegrityError):
                 progress(f"  the cache is corrupt; removing it and rebuilding: {cache}")
                 cache.unlink(missing_ok=True)
             continue
         if not source.is_cache:
-            progress(f"  verified; caching to {cache}")
+            progress(f"MNIST from {source.name}, checksums verified; cached in {cache}")
             try:
                 _atomic_write_npz(cache, arrays)
             except OSError as e:  # the data is good; only the next start will be slower
                 progress(f"  could not write the cache ({e}); set MNIST_DEMO_DATA to fix it")
         else:
-            progress("  verified")
+            detail(f"MNIST from {source.name}, checksums verified")
         return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
     raise DataUnavailableError(
         "Could not load MNIST. Tried:\n"

@@ -20,10 +20,13 @@ QUEUED, PREPARING, TRAINING, SCORING, SAVING = (
 PHASES = (QUEUED, PREPARING, TRAINING, SCORING, SAVING)
 
 
+MISSING = "—"  # a value not known (yet): every table and figure shows this, never "None"
+
+
 def duration(seconds: float | None) -> str:
-    """'2 min 05 s', or '–' for a time not known (a run still going)."""
+    """'2 min 05 s', or MISSING for a time not known (a run still going)."""
     if seconds is None:
-        return "–"
+        return MISSING
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 

@@ -51,6 +51,7 @@ from mnist_demo.ui.widgets import (
     epoch_charts,
     recorded_history,
     setting_toggle,
+    table,
     user_errors,
     vega_lite,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "session_tag",
     "setting_toggle",
     "student_id",
+    "table",
     "uploaded_photo",
     "user_errors",
     "vega_lite",

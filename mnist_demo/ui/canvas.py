@@ -27,6 +27,9 @@ from mnist_demo.ui.widgets import user_errors
 # component of ours adopts the rules into every isolated component's shadow root (they
 # name only the canvas's dc-* classes). tests/test_canvas_component.py fails if an
 # upgrade changes what this relies on; tests/e2e/test_canvas_e2e.py draws everywhere.
+# The toolbar keeps undo and redo only, each at least 2rem (WCAG's 24 px targets): the
+# upload arrow ("Update the app", needless with live updates) looked like a photo upload,
+# the trash icon duplicated Clear, and "Edit" (select and move strokes) is not a lesson.
 CANVAS_TOOLBAR_CSS = """
 .dc-root { display: flex !important; flex-direction: column !important; }
 .dc-root > .dc-toolbar {
@@ -35,6 +38,13 @@ CANVAS_TOOLBAR_CSS = """
   padding: 0 0 0.25rem !important;
 }
 @media (pointer: coarse) { .dc-root .dc-icon-button { padding: 0.5rem !important; } }
+.dc-root .dc-icon-button { min-width: 2rem; min-height: 2rem; }
+.dc-root .dc-icon-button svg { width: 1.1rem; height: 1.1rem; }
+.dc-toolbar .dc-icon-button[title="Update the app with this drawing"],
+.dc-toolbar .dc-icon-button[title="Edit"],
+.dc-toolbar .dc-icon-button[title="Reset canvas & history"],
+.dc-toolbar .dc-toolbar-separator,
+.dc-toolbar .dc-toolbar-contextual { display: none !important; }
 """
 CANVAS_TOOLBAR_JS = """
 export default function ({ data }) {

@@ -10,7 +10,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
+from pandas.io.formats.style import Styler
 
 from mnist_demo import charts, models, progress
 from mnist_demo.errors import DigitLabError
@@ -68,6 +70,14 @@ def ago(timestamp: float) -> str:
 
 
 duration = progress.duration  # '2 min 05 s': defined once, beside the progress text
+
+
+def table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -> Styler:
+    """A table for st.dataframe: a missing value shows as "—" (st.dataframe writes "None"
+    or "nan"), and `formats` gives columns their number format ('{:.2%}'). A Styler, so
+    the grid sorts by the values and shows the text."""
+    styler = frame.style.format(na_rep=progress.MISSING)
+    return styler.format(formats or {}, na_rep=progress.MISSING)
 
 
 # --- charts and digits -----------------------------------------------------------------
@@ -142,7 +152,10 @@ def digit_detail(
     true, predicted = int(result.labels[index]), int(result.predictions[index])
     picture, numbers = st.columns([1, 1.6])
     picture.image(
-        charts.upscale(images[index], 8), caption=f"{noun.capitalize()} {index}", width="stretch"
+        charts.upscale(images[index], 8),
+        caption=f"{noun.capitalize()} {index}",
+        width="stretch",
+        alt=f"{noun.capitalize()} {index}: a handwritten {true}",
     )
     with numbers:
         right = true == predicted

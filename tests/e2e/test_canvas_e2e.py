@@ -104,8 +104,13 @@ def test_nothing_covers_the_canvas_and_the_toolbar_is_in_sight_above_it(device, 
     assert pointer_misses(page) == []
     toolbar = page.locator(".dc-toolbar")
     expect(toolbar).to_have_css("opacity", "1")
-    for name in ("Undo", "Redo", "Reset canvas & history"):
+    for name in ("Undo", "Redo"):
         expect(toolbar.get_by_role("button", name=name, exact=True)).to_be_visible()
+        box = toolbar.get_by_role("button", name=name, exact=True).bounding_box()
+        assert min(box["width"], box["height"]) >= 24, (name, box)  # WCAG 2.2 target size
+    # only undo and redo: Clear is the page's own button, live updates need no "send"
+    for name in ("Update the app with this drawing", "Reset canvas & history", "Edit"):
+        expect(toolbar.get_by_role("button", name=name, exact=True)).to_be_hidden()
     bar, canvas = toolbar.bounding_box(), page.locator("canvas.upper-canvas").bounding_box()
     assert bar["y"] + bar["height"] <= canvas["y"], (bar, canvas)  # above, not over
     assert canvas["x"] <= bar["x"] and bar["x"] + bar["width"] <= canvas["x"] + canvas["width"]
