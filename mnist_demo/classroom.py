@@ -41,11 +41,10 @@ from io import BytesIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mnist_demo.config import CODE_ENV, SOLO_ENV, TRUSTED_PROXY_ENV
 from mnist_demo.errors import DigitLabError
 from mnist_demo.store import Store, StoreWriteError, limit_events
 
-CODE_ENV = "MNIST_DEMO_INSTRUCTOR_CODE"
-SOLO_ENV = "MNIST_DEMO_SOLO"
 CODE_BYTES = 9  # 12 URL-safe characters: 72 bits, unguessable at 5 tries a minute
 MAX_CODE_LENGTH = 128  # longer input is refused before it is compared
 CODE_QUERY_KEY = "code"  # the instructor link: http://host:port/?code=...
@@ -353,12 +352,12 @@ def try_code(limits: Limits, attempt: str, *, student: str, client: str | None) 
 
 # --- people, not cookies: the client address and its group --------------------------------
 
-TRUSTED_PROXY_ENV = "MNIST_DEMO_TRUSTED_PROXY"  # the hall's nginx: its address(es), comma-separated
 SHARED_ADDRESS = "class_shares_one_address"  # setting: count seats, not address groups
 
 
 def client_address(socket_address: str | None, forwarded_for: str | None) -> str | None:
-    """Where a request really comes from: the socket's address, unless that socket is a
+    """Where a request really comes from: the socket's address (None: this machine, as
+    Streamlit reports a loopback peer), unless that socket is a
     proxy this server was told to trust (MNIST_DEMO_TRUSTED_PROXY, which `make hall`
     sets to its nginx on loopback); then the address that proxy appended last to
     X-Forwarded-For. Anyone can send an X-Forwarded-For header: read from any other
@@ -372,6 +371,16 @@ def client_address(socket_address: str | None, forwarded_for: str | None) -> str
         if _valid_ip(last):
             return last
     return socket_address
+
+
+def forwarded_allow_ips(trusted_proxy: str | None) -> str:
+    """What a web server's FORWARDED_ALLOW_IPS must be. Streamlit serves through uvicorn,
+    which takes the client's address from X-Forwarded-For whenever the socket is one of
+    these — by default 127.0.0.1 and ::1, so any program on the server's machine could
+    pose as any address. Only the trusted proxy (MNIST_DEMO_TRUSTED_PROXY), else no one:
+    "none" matches no address. The supervisor (serve/hall.py) starts every web server
+    with it; a plain `streamlit run` keeps uvicorn's default."""
+    return (trusted_proxy or "").strip() or "none"
 
 
 def _valid_ip(text: str) -> bool:

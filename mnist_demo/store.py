@@ -198,7 +198,7 @@ def redacted(url: str) -> str:
 
 def database_url() -> str:
     """MNIST_DEMO_DATABASE_URL, or the embedded SQLite file in the data home."""
-    url = os.environ.get("MNIST_DEMO_DATABASE_URL", "").strip()
+    url = os.environ.get(config.DATABASE_URL_ENV, "").strip()
     return url or sqlite_url(config.registry_path())
 
 

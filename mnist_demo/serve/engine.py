@@ -78,7 +78,7 @@ EXIT_LEASE_HELD = 3  # another engine serves this store
 AUTO_RESUMES = 2  # an interrupted run is resumed by the engine at most this often
 AUTO_RESUME_WINDOW_S = 600.0  # ... and only soon after it was interrupted
 # a worker that ignores a stop request this long is cancelled through Ray
-STOP_GRACE_S = float(os.environ.get("MNIST_DEMO_STOP_GRACE_S", "20"))
+STOP_GRACE_S = config.stop_grace_s()
 SHUTDOWN_WAIT_S = 60.0  # Ctrl+C: how long running runs get to stop after their batch
 CLAIM_EVERY_S = 0.2  # an idle trainer looks at the queue this often
 NAMESPACE_PREFIX = "digit-lab"
@@ -112,16 +112,6 @@ def _ensure_token(home: Path) -> Path:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
     return path
-
-
-def run_cpus() -> int:
-    """CPUs per training run: MNIST_DEMO_RUN_CPUS, or all of this machine's (a run on an
-    idle laptop uses every core; a second run waits rather than halving the first)."""
-    raw = os.environ.get("MNIST_DEMO_RUN_CPUS", "").strip()
-    try:
-        return max(1, int(raw)) if raw else max(1, os.cpu_count() or 1)
-    except ValueError:
-        return max(1, os.cpu_count() or 1)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -322,7 +312,7 @@ class Supervisor:
         self.store = store
         self.registry = RunRegistry(store)
         self.home = store.home
-        self.cpus_per_run = run_cpus()
+        self.cpus_per_run = config.run_cpus()
         self.head_cpus = cpus or os.cpu_count() or 1
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.head: subprocess.Popen | None = None
@@ -706,7 +696,11 @@ def run_supervisor(store: Store, address: str | None = None, cpus: int | None = 
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        print(f"engine: a training engine for {store.home} is already running", flush=True)
+        who = ""
+        with contextlib.suppress(Exception):  # who holds it, when the store says so
+            held = lease.read(store)
+            who = f": {held.describe()}" if held is not None and held.live() else ""
+        print(f"engine: a training engine for {store.home} is already running{who}", flush=True)
         return EXIT_LEASE_HELD
     supervisor = Supervisor(store, address=address, cpus=cpus)
 

@@ -47,15 +47,13 @@ from pathlib import Path
 from typing import IO
 
 from mnist_demo import config
+from mnist_demo.config import DATABASE_URL_ENV, SERVER_ENV, TRUSTED_PROXY_ENV
 from mnist_demo.errors import DigitLabError
 from mnist_demo.serve.processes import Piece, Process, Processes, StartError
 
 ROOT = config.PACKAGE_DIR.parent
 TEMPLATE = ROOT / "deploy" / "nginx" / "digitlab.conf.template"
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/bin/nginx")
-SERVER_ENV = "MNIST_DEMO_SERVER"  # "server 2 of 2": the sidebar names the replica
-DATABASE_URL_ENV = "MNIST_DEMO_DATABASE_URL"
-TRUSTED_PROXY_ENV = "MNIST_DEMO_TRUSTED_PROXY"  # the hall's nginx: its X-Forwarded-For counts
 COOKIE = "dl_replica"
 STREAMLIT_UPLOAD_MB = 10  # .streamlit/config.toml server.maxUploadSize
 START_TIMEOUT_S = 180.0  # a web server's first start imports TensorFlow: 5-10 s each, 2 cores
@@ -317,6 +315,7 @@ class Hall:
             env[classroom.CODE_ENV] = self.instructor_code
         if self.nginx:  # only the hall's own nginx may say who the client is
             env[TRUSTED_PROXY_ENV] = "127.0.0.1"
+        env["FORWARDED_ALLOW_IPS"] = classroom.forwarded_allow_ips(env.get(TRUSTED_PROXY_ENV))
         env["MNIST_DEMO_HOME"] = str(self.home)
         env[DATABASE_URL_ENV] = self.database_url
         # Thirty sessions' threads each get a glibc malloc arena that keeps freed memory:
