@@ -55,7 +55,7 @@ fonts:
 	fi
 
 # The store's tests run on SQLite and on a PostgreSQL they start themselves (initdb and
-# pg_ctl in a temporary folder, mnist_demo/postgres.py); `make hall` starts one too. Only
+# pg_ctl in a temporary folder, mnist_demo/serve/postgres.py); `make hall` starts one too. Only
 # Debian's binaries are needed: the cluster the package would create and start on 5432
 # at install is turned off first (createcluster.d), and stopped should one exist anyway.
 postgres:
@@ -86,6 +86,8 @@ nginx:
 		exit 1; \
 	fi
 
+# run, class and hall are one supervisor (mnist_demo/serve/hall.py) of three sizes: it
+# starts the pieces in order, starts again any that dies, and Ctrl+C stops them all.
 # On this machine only, solo: every browser has the instructor's controls.
 run: setup
 	$(PY) -m mnist_demo serve --port $(PORT)
@@ -96,7 +98,7 @@ class: setup
 	$(PY) -m mnist_demo serve --class --port $(PORT)
 
 # A lecture hall on this machine: PostgreSQL, the Ray engine, $(REPLICAS) app servers and
-# nginx in front (sticky sessions) on $(HALL_PORT); Ctrl+C stops it all (mnist_demo/hall.py).
+# nginx in front (sticky sessions) on $(HALL_PORT).
 hall: setup postgres nginx
 	$(PY) -m mnist_demo hall --replicas $(REPLICAS) --port $(HALL_PORT)
 
