@@ -25,6 +25,7 @@ from mnist_demo.ui.widgets import ANY
 
 WALL_POLL_S = 1.0  # a sent drawing is on the projector within about a second
 WALL_SIZE = 48  # newest drawings on the wall
+ROSTER_MESSAGE = "class-roster-message"
 
 ref = ui.page_setup(__file__, for_drawings=True)
 st.title("The class's drawings")
@@ -224,6 +225,8 @@ st.caption(
 )
 with ui.user_errors():
     everyone = students.list_students(store.store)
+if ROSTER_MESSAGE in st.session_state:  # what the last removal did (before its rerun)
+    st.success(st.session_state.pop(ROSTER_MESSAGE), icon=":material/person_remove:")
 if not everyone:
     st.caption("No student has a seat yet.")
 elif not ui.is_instructor():
@@ -292,7 +295,9 @@ if ui.locked_caption(Action.MODERATE_STUDENTS) and everyone:
     ):
         with ui.user_errors(stop=False):
             cancelled = students.remove_seat(registry, who, role=ui.role())
-            st.toast(f"Seat removed; {cancelled} experiment(s) cancelled or stopped.")
+            st.session_state[ROSTER_MESSAGE] = (
+                f"Seat removed; {cancelled} experiment(s) cancelled or stopped."
+            )
             st.rerun()
 if ui.is_instructor():
     ui.setting_toggle(

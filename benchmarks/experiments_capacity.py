@@ -11,7 +11,14 @@ would, so the round-robin is put to the test. Printed:
 - the time from the submits until every first experiment has finished (the target: 30
   within 10 minutes on this machine, issue 25), and until the last of all finished;
 - each student's wait (submit -> their first experiment started), spread and worst;
-- fairness: no student's second experiment started before every student's first had.
+- fairness: no student's second experiment started before every student's first had;
+- the card's estimate (experiments.estimate_seconds) against each measured run.
+
+Then the same class with one more person who opened `--cookies` fresh browsers (8
+cookies, 8 seats, one address) and submitted from each: the queue shares turns by
+address group (queue.py), so the other students' waits should be those of the plain
+class, and the cookie person's extra experiments should start only after every other
+student's first. Each student submits from an address of their own (10.0.x.y).
 
 `--nodes 2` adds a second Ray node on this machine (`ray start --address=<the head>
 --num-cpus N`, with the engine's auth token), standing in for a second machine: the
@@ -21,6 +28,7 @@ a real second machine adds.
 
     .venv/bin/python benchmarks/experiments_capacity.py [--quick] [--students 30]
         [--rounds 2] [--nodes 1] [--node-cpus 2] [--train-size N] [--epochs N]
+        [--cookies 8]
 """
 
 from __future__ import annotations
@@ -112,14 +120,31 @@ def capacity_of(eng: common.Engine) -> int:
     return max(1, engine.status(eng.registry.store).capacity)
 
 
-def run_class(eng: common.Engine, students: int, rounds: int, cfg, timeout: float) -> dict:  # type: ignore[no-untyped-def]
-    """Submit one experiment per student at once; resubmit on each end until `rounds`."""
+def run_class(  # type: ignore[no-untyped-def]
+    eng: common.Engine,
+    students: int,
+    rounds: int,
+    cfg,
+    timeout: float,
+    cookies: int = 0,
+    cohort: int = 0,
+) -> dict:
+    """Submit one experiment per student at once (each from an address of their own, and
+    `cookies` more seats from one address, submitted last); resubmit on each end until
+    `rounds`. `cohort`: another class of new people (new seats, new addresses) on the
+    same engine."""
     from mnist_demo import experiments
 
     reg = eng.registry
-    ids = [f"{i:016x}" for i in range(1, students + 1)]
+    ids = [f"{cohort:04x}{i:012x}" for i in range(1, students + 1)]
+    laptop = [f"{cohort:04x}{0xC0C0 + i:012x}" for i in range(cookies)]
+    network = {s: f"10.{cohort}.{i // 250}.{i % 250 + 1}" for i, s in enumerate(ids)}
+    network.update({s: f"10.{cohort}.255.1" for s in laptop})  # one laptop
+    ids += laptop
     t0 = time.time()
-    runs: dict[str, list[int]] = {s: [experiments.submit(reg, s, cfg).id] for s in ids}
+    runs: dict[str, list[int]] = {
+        s: [experiments.submit(reg, s, cfg, network=network[s]).id] for s in ids
+    }
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         by_id = {r.id: r for r in reg.list_runs()}
@@ -129,7 +154,7 @@ def run_class(eng: common.Engine, students: int, rounds: int, cfg, timeout: floa
             if not last.ended:
                 pending = True
             elif len(runs[s]) < rounds:
-                runs[s].append(experiments.submit(reg, s, cfg).id)
+                runs[s].append(experiments.submit(reg, s, cfg, network=network[s]).id)
                 pending = True
         if not pending:
             break
@@ -144,10 +169,12 @@ def run_class(eng: common.Engine, students: int, rounds: int, cfg, timeout: floa
         "firsts": firsts,
         "seconds": seconds,
         "all": [by_id[i] for s in ids for i in runs[s]],
+        "laptop": [by_id[runs[s][0]] for s in laptop],
+        "people": [by_id[runs[s][0]] for s in ids if s not in laptop],
     }
 
 
-def report(result: dict, nodes: int, capacity: int) -> float:
+def report(result: dict, nodes: int, capacity: int, estimate: float) -> float:
     t0, firsts, seconds = result["t0"], result["firsts"], result["seconds"]
     statuses = {r.status for r in result["all"]}
     first_done = max(r.finished_at for r in firsts) - t0
@@ -161,6 +188,20 @@ def report(result: dict, nodes: int, capacity: int) -> float:
     print(f"  everything finished ({len(result['all'])} experiments): {all_done:.1f} s")
     print(f"  each student's wait (submit -> start): {spread(waits, digits=1)}")
     print(f"  one experiment, start -> end: {spread(trains, digits=1)}")
+    errors = [(estimate - t) / t * 100 for t in trains]
+    print(f"  the card's estimate {estimate:.1f} s against each: {spread(errors, '%', 0)}")
+    if result["laptop"]:
+        laptop, people = result["laptop"], result["people"]
+        people_waits = [r.started_at - t0 for r in people]
+        laptop_waits = sorted(r.started_at - t0 for r in laptop)
+        last_person = max(r.started_at for r in people)
+        ahead = sum(r.started_at < last_person for r in laptop)
+        print(
+            f"  {len(laptop)} cookies from one address: their starts "
+            f"{', '.join(f'{w:.0f}' for w in laptop_waits)} s; {ahead} started before "
+            f"every other student's first — target 1 (one person's turn) {verdict(ahead <= 1)}"
+        )
+        print(f"  the other students' waits beside them: {spread(people_waits, digits=1)}")
     print(
         f"  fairness: {len(early)} second experiment(s) started before every student's "
         f"first had — target 0 {verdict(not early)}"
@@ -173,7 +214,7 @@ def main() -> None:
     from mnist_demo.classroom import Role
 
     parser = common.ArgumentParser(
-        __doc__, students=3, rounds=2, train_size=500, test_size=500, epochs=1
+        __doc__, students=3, rounds=2, train_size=500, test_size=500, epochs=1, cookies=2
     )
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=2, help="experiments per student")
@@ -183,6 +224,9 @@ def main() -> None:
     parser.add_argument("--test-size", type=int, default=experiments.LAB_EXPERIMENT.test_size)
     parser.add_argument("--epochs", type=int, default=experiments.DEFAULT_EPOCHS)
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument(
+        "--cookies", type=int, default=8, help="then the class again with one person's N cookies"
+    )
     args = parser.parse_args()
     common.header(__doc__)
     cfg = replace(
@@ -211,12 +255,22 @@ def main() -> None:
                 experiments.set_limits(
                     eng.registry,
                     experiments.ClassLimits(
-                        max_epochs=max(cfg.epochs, 1), max_train_images=max(cfg.train_size, 500)
+                        max_epochs=max(cfg.epochs, 1),
+                        max_train_images=max(cfg.train_size, 500),
+                        budget_minutes=experiments.BUDGET_MINUTES_RANGE[1],
                     ),
                     role=Role.INSTRUCTOR,
                 )
+                # the card's estimate, scaled by this engine's warm-up run as a card is
+                estimate = experiments.estimate_seconds(cfg, eng.registry.list_runs())
                 result = run_class(eng, args.students, args.rounds, cfg, args.timeout)
-                first_done = report(result, args.nodes, capacity)
+                first_done = report(result, args.nodes, capacity, estimate)
+                if args.cookies:
+                    print(f"\nthe same class with one more person's {args.cookies} cookies:")
+                    with_cookies = run_class(
+                        eng, args.students, 1, cfg, args.timeout, args.cookies, cohort=1
+                    )
+                    report(with_cookies, args.nodes, capacity, estimate)
     n = args.students
     per = first_done / n
     print(

@@ -207,10 +207,13 @@ def estimate_seconds(cfg: TrainConfig, history: list[Run] | None = None) -> floa
     network are known, scaled by how much faster or slower they were than the constants
     (this server's own pace)."""
     scale = 1.0
-    measured = [
+    measured = [  # a run shorter than a start-up measured nothing (a record made by hand)
         (r.duration_s, _model_seconds(r.config))
         for r in history or []
-        if r.status == "finished" and r.duration_s and r.config.preset == "lab7"
+        if r.status == "finished"
+        and r.duration_s is not None
+        and r.duration_s > START_S
+        and r.config.preset == "lab7"
     ]
     if measured:
         scale = sum(d for d, _ in measured) / max(sum(m for _, m in measured), 1e-9)

@@ -37,7 +37,7 @@ def waiting(registry: RunRegistry) -> list[Run]:
     """Queued runs in the order trainers take them (see `_order`); while the students'
     queue is paused, their experiments are listed after, waiting."""
     with registry.store.read() as con:
-        ids = [r.id for r in con.execute(_order(con, everything=True))]
+        ids = _order(con, everything=True)
         found = {
             r.id: row_to_run(r)
             for r in con.execute(sa.select(runs).where(runs.c.id.in_(ids))).fetchall()
@@ -59,36 +59,51 @@ def _setting(con: Any, key: str) -> str | None:
     ).scalar_one_or_none()
 
 
-def _order(con: Any, everything: bool = False) -> Any:
-    """The queue's order as one query (the module's docstring says why this order)."""
-    earlier = runs.alias("earlier")
-    per_seat = sa.func.coalesce(runs.c.owner, "")
-    if _setting(con, SHARED_ADDRESS) == "1":
-        group, earlier_group = per_seat, sa.func.coalesce(earlier.c.owner, "")
-    else:  # a run without an address (the CLI, an older run) is a group of its own
-        group = sa.func.coalesce(runs.c.network, "seat:" + per_seat)
-        earlier_group = sa.func.coalesce(
-            earlier.c.network, "seat:" + sa.func.coalesce(earlier.c.owner, "")
-        )
+def _order(con: Any, everything: bool = False) -> list[int]:
+    """The queued runs' ids in the order trainers take them (the module's docstring
+    says why). Each student's experiment gets a *round*: how many experiments its group
+    (address group, or seat) has started so far, plus how many of the group's queued
+    experiments go before it. Rounds are served in order, so every group has one turn
+    per round however many seats it queued from, and the listing shows each run's true
+    place, not just the next one. Ties: the seat that has started fewer, then the
+    oldest. A class's queue is tens of rows: read and sorted here, in one transaction."""
+    per_seat = _setting(con, SHARED_ADDRESS) == "1"
 
-    def started(match: Any) -> Any:
-        return (
-            sa.select(sa.func.count())
-            .select_from(earlier)
-            .where(match, earlier.c.started_at.is_not(None))
-            .scalar_subquery()
-        )
+    def group(network: str | None, owner: str) -> str:
+        return owner if per_seat or network is None else network
 
-    query = sa.select(runs.c.id).where(runs.c.status == "queued")
+    group_started: dict[str, int] = {}
+    seat_started: dict[str, int] = {}
+    for network, owner, n in con.execute(
+        sa.select(runs.c.network, runs.c.owner, sa.func.count())
+        .where(runs.c.started_at.is_not(None))
+        .group_by(runs.c.network, runs.c.owner)
+    ):
+        key = group(network, owner)
+        group_started[key] = group_started.get(key, 0) + n
+        seat_started[owner] = seat_started.get(owner, 0) + n
+    queued = con.execute(
+        sa.select(runs.c.id, runs.c.priority, runs.c.owner, runs.c.network, runs.c.queued_at)
+        .where(runs.c.status == "queued")
+        .order_by(runs.c.queued_at, runs.c.id)
+    ).all()
+    first = [r for r in queued if r.priority == 0]  # the instructor's, oldest first
+    students = [r for r in queued if r.priority != 0]
     if _setting(con, PAUSED) == "1" and not everything:
-        query = query.where(runs.c.priority == 0)
-    return query.order_by(
-        runs.c.priority,
-        started(earlier_group == group),
-        started(earlier.c.owner == runs.c.owner),
-        runs.c.queued_at,
-        runs.c.id,
-    )
+        students = []
+
+    def within(r: Any) -> tuple[int, float, int]:
+        return (seat_started.get(r.owner, 0), r.queued_at or 0.0, r.id)
+
+    rounds: dict[int, int] = {}
+    by_group: dict[str, list[Any]] = {}
+    for r in students:
+        by_group.setdefault(group(r.network, r.owner), []).append(r)
+    for key, members in by_group.items():
+        for place, r in enumerate(sorted(members, key=within)):
+            rounds[r.id] = group_started.get(key, 0) + place
+    students.sort(key=lambda r: (rounds[r.id], *within(r)))
+    return [r.id for r in first] + [r.id for r in students]
 
 
 def claim_next(
@@ -101,12 +116,13 @@ def claim_next(
     now = time.time()
     with registry.store.write(lock=runs) as con:
         lease.check(con, token)
-        row = con.execute(_order(con).limit(1)).first()
-        if row is None:
+        order = _order(con)
+        if not order:
             return None
+        run_id = order[0]
         con.execute(
             sa.update(runs)
-            .where(runs.c.id == row.id, runs.c.status == "queued")
+            .where(runs.c.id == run_id, runs.c.status == "queued")
             .values(
                 status="running",
                 started_at=now,
@@ -121,7 +137,7 @@ def claim_next(
                 lease_token=token,
             )
         )
-    return registry.get(row.id)
+    return registry.get(run_id)
 
 
 def cancel_queued(registry: RunRegistry, run_id: int, *, role: Role) -> Run:

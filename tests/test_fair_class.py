@@ -65,6 +65,9 @@ def test_eight_seats_from_one_address_get_one_persons_share_beside_others(regist
     bo, cy = seat(100), seat(200)
     experiments.submit(registry, bo, TINY, network="10.0.0.2")
     experiments.submit(registry, cy, TINY, network="10.0.0.3")
+    # the listing shows each one's true place: one turn per address group per round
+    assert [r.owner for r in queue.waiting(registry)] == [laptop[0], bo, cy, *laptop[1:]]
+    assert queue.position(registry, queue.waiting(registry)[3].id) == 4
     first_round = started_in_order(registry, 3)
     # one turn for the laptop, one for Bo, one for Cy: the laptop's other seven wait
     assert sorted(first_round) == sorted([laptop[0], bo, cy])

@@ -119,6 +119,7 @@ class AppServer:
             "MNIST_DEMO_DATA": str(config.data_dir()),
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "MNIST_DEMO_INSTRUCTOR_CODE": INSTRUCTOR_CODE,
+            "FORWARDED_ALLOW_IPS": "none",  # as the supervisor serves: no proxy trusted
         }
         env.pop("MNIST_DEMO_SOLO", None)
         if self.engine is not None and self.engine.proc is None:

@@ -302,7 +302,9 @@ def nickname_panel() -> None:
     with suppress(StoreError):
         me = students.get(_store(), tag)
     name = me.display_name if me is not None else students.default_name(tag)
-    with st.expander(f":material/badge: You are **{name}**"):
+    # open with a message to read (its label changed with the name: a new, shut expander)
+    answered = NICKNAME_MESSAGE_KEY in st.session_state or SEAT_MESSAGE_KEY in st.session_state
+    with st.expander(f":material/badge: You are **{name}**", expanded=answered):
         if me is not None and me.hidden:
             st.caption("The instructor has hidden your nickname.")
         with st.form("classroom_nickname", border=False, enter_to_submit=True):

@@ -372,9 +372,13 @@ def leaderboard_frame(rows: list[Row], show_class: bool, with_reference: bool) -
             }
         )
     frame = pd.DataFrame(records)
-    if frame.empty or show_class:
+    if frame.empty:
         return frame
-    return frame.drop(columns="class drawings")
+    # rank, who, the two scores and what changed first: the grid draws only the columns
+    # in view, and "what I changed" is the one people read; the run id (a row's key) last
+    order = ["rank", "nickname", "MNIST test accuracy", "class drawings", "what I changed"]
+    frame = frame[order + [c for c in frame.columns if c not in order and c != "run"] + ["run"]]
+    return frame if show_class else frame.drop(columns="class drawings")
 
 
 LEADERBOARD_COLUMNS = {
@@ -382,7 +386,7 @@ LEADERBOARD_COLUMNS = {
     "run": st.column_config.NumberColumn("run", width="small"),
     "what I changed": st.column_config.TextColumn(
         "what I changed",
-        width="large",
+        width=440,  # px: most cards' differences whole; the longest read in the detail
         help="Every difference from the lab's own recipe (12 epochs on all 60,000 "
         "images); click a row to read it whole.",
     ),

@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from mnist_demo.runs import RunRegistry
+from mnist_demo.ui.experiments import LEADERBOARD_ROW_HEIGHT
 from tools.app_server import AppServer
 
 STUDENTS = 3
@@ -48,7 +49,7 @@ def submit_tiny(page, server: AppServer) -> None:
     expect(images).to_be_visible(timeout=60_000)
     images.fill("500")
     images.press("Enter")
-    expect(page.get_by_text("training images 3000 → 500")).to_be_visible()
+    expect(page.get_by_text("training images 60,000 → 500")).to_be_visible()
     page.get_by_role("button", name="Submit my experiment").click()
     expect(page.get_by_text(re.compile(r"My experiment · run \d+"))).to_be_visible(timeout=30_000)
 
@@ -92,9 +93,10 @@ def test_three_students_and_the_instructor(class_server, new_page):
     expect(viewer.get_by_test_id("stDataFrame").first).to_contain_text("class drawings")
     shot(viewer, "leaderboard-student-revealed")
 
-    # the instructor clicks the top student's row (row 1: row 0 is the lab's reference)
+    # the instructor clicks the top student's row (row 2: rows 0 and 1 are the lab's
+    # references; rows are LEADERBOARD_ROW_HEIGHT tall under a 35 px header)
     box = board.bounding_box()
-    teacher.mouse.click(box["x"] + 18, box["y"] + 35 + 35 * 1.5)
+    teacher.mouse.click(box["x"] + 18, box["y"] + 35 + LEADERBOARD_ROW_HEIGHT * 2.5)
     make = teacher.get_by_role("button", name="Make it the class's model for Draw")
     expect(make).to_be_visible(timeout=30_000)
     expect(teacher.get_by_text("(b) Misclassified")).to_be_visible()
