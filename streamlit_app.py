@@ -50,6 +50,6 @@ try:
 except StoreUnavailableError:
     # PostgreSQL restarting (the supervisor starts it again), SQLite locked: one plain
     # line, and the page comes back by itself when the store answers.
-    st.warning(STORE_DOWN, icon="⏳")
+    st.warning(STORE_DOWN, icon=":material/hourglass_top:")
     time.sleep(RETRY_S)
     st.rerun()
