@@ -657,11 +657,18 @@ class RunRegistry:
             )
         return path
 
-    def mark_interrupted(self, held: frozenset[int] | set[int] = frozenset()) -> list[int]:
+    def mark_interrupted(self, held: frozenset[int] | set[int] | None = None) -> list[int]:
         """Runs left 'running' by a worker that no longer exists were interrupted. Their
-        last finished epoch's model stays usable. Any server may call this. `held`: runs
-        a live trainer says it still holds (the engine asked it): never interrupted for a
-        silent heartbeat, which an outage of the store explains."""
+        last finished epoch's model stays usable. `held` (the engine's call): runs a live
+        trainer says it still holds, never interrupted for a silent heartbeat, which an
+        outage of the store explains. Any other caller (a page, the CLI) decides only
+        while no engine holds the store's lease: otherwise the engine, which can ask its
+        trainers, does."""
+        if held is None:
+            current = lease.read(self.store)
+            if current is not None and current.live():
+                return []
+            held = frozenset()
         dead = [r.id for r in self.running() if r.id not in held and not training_now(r)]
         for run_id in dead:
             self.interrupt(run_id, "the process training this run ended unexpectedly")

@@ -72,8 +72,8 @@ def train_stopped_after(config, registry, data, epochs: int) -> Run:
     record = registry.record_epoch
     run = registry.submit(config, role=TEACHER)
 
-    def record_then_stop(run_id, history, path):
-        record(run_id, history, path)
+    def record_then_stop(run_id, history, path, token=None):
+        record(run_id, history, path, token)
         if len(history["loss"]) == epochs:
             registry.request_stop(run_id, role=TEACHER)
 

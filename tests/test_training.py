@@ -46,9 +46,9 @@ def positions(registry: RunRegistry, run_id: int) -> list[float]:
 def test_a_tiny_run_learns_checkpoints_each_epoch_and_is_recorded(registry, tiny_mnist):
     saved_epochs = []
     record_epoch = registry.record_epoch
-    registry.record_epoch = lambda run_id, history, path: (
+    registry.record_epoch = lambda run_id, history, path, token=None: (
         saved_epochs.append((len(history["loss"]), path.exists())),
-        record_epoch(run_id, history, path),
+        record_epoch(run_id, history, path, token),
     )
     run = claimed(registry, TINY)
     assert run.pid == os.getpid() and run.worker == "test-worker"
@@ -102,7 +102,7 @@ def test_points_reach_the_store_in_batches_not_one_write_per_batch(registry, tin
     # 600 / 8 = 75 batches an epoch, reported every 4: 19 points an epoch
     assert len(points) == sum(calls) == 2 * 19
     assert [s for s, _, _, _ in points] == list(range(38))
-    forced = 1 + 2 * cfg.epochs  # before fit, and at each epoch's start and end
+    forced = 1 + 3 * cfg.epochs  # before fit; each epoch's start, scoring and saving
     assert len(calls) <= forced + math.ceil(took / training.FLUSH_EVERY_S) + 1, (calls, took)
     assert len(calls) < len(points), calls
     assert max(calls) > 1  # a write carried several points
@@ -118,8 +118,8 @@ def test_without_a_timed_flush_only_the_epoch_edges_write(registry, tiny_mnist, 
     )[1]
     run = claimed(registry, TINY)
     assert train_run(registry, run, tiny_mnist).status == "finished"
-    # before fit; epoch 1 start, end (5 points); epoch 2 start, end (5 points)
-    assert calls == [0, 0, 5, 0, 5]
+    # before fit; each epoch: its start, scoring (its 5 points), saving (phases named)
+    assert calls == [0, 0, 5, 0, 0, 5, 0]
     assert len(registry.points(run.id)) == 10
 
 
@@ -330,3 +330,92 @@ def test_a_run_from_a_spare_trains_exactly_as_a_fresh_one(registry, tiny_mnist):
     a, b = load_model(from_spare.model_path), load_model(fresh.model_path)
     for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
         np.testing.assert_array_equal(wa, wb)
+
+
+# --- the store and the disk are not the run's ------------------------------------------
+
+
+def flaky(method, fail_first: int, error=None):
+    """`method`, refusing its first `fail_first` calls as an unanswering store would."""
+    from mnist_demo.store import StoreUnavailableError
+
+    calls = {"n": 0}
+
+    def call(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= fail_first:
+            raise error or StoreUnavailableError("the database is not answering")
+        return method(*args, **kwargs)
+
+    call.calls = calls
+    return call
+
+
+def test_a_store_outage_loses_no_point_and_does_not_end_the_run(registry, tiny_mnist, monkeypatch):
+    monkeypatch.setattr(training, "RETRY_EVERY_S", 0.01)
+    registry.record_progress = flaky(registry.record_progress, fail_first=6)
+    registry.record_epoch = flaky(registry.record_epoch, fail_first=3)
+    registry.finish_run = flaky(registry.finish_run, fail_first=3)
+    run = claimed(registry, TINY)
+    ended = train_run(registry, run, tiny_mnist)
+    assert ended.status == "finished" and ended.error is None, ended.error
+    assert registry.record_progress.calls["n"] > 6  # it did fail, and was tried again
+    seqs = [s for s, _, _, _ in registry.points(run.id)]
+    assert seqs == list(range(len(seqs))) and len(seqs) == TINY.epochs * 5  # every report
+    assert ended.epochs_done == TINY.epochs and len(ended.history["val_accuracy"]) == 2
+
+
+def test_an_outage_past_the_limit_interrupts_the_run_keeping_its_checkpoint(
+    registry, tiny_mnist, monkeypatch
+):
+    monkeypatch.setattr(training, "RETRY_EVERY_S", 0.01)
+    monkeypatch.setattr(training, "OUTAGE_LIMIT_S", 0.0)
+    cfg = replace(TINY, epochs=3)
+    record = registry.record_epoch
+    run = claimed(registry, cfg)
+
+    def then_the_store_goes(run_id, history, path, token=None):
+        record(run_id, history, path, token)
+        registry.record_progress = flaky(registry.record_progress, fail_first=10**6)
+
+    registry.record_epoch = then_the_store_goes
+    ended = train_run(registry, run, tiny_mnist)
+    assert ended.status == "interrupted", (ended.status, ended.error)
+    assert "did not answer" in ended.error
+    assert ended.epochs_done == 1 and registry.resume_path(run.id).exists()  # resumable
+    assert resumable(ended, registry)
+
+
+def test_a_disk_that_refuses_an_epoch_interrupts_the_run_never_fails_it(
+    registry, tiny_mnist, monkeypatch
+):
+    saves = {"n": 0}
+    real_save = training.save_model
+
+    def full_disk_on_the_second(model, path):
+        saves["n"] += 1
+        if saves["n"] == 2:
+            raise OSError(28, "No space left on device")
+        real_save(model, path)
+
+    monkeypatch.setattr(training, "save_model", full_disk_on_the_second)
+    run = claimed(registry, replace(TINY, epochs=3))
+    ended = train_run(registry, run, tiny_mnist)
+    assert ended.status == "interrupted", (ended.status, ended.error)
+    assert "No space left" in ended.error
+    assert ended.epochs_done == 1 and registry.resume_path(run.id).exists()
+
+
+def test_a_fenced_trainer_stops_and_writes_nothing_more(registry, tiny_mnist):
+    from mnist_demo import lease
+
+    token = lease.acquire(registry.store, "old-engine", {})
+    run = queue.claim_next(registry.submit(TINY, role=TEACHER) and registry, "w", token=token)
+    assert run is not None and run.lease_token == token
+    # the old engine falls silent; a new one takes the store over
+    lease.acquire(registry.store, "new-engine", {}, now=time.time() + lease.LEASE_S + 1)
+    assert train_run(registry, run, tiny_mnist, token=token) is None
+    after = registry.get(run.id)
+    assert after.status == "running" and after.epochs_done == 0  # left to the new engine
+    with pytest.raises(lease.StaleTokenError):
+        queue.claim_next(registry, "w", token=token)

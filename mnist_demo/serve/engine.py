@@ -572,7 +572,7 @@ class Supervisor:
             deadline = time.monotonic() + SHUTDOWN_WAIT_S
             while self.registry.running() and time.monotonic() < deadline:
                 time.sleep(0.5)
-            self.registry.mark_interrupted()
+            self.registry.mark_interrupted(held=frozenset())
         except StoreError as e:
             print(f"engine: could not stop the runs cleanly ({e})", flush=True)
         try:
