@@ -28,12 +28,14 @@ class HallProcess:
         replicas: int = 2,
         postgres_port: int = 0,
         env: dict[str, str] | None = None,
+        listen: str = "127.0.0.1",
     ) -> None:
         self.home = Path(home)
         self.port = port
         self.replicas = replicas
         self.postgres_port = postgres_port or pick_port(0, {port})
         self.env = env or {}
+        self.listen = listen  # where nginx listens ("0.0.0.0": every interface, the LAN's too)
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
@@ -49,7 +51,7 @@ class HallProcess:
         }
         command = [
             sys.executable, "-m", "mnist_demo", "hall", "--replicas", str(self.replicas),
-            "--port", str(self.port), "--listen", "127.0.0.1",
+            "--port", str(self.port), "--listen", self.listen,
             "--postgres-port", str(self.postgres_port),
         ]  # fmt: skip
         self.proc = subprocess.Popen(
