@@ -106,15 +106,16 @@ def test_out_of_range_values_give_their_range_and_nothing_is_submitted(student):
     at.number_input(key="card-train_size").set_value(3000)  # within the budget
     at.run()
     assert errors(at) == ["at most 5 epochs in this class"]
-    # Within the limits but over the class's compute budget (1 minute by default)
+    # Within the limits but over the class's compute budget (2 minutes by default)
     at.number_input(key="card-epochs").set_value(5)
     at.number_input(key="card-train_size").set_value(60_000)
+    at.number_input(key="card-conv2_filters").set_value(128)
     at.run()
     [over] = errors(at)
-    assert "over the class's budget of 60 s an experiment" in over
+    assert "over the class's budget of 2.0 min an experiment" in over
     assert next(b for b in at.button if b.label == "Submit my experiment").disabled
     budget = next(m for m in at.metric if m.label == "Estimated training time")
-    assert budget.proto.delta == "budget 60 s · over it"
+    assert budget.proto.delta == "budget 2.0 min · over it"
     assert RunRegistry().list_runs() == []
 
 

@@ -280,7 +280,7 @@ def instructor_panel() -> None:
             step=0.25,
             help="A card estimated above it is refused; the engine stops an experiment "
             f"past {experiments.OVERRUN_FACTOR:g}x its budget, keeping its last epoch. "
-            "The default experiment takes about 0.4 min on a 2-core laptop.",
+            "The default experiment takes about 20 s on a quiet 2-core laptop.",
         )
         if st.form_submit_button("Set the class's limits"):
             with user_errors(stop=False):
