@@ -419,3 +419,23 @@ def test_a_fenced_trainer_stops_and_writes_nothing_more(registry, tiny_mnist):
     assert after.status == "running" and after.epochs_done == 0  # left to the new engine
     with pytest.raises(lease.StaleTokenError):
         queue.claim_next(registry, "w", token=token)
+
+
+def test_a_run_its_trainer_still_holds_is_never_marked_interrupted(registry):
+    from mnist_demo import lease
+    from mnist_demo.store import runs as runs_table
+
+    run = claimed(registry, TINY)
+    with registry.store.write() as con:  # an outage silenced its heartbeat for a minute
+        con.execute(
+            runs_table.update()
+            .where(runs_table.c.id == run.id)
+            .values(heartbeat=time.time() - 60, pid=None)
+        )
+    token = lease.acquire(registry.store, "engine", {})
+    assert registry.mark_interrupted() == []  # a page: the engine holds the store, it decides
+    assert registry.mark_interrupted(held={run.id}) == []  # its trainer says it holds it
+    assert registry.get(run.id).status == "running"
+    assert registry.mark_interrupted(held=set()) == [run.id]  # no trainer holds it
+    assert registry.get(run.id).status == "interrupted"
+    lease.release(registry.store, "engine", token)
