@@ -162,7 +162,11 @@ def start_engine(home: Path, **extra_env: str) -> Engine:
     store = Store(home / "runs.sqlite")
     try:
         wait_for(
-            lambda: proc.poll() is not None or engine_mod.status(store).running,
+            # the lease is taken before the Ray head starts: running with trainers
+            lambda: (
+                proc.poll() is not None
+                or ((s := engine_mod.status(store)).running and s.capacity > 0)
+            ),
             ENGINE_START_S,
             "the engine to start",
             every=0.2,

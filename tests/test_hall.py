@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from mnist_demo import hall as hall_module
-from mnist_demo.hall import HallProcess, processes_of, render_nginx_conf
-from mnist_demo.postgres import LocalPostgres
+from mnist_demo.serve import hall as hall_module
+from mnist_demo.serve.hall import render_nginx_conf
+from mnist_demo.serve.postgres import LocalPostgres
 from mnist_demo.store import Store
 from tests.conftest import wait_for
+from tools.hall_process import HallProcess, processes_of
 
 NGINX = hall_module.nginx_binary()
 needs_hall = pytest.mark.skipif(
@@ -103,7 +104,10 @@ def test_hall_starts_from_nothing_routes_sticky_stops_clean_and_finds_its_data(h
         # a replica that dies is started again on its port, and nginx sends to it again
         os.kill(replica_pids[1], signal.SIGKILL)
         wait_for(
-            lambda: any("r2 exited (-9)" in ln and "started again" in ln for ln in hall.output),
+            lambda: (
+                "web server 2 of 2 ended (killed by SIGKILL): starting it again in 1 s"
+                in hall.output
+            ),
             timeout=30,
             what="the hall to say it starts r2 again",
         )
@@ -123,7 +127,7 @@ def test_hall_starts_from_nothing_routes_sticky_stops_clean_and_finds_its_data(h
     finally:
         code = hall.stop()
     assert code == 0, hall.output[-5:]
-    assert hall.output[-1] == "hall: stopped"
+    assert hall.output[-1] == "Stopped."
     left = _wait_none_left(hall_home)
     assert left == [], f"processes left behind: {left}"
     for pid in (nginx_pid, pg_pid, *replica_pids):
@@ -185,16 +189,19 @@ def test_the_rendered_config_passes_nginx_t(tmp_path):
 
 
 def test_without_nginx_and_postgresql_it_says_what_to_install(monkeypatch, capsys, tmp_path):
-    from mnist_demo import postgres
     from mnist_demo.__main__ import main
+    from mnist_demo.serve import postgres
 
     monkeypatch.setattr(hall_module, "nginx_binary", lambda: None)
     monkeypatch.setattr(postgres, "bin_dir", lambda: None)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("MNIST_DEMO_HOME", str(tmp_path))
-    assert main(["hall", "--port", str(hall_module.pick_port(0, set()))]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
+    with pytest.raises(SystemExit) as ended:
+        main(["hall", "--port", str(hall_module.pick_port(0, set()))])
+    assert ended.value.code == 2
+    captured = capsys.readouterr()
+    said = (captured.out + captured.err).strip().splitlines()
+    assert said[0] == (
         "error: the lecture hall needs nginx and postgresql: run "
         "`sudo apt-get install -y nginx postgresql`"
-    ]
+    ), said

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from mnist_demo import hall as hall_module
-from mnist_demo.hall import HallProcess
+from mnist_demo.serve import hall as hall_module
 from tests.e2e.drawing import LOOP, SEVEN, VERTICAL
 from tests.e2e.test_class_e2e import draw_and_send
 from tests.e2e.test_train_e2e import PROGRESS, open_as_instructor, progress_position
+from tools.hall_process import HallProcess
 
 pytestmark = pytest.mark.skipif(
     hall_module.missing_packages() != [],
