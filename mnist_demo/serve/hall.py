@@ -522,7 +522,7 @@ def run(hall: Hall, *, students_line: bool) -> int:
         hall.watch()
     except HallError as e:
         if not hall.processes.stopping.is_set():
-            hall.say(f"error: {e}")
+            print(f"error: {e}", file=sys.stderr, flush=True)  # one line, as every CLI error
             return 2
     finally:
         stopping = bool(hall.processes.running)
