@@ -415,6 +415,8 @@ class Supervisor:
                 f.seek(start)
                 if b"Ray runtime started" in f.read():
                     return address
+            with contextlib.suppress(StoreError):  # a slow start must not look like a dead one
+                self.beat()
             time.sleep(0.2)
         self.stop_head()
         raise EngineUnavailableError(f"the Ray head did not start within 90 s; see {log}")
