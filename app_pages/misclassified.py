@@ -26,8 +26,14 @@ ui.confusion_explorer(result, images, key="misclassified", noun=data.noun)
 
 st.header("Per digit")
 st.dataframe(
-    # "—" for a digit never predicted (no precision) or never drawn (no recall)
-    ui.table(pd.DataFrame(result.per_class()), {"precision": "{:.2%}", "recall": "{:.2%}"}),
+    pd.DataFrame(
+        {  # "—" for a digit never predicted (no precision) or never drawn (no recall)
+            **row,
+            "precision": ui.shown(row["precision"], "{:.2%}"),
+            "recall": ui.shown(row["recall"], "{:.2%}"),
+        }
+        for row in result.per_class()
+    ),
     hide_index=True,
 )
 

@@ -15,7 +15,7 @@ from mnist_demo.ui import training
 SUBSET_SIZES = [500, 1000, 5000, 10000, 30000, TRAIN_SIZE]
 
 ui.page_setup(__file__)
-title, view_toggle = st.columns([4, 1], vertical_alignment="center")
+title, view_toggle = st.columns([3, 1], vertical_alignment="center")
 title.title("Train the CNN")
 with view_toggle:
     training.projector_view()
@@ -129,9 +129,9 @@ def live_run(followed_id: int | None, was: str | None) -> None:
     training.queue_table()
 
 
-# While a run trains or waits, it takes the first screen and the settings fold away
-# below it; otherwise the page starts with what starts a run.
-if followed is not None and not followed.ended:
+# While a run trains or waits, and for a while after it ends, it takes the first screen
+# and the settings fold away below it; otherwise the page starts with what starts a run.
+if training.run_first(followed):
     live_run(followed.id, followed.status)
     with st.expander(
         "Start another run",
@@ -155,7 +155,8 @@ if not runs:
     st.stop()
 
 picked = st.dataframe(
-    ui.table(training.history_frame(runs, registry.active_run_id()), training.HISTORY_FORMATS),
+    training.history_frame(runs, registry.active_run_id()),
+    column_config=training.HISTORY_COLUMNS,
     hide_index=True,
     on_select="rerun",
     selection_mode="multi-row",

@@ -51,7 +51,7 @@ from mnist_demo.ui.widgets import (
     epoch_charts,
     recorded_history,
     setting_toggle,
-    table,
+    shown,
     user_errors,
     vega_lite,
 )
@@ -87,8 +87,8 @@ __all__ = [
     "send_to_class",
     "session_tag",
     "setting_toggle",
+    "shown",
     "student_id",
-    "table",
     "uploaded_photo",
     "user_errors",
     "vega_lite",

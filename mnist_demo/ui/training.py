@@ -6,6 +6,8 @@ role where the action happens (a locked button is not the guard)."""
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -19,7 +21,7 @@ from mnist_demo.serve import engine
 from mnist_demo.ui.classroom import locked_caption, role
 from mnist_demo.ui.resources import class_store, registry
 from mnist_demo.ui.sidebar import MODEL_KEY
-from mnist_demo.ui.widgets import duration, epoch_charts, user_errors, vega_lite
+from mnist_demo.ui.widgets import duration, epoch_charts, shown, user_errors, vega_lite
 
 POLL_RUNNING_S = 1.0  # live charts while a run trains
 # ...and while a run of at most one epoch of MNIST trains (the quick demo: seconds), so
@@ -81,6 +83,10 @@ def poll_seconds(run: Run | None, projector: bool = False) -> float:
     return POLL_SHORT_RUN_S if short and projector else POLL_RUNNING_S
 
 
+METRIC_W = 150  # px: a live number's width
+PROJECTOR_METRIC_W = 240  # ...in the projector view's larger type
+
+
 def queue_place(run: Run) -> int | None:
     waiting = [r.id for r in feed().focus().queue]
     return waiting.index(run.id) + 1 if run.id in waiting else None
@@ -119,23 +125,28 @@ def live_state(view: LiveView) -> None:
     if run.status == "queued":
         return
     show_fine_tune(run, run.history.get(finetune.HISTORY_KEY))
-    epoch, batch, accuracy, loss, test = st.columns(5)
-    epoch.metric("Epoch", f"{max(run.epoch, 1)} of {run.config.epochs}")
-    # "–" until the trainer knows how many batches an epoch has: never "0 of 0"
-    batches = f"{run.batch} of {run.batches_per_epoch}" if run.batches_per_epoch else "–"
-    batch.metric("Batch", batches)
-    last = view.batch_metrics[-1] if view.batch_metrics else None
-    accuracy.metric(
-        "Accuracy",
-        f"{last['accuracy']:.2%}" if last else "–",
-        help="On this epoch's training images so far (Keras's running mean).",
-    )
-    loss.metric("Loss", f"{last['loss']:.4f}" if last else "–")
-    if run.history.get("val_accuracy"):
-        test.metric(
-            f"Test accuracy after epoch {len(run.history['val_accuracy'])}",
-            f"{run.history['val_accuracy'][-1]:.2%}",
+    # A row that wraps (two a line on a phone) rather than columns, which a phone stacks
+    # one a line and pushes the chart out of sight.
+    width = PROJECTOR_METRIC_W if projector_on() else METRIC_W
+    with st.container(horizontal=True, gap="medium", key="live-numbers"):
+        st.metric("Epoch", f"{max(run.epoch, 1)} of {run.config.epochs}", width=width)
+        # MISSING until the trainer knows how many batches an epoch has: never "0 of 0"
+        batches = f"{run.batch} of {run.batches_per_epoch}" if run.batches_per_epoch else None
+        st.metric("Batch", shown(batches), width=width)
+        last = view.batch_metrics[-1] if view.batch_metrics else {}
+        st.metric(
+            "Accuracy",
+            shown(last.get("accuracy"), "{:.2%}"),
+            help="On this epoch's training images so far (Keras's running mean).",
+            width=width,
         )
+        st.metric("Loss", shown(last.get("loss"), "{:.4f}"), width=width)
+        if run.history.get("val_accuracy"):
+            st.metric(
+                f"Test accuracy after epoch {len(run.history['val_accuracy'])}",
+                f"{run.history['val_accuracy'][-1]:.2%}",
+                width=2 * width,
+            )
 
 
 def stop_button(run: Run, label: str) -> None:
@@ -176,6 +187,18 @@ PRESET_LABELS = {
 
 def preset_label(preset: str) -> str:
     return PRESET_LABELS.get(preset, preset)
+
+
+RESULT_FIRST_S = 600  # a run's result stays on the first screen this long after it ends
+
+
+def run_first(run: Run | None) -> bool:
+    """Whether the page starts with the run (the room watches it) rather than the form:
+    while it is queued or training, and for RESULT_FIRST_S after it ended (the room reads
+    the result; the page does not flip to a form the moment the run ends)."""
+    if run is None:
+        return False
+    return not run.ended or time.time() - (run.finished_at or 0) < RESULT_FIRST_S
 
 
 def busy() -> Run | None:
@@ -234,7 +257,8 @@ PROJECTOR_PARAM = "projector"  # ?projector=1: the same page in larger type
 # screen of a 1280x720 projector: .streamlit/config.toml's paddingTop).
 PROJECTOR_CSS = """
 .stMainBlockContainer { max-width: none !important; }
-[data-testid="stMetricValue"] { font-size: 3.2rem !important; line-height: 1.15 !important; }
+[data-testid="stMetricValue"], [data-testid="stMetricValue"] * {
+  font-size: 3rem !important; line-height: 1.15 !important; }
 [data-testid="stMetricLabel"] p { font-size: 1.35rem !important; }
 [data-testid="stProgress"] p { font-size: 1.5rem !important; }
 .stMainBlockContainer h3 { font-size: 2.1rem !important; }
@@ -242,10 +266,14 @@ PROJECTOR_CSS = """
 """
 
 
+def projector_on() -> bool:
+    return st.query_params.get(PROJECTOR_PARAM) == "1"
+
+
 def projector_view() -> bool:
     """A toggle (kept in the address as ?projector=1, so the projector's bookmark opens
     it) for larger type; returns whether it is on."""
-    on = st.query_params.get(PROJECTOR_PARAM) == "1"
+    on = projector_on()
 
     def switch() -> None:
         if st.session_state["projector-toggle"]:
@@ -262,6 +290,8 @@ def projector_view() -> bool:
     )
     if on:
         st.html(f"<style>{PROJECTOR_CSS}</style>")
+        # opened from the bookmark: the whole width for the run (the menu stays a click away)
+        st.set_page_config(initial_sidebar_state="collapsed")
     return on
 
 
@@ -432,24 +462,20 @@ def history_frame(runs: list[Run], active_id: int | None) -> pd.DataFrame:
                 "run": r.id,
                 "status": r.status + (" · active" if r.id == active_id else ""),
                 "preset": r.config.preset,
-                "fine-tuned from": r.fine_tune.base if r.fine_tune else None,
+                "fine-tuned from": shown(r.fine_tune.base if r.fine_tune else None),
                 "epochs": f"{r.epochs_done}/{r.config.epochs}",
                 "batch": r.config.batch_size,
                 "learning rate": r.config.learning_rate,
                 "images": r.config.train_size,
                 "seed": r.config.seed,
-                "test accuracy": r.test_accuracy,
-                "misclassified": r.misclassified,
+                "test accuracy": shown(r.test_accuracy, "{:.2%}"),
+                "misclassified": shown(r.misclassified, "{:,}"),
                 "duration": duration(r.duration_s),
-                "error": r.error or None,
+                "error": shown(r.error or None),
             }
             for r in runs
         ]
     )
 
 
-HISTORY_FORMATS = {  # "—" where a run has no value yet (ui.widgets.table)
-    "test accuracy": "{:.2%}",
-    "misclassified": "{:,.0f}",
-    "learning rate": "{:.4f}",
-}
+HISTORY_COLUMNS = {"learning rate": st.column_config.NumberColumn(format="%.4f")}

@@ -10,9 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import streamlit as st
-from pandas.io.formats.style import Styler
 
 from mnist_demo import charts, models, progress
 from mnist_demo.errors import DigitLabError
@@ -72,12 +70,13 @@ def ago(timestamp: float) -> str:
 duration = progress.duration  # '2 min 05 s': defined once, beside the progress text
 
 
-def table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -> Styler:
-    """A table for st.dataframe: a missing value shows as "—" (st.dataframe writes "None"
-    or "nan"), and `formats` gives columns their number format ('{:.2%}'). A Styler, so
-    the grid sorts by the values and shows the text."""
-    styler = frame.style.format(na_rep=progress.MISSING)
-    return styler.format(formats or {}, na_rep=progress.MISSING)
+def shown(value: Any, fmt: str = "{}") -> str:
+    """A table cell as text: `fmt` applied to the value, or "—" when there is none.
+    st.dataframe draws a missing value as "None" whatever a Styler says, so tables give
+    it text."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return progress.MISSING
+    return fmt.format(value)
 
 
 # --- charts and digits -----------------------------------------------------------------
