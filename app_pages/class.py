@@ -219,9 +219,9 @@ if ui.locked_caption(Action.MANAGE_CLASS_SET):
 
 st.header("Students")
 st.caption(
-    "A browser becomes a seat when it first picks a nickname, submits an experiment or "
-    "sends a drawing. Fair shares count people by address group (one laptop's many "
-    "cookies are one person) unless the class shares one address."
+    "A student gets a seat when they first pick a nickname, submit an experiment or "
+    "send a drawing. Each computer gets one person's fair share, however many browsers "
+    "it opens, unless the class shares one address."
 )
 with ui.user_errors():
     everyone = students.list_students(store.store)
@@ -304,7 +304,7 @@ if ui.is_instructor():
         "This class shares one address",
         value=classroom.shared_address(store.store),
         change=lambda on: classroom.set_shared_address(store.store, on, role=ui.role()),
-        help="Behind a school NAT or a proxy every browser comes from one address: fair "
-        "shares then count seats instead of address groups. Off, many cookies from one "
-        "laptop get one person's share.",
+        help="Turn on when the school's network shows every device as one address: fair "
+        "shares then count seats. Off, each computer gets one person's share, however "
+        "many browsers it opens.",
     )

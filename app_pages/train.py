@@ -181,7 +181,8 @@ if len(selected) == 1 and usable(selected[0]):
 if len(selected) == 1:
     with left:
         training.resume_button(selected[0], "history")
-with right.popover(f"Delete {len(selected)} run(s)", icon=":material/delete:"):
+runs_word = "run" if len(selected) == 1 else "runs"
+with right.popover(f"Delete {len(selected)} {runs_word}", icon=":material/delete:"):
     st.write(
         "Deletes the records and model files of: " + ", ".join(f"run {r.id}" for r in selected)
     )

@@ -270,8 +270,8 @@ def seat_panel(me: students.Student | None) -> None:
     """The seat code (to come back from another browser), and the form that takes it."""
     if me is not None and me.seat_code:
         st.caption(
-            f"Your seat code: **{students.format_seat_code(me.seat_code)}**. Lost this "
-            "browser's cookie? Type it below in any browser to get your seat back."
+            f"Your seat code: **{students.format_seat_code(me.seat_code)}**. On another "
+            "browser or device, type it below to get your seat back."
         )
     else:
         st.caption(
