@@ -76,7 +76,7 @@ def main() -> None:
         cards += list(variants().items())
     with tempfile.TemporaryDirectory(prefix="digit-lab-default-") as tmp:
         for name, cfg in cards:
-            estimate = experiments.estimate_seconds(cfg, measured)
+            estimate = experiments.estimate_seconds(cfg, measured[::-1])  # newest first
             t = time.perf_counter()
             run = train(cfg, data, Path(tmp) / name.replace(" ", "-").replace(",", ""))
             wall = time.perf_counter() - t

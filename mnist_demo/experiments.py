@@ -202,10 +202,15 @@ SCORE_S_PER_MAC = 1.5 / (10_000 * 7_257_000)
 START_S = 1.5
 
 
+PACE_RUNS = 10  # the newest finished runs the pace is taken from: the machine's load now
+PACE_RANGE = (1 / 3, 10.0)  # a pace outside it is a broken record, not this machine's
+
+
 def estimate_seconds(cfg: TrainConfig, history: list[Run] | None = None) -> float:
     """About how long the run trains on this server. When finished runs of the lab's
-    network are known, scaled by how much faster or slower they were than the constants
-    (this server's own pace)."""
+    network are known (`history`, newest first, as list_runs gives it), scaled by how
+    much faster or slower the newest of them were than the constants: this server's
+    pace now (measured 3-5x slower with the machine loaded than quiet)."""
     scale = 1.0
     measured = [  # a run shorter than a start-up measured nothing (a record made by hand)
         (r.duration_s, _model_seconds(r.config))
@@ -214,9 +219,10 @@ def estimate_seconds(cfg: TrainConfig, history: list[Run] | None = None) -> floa
         and r.duration_s is not None
         and r.duration_s > START_S
         and r.config.preset == "lab7"
-    ]
+    ][:PACE_RUNS]
     if measured:
-        scale = sum(d for d, _ in measured) / max(sum(m for _, m in measured), 1e-9)
+        pace = sum(d for d, _ in measured) / max(sum(m for _, m in measured), 1e-9)
+        scale = min(max(pace, PACE_RANGE[0]), PACE_RANGE[1])
     return _model_seconds(cfg) * scale
 
 
