@@ -15,9 +15,9 @@ st.title("Join the class")
 url = ui.join_url()
 if classroom.serves_only_this_machine(url):
     st.warning(
-        "Students can't reach this computer yet: Digit Lab was started for you alone. To "
-        "open it to the class, stop it (Ctrl+C in its terminal) and start it again with "
-        "**make class**; it then shows the address to give the students here.",
+        "Students can't reach Digit Lab yet: it only answers on this computer. To open it "
+        "to the class, stop it (Ctrl+C in its terminal) and start it again with "
+        "**make class**; this page then shows the address to give the students.",
         icon=":material/wifi_off:",
     )
 

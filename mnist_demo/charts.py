@@ -302,7 +302,7 @@ def confusion_chart(confusion: np.ndarray, selection_name: str = "cell") -> alt.
         opacity=alt.condition(pick, alt.value(1.0), alt.value(0.35)),
         tooltip=["true", "predicted", "count"],
     )
-    text = base.mark_text(fontSize=13).encode(
+    text = base.mark_text(fontSize=11).encode(  # four digits fit a cell
         text="count:Q", color=alt.Color("ink:N", scale=None, legend=None)
     )
     return (cells.add_params(pick) + text).properties(

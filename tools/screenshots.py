@@ -56,7 +56,7 @@ def whole_page(page, path: Path, width: int, height: int) -> None:
     screenshot is the window; the window is made as tall as the page for a moment."""
     tall = page.evaluate("""() => document.querySelector('[data-testid="stMain"]').scrollHeight""")
     page.set_viewport_size({"width": width, "height": min(max(tall, height), 8000)})
-    page.wait_for_timeout(800)
+    page.wait_for_timeout(3000)  # elements newly in view are drawn (placeholders before)
     page.screenshot(path=path)
     page.set_viewport_size({"width": width, "height": height})
 

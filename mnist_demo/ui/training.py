@@ -313,11 +313,12 @@ def show_result(run: Run) -> None:
     resume_button(run, "latest")
     if run.test_accuracy is None:
         return
-    a, b, c, d = st.columns(4)
-    a.metric("Test accuracy", f"{run.test_accuracy:.2%}")
-    b.metric("Test loss", f"{run.test_loss:.4f}")
-    c.metric("Misclassified", f"{run.misclassified} of {run.test_n:,}")
-    d.metric("Duration", duration(run.duration_s))
+    width = PROJECTOR_METRIC_W if projector_on() else METRIC_W
+    with st.container(horizontal=True, gap="medium", key="result-numbers"):  # wraps on a phone
+        st.metric("Test accuracy", f"{run.test_accuracy:.2%}", width=width)
+        st.metric("Test loss", f"{run.test_loss:.4f}", width=width)
+        st.metric("Misclassified", f"{run.misclassified} of {run.test_n:,}", width=width * 3 // 2)
+        st.metric("Duration", duration(run.duration_s), width=width)
     show_fine_tune(run)
     if usable(run):  # the same rule as the sidebar: never a run still training
         is_active = registry().active_run_id() == run.id

@@ -233,7 +233,7 @@ def confusion_explorer(
             images,
             key=f"{key}-mistakes",
             on_pick=show_detail,
-            columns=7,
+            columns=5,  # 92 px tiles: five fit beside the matrix at 1280 px
             noun=noun,
         )
         index = st.session_state.get(detail_key)

@@ -163,7 +163,7 @@ def test_the_join_view_shows_a_qr_code_of_the_address_it_prints(server, new_page
     expect(page.get_by_text("Students connected")).to_be_visible()
     shown = page.get_by_text(re.compile(r"^http://\S+:\d+/$")).inner_text().strip()
     assert shown == f"http://localhost:{server.port}/"  # this test server: loopback only
-    expect(page.get_by_text("only listens on this computer")).to_be_visible()
+    expect(page.get_by_text("it only answers on this computer")).to_be_visible()
     picture = page.get_by_test_id("stImage").locator("img").first
     decoded = zxingcpp.read_barcodes(np.asarray(Image.open(io.BytesIO(picture.screenshot()))))
     assert [d.text for d in decoded] == [shown]
