@@ -62,26 +62,25 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from mnist_demo.ui.sidebar import PAGES
-    from tools.app_server import AppServer, launch_chromium
+    from tools.app_server import INSTRUCTOR_CODE, AppServer, launch_chromium
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--all", action="store_true", help="minor and moderate ones too")
     parser.add_argument(
         "--no-exclude", action="store_true", help="check Streamlit's own widgets too"
     )
+    parser.add_argument("--url", help="a running app (started with the tests' instructor code)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        server = AppServer(Path(tmp) / "home").start()
+        server = None if args.url else AppServer(Path(tmp) / "home").start()
+        base = args.url or server.url
         try:
             with sync_playwright() as p:
                 browser = launch_chromium(p)
                 page = browser.new_page(viewport={"width": 1280, "height": 720})
+                wait_for_page(page, f"{base}/?code={INSTRUCTOR_CODE}", "Home")
                 for app_page in PAGES:
-                    url = (
-                        f"{server.instructor_url}"
-                        if app_page is PAGES[0]
-                        else (f"{server.url}/{app_page.url}")
-                    )
+                    url = base if app_page is PAGES[0] else f"{base}/{app_page.url}"
                     wait_for_page(page, url, app_page.title)
                     found = run_axe(page, {} if args.no_exclude else None)
                     shown = found if args.all else blocking(found)
@@ -90,7 +89,8 @@ def main() -> None:
                         print(describe(shown))
                 browser.close()
         finally:
-            server.stop()
+            if server is not None:
+                server.stop()
 
 
 # Streamlit's frontend marks its root element when the page's script has run to the end.

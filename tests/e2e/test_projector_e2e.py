@@ -72,9 +72,13 @@ def batches_done(text: str) -> int | None:
 
 def open_start_controls(page) -> None:
     """Unfold "Start another run" (folded under the run while it is on the first screen)."""
-    quick = page.get_by_role("button", name="Quick demo")
+    quick, fold = (
+        page.get_by_role("button", name="Quick demo"),
+        page.get_by_text("Start another run"),
+    )
+    expect(fold).to_be_visible()  # the run is on the first screen: the controls are folded
     if not quick.is_visible():
-        page.get_by_text("Start another run").click()
+        fold.click()
     expect(quick).to_be_visible()
 
 

@@ -94,10 +94,17 @@ def start_small_run(page, base_url: str, epochs: int | None = None) -> int:
 def unfold_start_controls(page) -> None:
     """The settings and Quick demo fold under the run while a run is on the first screen
     (training, or ended within minutes: a previous test's): unfold them."""
-    page.wait_for_timeout(500)  # the page has drawn its layout
-    if not page.get_by_role("button", name="Quick demo").is_visible():
-        page.get_by_text("Start another run").click()
-    expect(page.get_by_role("button", name="Quick demo")).to_be_visible()
+    quick, fold = (
+        page.get_by_role("button", name="Quick demo"),
+        page.get_by_text("Start another run"),
+    )
+    for _ in range(600):  # until the page has drawn one or the other
+        if quick.is_visible() or fold.is_visible():
+            break
+        page.wait_for_timeout(100)
+    if not quick.is_visible():
+        fold.click()
+    expect(quick).to_be_visible()
 
 
 def shows(page, text, server: AppServer, timeout_s: float = 180) -> None:
@@ -141,6 +148,7 @@ def test_the_instructor_starts_a_student_watches_but_cannot_stop_the_instructor_
     student.goto(f"{server.url}/train")
     expect(student.get_by_text(f"Run {run_id} · lab7 · running")).to_be_visible(timeout=60_000)
     expect(student.get_by_text(PROGRESS).first).to_be_visible()
+    unfold_start_controls(student)  # folded under the run while it trains
     expect(student.get_by_role("button", name="Start training")).to_be_disabled()
     expect(student.get_by_role("button", name="Stop")).to_be_disabled()
     expect(student.get_by_text("Only the instructor can stop the run.")).to_be_visible()
