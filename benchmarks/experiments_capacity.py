@@ -55,7 +55,7 @@ POLL_S = 0.2
 def second_node(home: Path, address: str, cpus: int) -> Iterator[subprocess.Popen]:
     """`ray start --block` joining the engine's head as a worker node, in its own
     process group, stopped by that group's id."""
-    from mnist_demo import engine
+    from mnist_demo.serve import engine
 
     env = {
         **os.environ,
@@ -86,7 +86,7 @@ def second_node(home: Path, address: str, cpus: int) -> Iterator[subprocess.Pope
 
 
 def wait_capacity(eng: common.Engine, want: int, timeout: float = 180) -> int:
-    from mnist_demo import engine
+    from mnist_demo.serve import engine
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -115,7 +115,7 @@ def wait_warm(eng: common.Engine, timeout: float = 300) -> None:
 
 
 def capacity_of(eng: common.Engine) -> int:
-    from mnist_demo import engine
+    from mnist_demo.serve import engine
 
     return max(1, engine.status(eng.registry.store).capacity)
 
@@ -246,7 +246,7 @@ def main() -> None:
             capacity = capacity_of(eng)
             with contextlib.ExitStack() as stack:
                 if args.nodes == 2:
-                    from mnist_demo import engine
+                    from mnist_demo.serve import engine
 
                     address = engine.status(eng.registry.store).address
                     stack.enter_context(second_node(home, address, args.node_cpus))

@@ -47,7 +47,8 @@ import wire
 from common import percentile
 
 from mnist_demo import queue
-from mnist_demo.hall import HallProcess, pick_port, processes_of
+from mnist_demo.serve.hall import pick_port
+from tools.hall_process import HallProcess, processes_of
 
 ACTIONS = ("draw", "send", "watch")
 ACTIONS_PER_STUDENT_MIN = 6.0  # ASSUMED: a busy student acts every 10 s (draw, send, a page)
@@ -197,8 +198,8 @@ async def one_round(hall: HallProcess, rec, train, pairs, replicas: int) -> tupl
 
 def class_set_and_runs(hall: HallProcess):  # type: ignore[no-untyped-def]
     from mnist_demo.class_set import CLASS_SENDS_RANGE, ClassSet
-    from mnist_demo.postgres import LocalPostgres
     from mnist_demo.runs import RunRegistry
+    from mnist_demo.serve.postgres import LocalPostgres
     from mnist_demo.store import Store
 
     store = Store(LocalPostgres(hall.home / "hall" / "postgres", hall.postgres_port).url)

@@ -6,7 +6,7 @@ A test module that says
 
 gets `backend` (and `store_url`): each test runs twice, on a fresh SQLite file and on a
 fresh database of a real PostgreSQL (Debian's, `make postgres`), in a fresh data home.
-The PostgreSQL is one cluster per session (mnist_demo.postgres.LocalPostgres in a
+The PostgreSQL is one cluster per session (mnist_demo.serve.postgres.LocalPostgres in a
 temporary folder, without fsync), started the first time a test asks for it and
 stopped by its pid at the end of the session; each test gets its own `CREATE DATABASE
 test_<n>`, dropped after it.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mnist_demo.postgres import LocalPostgres
+from mnist_demo.serve.postgres import LocalPostgres
 
 BACKENDS = ["sqlite", "postgresql"]
 

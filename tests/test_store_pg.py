@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from mnist_demo import postgres as postgres_module
 from mnist_demo import queue
 from mnist_demo.class_set import ClassSet
 from mnist_demo.classroom import Role
-from mnist_demo.postgres import LocalPostgres, PostgresError, PostgresNotInstalledError
 from mnist_demo.recipe import TrainConfig
 from mnist_demo.runs import RunRegistry
+from mnist_demo.serve import postgres as postgres_module
+from mnist_demo.serve.postgres import LocalPostgres, PostgresError, PostgresNotInstalledError
 from mnist_demo.store import (
     Store,
     StoreError,

@@ -176,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
 
-    from mnist_demo import engine
     from mnist_demo.__main__ import export_run  # the CLI's export: model + .json
     from mnist_demo.classroom import OWNER
     from mnist_demo.recipe import TrainConfig
     from mnist_demo.runs import RunRegistry
+    from mnist_demo.serve import engine
     from mnist_demo.training import train_run
 
     data = load_mnist()

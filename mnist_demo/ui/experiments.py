@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from mnist_demo import charts, experiments, models, queue
+from mnist_demo import charts, experiments, models, progress, queue
 from mnist_demo.errors import DigitLabError
 from mnist_demo.experiments import RANGES, Row
 from mnist_demo.model import build_model, summary_rows
@@ -179,13 +179,9 @@ def my_experiment(run: Run) -> None:
         place = queue.position(registry(), run.id)
         paused = " The instructor has paused the class's queue." if queue.paused(registry()) else ""
         st.info(f"Waiting for the training engine: #{place} in the queue.{paused}", icon="⏳")
-    if run.status == "running":
-        eta = f" · about {duration(view.eta_s)} left" if view.eta_s is not None else ""
-        st.progress(
-            run.progress,
-            text=f"Epoch {max(run.epoch, 1)}/{run.config.epochs} · batch {run.batch}/"
-            f"{run.batches_per_epoch} · {duration(view.elapsed_s)} elapsed{eta}",
-        )
+    if run.status == "running":  # the Train page's words: each phase named, never 0/0
+        text = progress.progress_text(run, elapsed_s=view.elapsed_s, eta_s=view.eta_s)
+        st.progress(run.progress, text=text)
     if not run.ended and not view.stop_requested:
         if st.button("Cancel my experiment", icon=":material/stop:", key=f"cancel-{run.id}"):
             with user_errors(stop=False):
