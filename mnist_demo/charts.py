@@ -247,15 +247,14 @@ def confusion_cell_colours(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarra
     fill = np.empty(m.shape, dtype=object)
     text = np.empty(m.shape, dtype=object)
     for (t, p), n in np.ndenumerate(m):
+        colour: str
         if n == 0:
-            fill[t, p], share = EMPTY_CELL, 0.0
+            colour = EMPTY_CELL
         elif t == p:
-            share = 0.25 + 0.75 * n / right_max
-            fill[t, p] = _shade(*RIGHT_SHADES, share)
+            colour = _shade(*RIGHT_SHADES, 0.25 + 0.75 * n / right_max)
         else:
-            share = 0.25 + 0.75 * n / wrong_max
-            fill[t, p] = _shade(*WRONG_SHADES, share)
-        text[t, p] = _readable_on(fill[t, p])
+            colour = _shade(*WRONG_SHADES, 0.25 + 0.75 * n / wrong_max)
+        fill[t, p], text[t, p] = colour, _readable_on(colour)
     return fill, text
 
 

@@ -85,7 +85,7 @@ def test_the_card_s_summary_and_parameters_are_build_model_s(student, values):
     assert metric(at, "Estimated training time").startswith("about ")
     changed = next(c.value for c in at.caption if c.value.startswith("What I changed"))
     assert changed.startswith("What I changed: epochs 12 → 1")  # the default: 1 epoch
-    assert ("epochs 12 → 1" == changed.removeprefix("What I changed: ")) == (not values)
+    assert (changed.removeprefix("What I changed: ") == "epochs 12 → 1") == (not values)
 
 
 def test_out_of_range_values_give_their_range_and_nothing_is_submitted(student):
