@@ -154,17 +154,14 @@ def verify(arrays: dict[str, np.ndarray]) -> None:
 
 
 def _atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash mid-write
-    leaves the old cache or none, never a half file under the real name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """A crash mid-write leaves the old cache or none, never a half file."""
+    from mnist_demo.files import atomic_save
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, **{k: arrays[k] for k in KEYS})  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_save(path, save)
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
