@@ -226,7 +226,10 @@ class Hall:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Where this machine reaches the front: nginx (or the one web server) listens on
+        `listen`; every interface includes loopback, one address may not."""
+        host = "127.0.0.1" if self.listen in ("0.0.0.0", "") else self.listen
+        return f"http://{host}:{self.port}"
 
     # -- start ------------------------------------------------------------------------
 
@@ -371,7 +374,8 @@ class Hall:
             self.processes._wait_ready(process)
         if self.nginx:
             ports = ", ".join(map(str, self.replica_ports))
-            self.say(f"{self.replicas} web servers on 127.0.0.1: {ports}")
+            servers = "1 web server" if self.replicas == 1 else f"{self.replicas} web servers"
+            self.say(f"{servers} on 127.0.0.1: {ports}")
 
     def _web_piece(self, i: int) -> Piece:
         """Web server i (1-based) on its port, named for the sidebar ("server i of n")."""
@@ -513,9 +517,8 @@ def run(hall: Hall, *, students_line: bool) -> int:
         hall.start()
         if students_line:
             hall.say(f"Students join at:   {classroom.join_url(hall.listen, hall.port)}")
-            hall.say(
-                f"Instructor link:    {classroom.instructor_link(f'http://localhost:{hall.port}')}"
-            )
+            front = hall.url.replace("http://127.0.0.1:", "http://localhost:")
+            hall.say(f"Instructor link:    {classroom.instructor_link(front)}")
         else:
             hall.say(f"Open http://localhost:{hall.port}/ (this machine only)")
         hall.say("Ready. Ctrl+C stops everything.")
