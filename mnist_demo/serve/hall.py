@@ -326,7 +326,6 @@ class Hall:
         # GB above the server with the default arenas and 0.46 GB with two.
         env.setdefault("MALLOC_ARENA_MAX", "2")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
         return env
 
     def _start_engine(self) -> None:
