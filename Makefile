@@ -27,7 +27,7 @@ $(INSTALLED): requirements.txt
 
 # Fetches, verifies (SHA-256) and caches MNIST; a no-op when the cache is good.
 data: $(INSTALLED)
-	$(PY) -m mnist_demo fetch-data
+	@$(PY) -m mnist_demo fetch-data
 
 # The browser tests drive Debian's Chromium (Playwright's own download can't reach
 # its hosts from every network).
@@ -90,17 +90,17 @@ nginx:
 # starts the pieces in order, starts again any that dies, and Ctrl+C stops them all.
 # On this machine only, solo: every browser has the instructor's controls.
 run: setup
-	$(PY) -m mnist_demo serve --port $(PORT)
+	@$(PY) -m mnist_demo serve --port $(PORT)
 
 # For a room: serves the local network; students by default, the instructor's link is
 # printed at start (set MNIST_DEMO_INSTRUCTOR_CODE to choose the code).
 class: setup
-	$(PY) -m mnist_demo serve --class --port $(PORT)
+	@$(PY) -m mnist_demo serve --class --port $(PORT)
 
 # A lecture hall on this machine: PostgreSQL, the Ray engine, $(REPLICAS) app servers and
 # nginx in front (sticky sessions) on $(HALL_PORT).
 hall: setup postgres nginx
-	$(PY) -m mnist_demo hall --replicas $(REPLICAS) --port $(HALL_PORT)
+	@$(PY) -m mnist_demo hall --replicas $(REPLICAS) --port $(HALL_PORT)
 
 test: setup chromium fonts postgres nginx
 	$(PY) -m ruff check .
