@@ -63,9 +63,9 @@ def job_run(cfg, data, home: Path) -> dict:  # type: ignore[no-untyped-def]
     last_batch = [0.0]
     record, on_batch_end = registry.record_epoch, training._Job.on_train_batch_end
 
-    def timed_record(run_id, history, path):  # type: ignore[no-untyped-def]
+    def timed_record(run_id, history, path, token=None):  # type: ignore[no-untyped-def]
         epoch_times.append(time.perf_counter() - start)
-        record(run_id, history, path)
+        record(run_id, history, path, token)
 
     def timed_batch_end(self, batch, logs=None):  # type: ignore[no-untyped-def]
         out = on_batch_end(self, batch, logs)

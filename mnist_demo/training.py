@@ -177,8 +177,11 @@ class _Job(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        if self.partial_epoch or self.fenced:
-            return  # stopped mid-epoch: this epoch does not count and is not saved
+        if self.fenced:
+            return
+        if self.partial_epoch:  # stopped mid-epoch: this epoch does not count, is not saved
+            self.flush(force=True)  # but the points it drew are the room's
+            return
         # One pass over the test subset gives the epoch's validation figures and, after
         # the last epoch, the run's result (the misclassified count too).
         self.set_phase("scoring")

@@ -140,6 +140,11 @@ def test_every_run_field_round_trips_through_the_store(store_url, tmp_path):
         "batches_per_epoch": 20,
         "class_accuracy": 0.8125,
         "class_n": 48,
+        "phase": "scoring",
+        "lease_token": 7,
+        "network": "192.0.2.7",
+        "budget_s": 90.0,
+        "auto_resumes": 1,
     }
     run = dataclasses.replace(stored, **values)
     names = {f.name for f in dataclasses.fields(Run)}
