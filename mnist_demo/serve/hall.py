@@ -527,11 +527,12 @@ def run(hall: Hall, *, students_line: bool) -> int:
             print(f"error: {e}", file=sys.stderr, flush=True)  # one line, as every CLI error
             return 2
     finally:
-        stopping = bool(hall.processes.running)
-        if stopping:
+        started = bool(hall.processes.running)
+        if started:
             hall.say("Stopping…")
         hall.stop()
-        hall.say("Stopped.")
+        if started:  # a start refused before any piece ran has said why, and no more
+            hall.say("Stopped.")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
