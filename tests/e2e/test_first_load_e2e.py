@@ -26,8 +26,12 @@ RECORDER = f"""
 (() => {{
   const seen = (window.digitLabSeen = {{ labels: new Set(), notFound: false }});
   const look = () => {{
-    for (const a of document.querySelectorAll({NAV_LINKS!r}))
-      seen.labels.add(a.innerText.trim().split("\\n").pop().trim());
+    for (const a of document.querySelectorAll({NAV_LINKS!r})) {{
+      // the label without its Material icon's ligature ("school" before "Home")
+      const icon = a.querySelector('[data-testid="stIconMaterial"]');
+      const text = icon ? a.innerText.replace(icon.innerText, "") : a.innerText;
+      seen.labels.add(text.trim().split("\\n").pop().trim());
+    }}
     if (document.body && document.body.innerText.includes("Page not found"))
       seen.notFound = true;
   }};
