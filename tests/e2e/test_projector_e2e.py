@@ -127,7 +127,9 @@ def test_a_quick_demo_takes_the_first_screen_honestly_and_a_second_click_asks(pr
     for t in texts:  # an estimate only once the run's own batches measured the pace
         if "left" in t:
             assert (batches_done(t) or 0) > live.PACE_MIN_BATCHES, t
-    assert any("measuring the pace" in t for t in texts), texts[:10]
+    # before that, it says it is measuring (a busy page may first look later than that)
+    early = [t for t in texts if POSITION.search(t) and batches_done(t) <= live.PACE_MIN_BATCHES]
+    assert all("measuring the pace" in t for t in early), early
     assert any(t.startswith("Scoring the model on the 10,000 test images") for t in texts), [
         t for t in texts if not POSITION.search(t)
     ]
