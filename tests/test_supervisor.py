@@ -715,9 +715,8 @@ def test_a_second_engine_on_one_store_says_who_holds_it_and_exits_3(tmp_path):
 # --- a plain streamlit run ------------------------------------------------------------------
 
 
-def test_a_plain_streamlit_run_starts_no_engine_and_leaves_nothing(tmp_path):
-    home = _new_home("plain")
-    port = hall_module.pick_port(0, set())
+def plain_streamlit(home: Path, port: int) -> subprocess.Popen:
+    """`streamlit run streamlit_app.py` on `home`, as a user might start it by hand."""
     env = {**os.environ, "MNIST_DEMO_HOME": str(home), "MNIST_DEMO_DATA": str(config.data_dir())}
     env.pop("MNIST_DEMO_DATABASE_URL", None)
     proc = subprocess.Popen(
@@ -726,6 +725,13 @@ def test_a_plain_streamlit_run_starts_no_engine_and_leaves_nothing(tmp_path):
          "--browser.gatherUsageStats", "false"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    return proc
+
+
+def test_a_plain_streamlit_run_starts_no_engine_and_leaves_nothing(tmp_path):
+    home = _new_home("plain")
+    port = hall_module.pick_port(0, set())
+    proc = plain_streamlit(home, port)
     try:
         wait_for(lambda: health(f"http://127.0.0.1:{port}/_stcore/health") == 200, 120,
                  "streamlit to answer", 0.3)  # fmt: skip

@@ -14,17 +14,14 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 from playwright.sync_api import expect
 
-from mnist_demo import config
 from mnist_demo.classroom import OWNER
 from mnist_demo.recipe import TrainConfig
 from mnist_demo.serve import hall as hall_module
-from tests.conftest import REPO, wait_for
+from tests.conftest import wait_for
 from tests.e2e.test_train_e2e import PROGRESS, progress_position
 from tests.test_supervisor import (
     STOP_S,
@@ -34,6 +31,7 @@ from tests.test_supervisor import (
     health,
     kill_all,
     none_left,
+    plain_streamlit,
     say_stopped_and_nothing_left,
     wait_running,
 )
@@ -112,14 +110,7 @@ def test_a_killed_web_server_comes_back_and_the_page_shows_the_run_live_again(ne
 def test_a_plain_streamlit_run_says_the_engine_is_not_running_and_leaves_nothing(new_page):
     home = _new_home("plain-e2e")
     port = hall_module.pick_port(0, set())
-    env = {**os.environ, "MNIST_DEMO_HOME": str(home), "MNIST_DEMO_DATA": str(config.data_dir())}
-    env.pop("MNIST_DEMO_DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
-         str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = plain_streamlit(home, port)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: health(f"{url}/_stcore/health") == 200, 120, "streamlit", 0.3)
