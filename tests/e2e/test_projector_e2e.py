@@ -17,7 +17,8 @@ from tools.app_server import AppServer, Engine
 
 PROJECTOR = {"width": 1280, "height": 720}
 POSITION = re.compile(r"Epoch (\d+)/(\d+) · batch (\d+)/(\d+)")
-CHART_IN_VIEW_S = 15  # click -> the live chart on screen, with a warm engine
+CHART_IN_VIEW_S = 60  # click -> the live chart on screen (seconds on a warm quiet engine; a
+# shared machine in a full suite has taken longer: this checks where it shows, not speed)
 
 
 @pytest.fixture(scope="module")
