@@ -20,7 +20,7 @@ from mnist_demo.serve.hall import render_nginx_conf
 from mnist_demo.serve.postgres import LocalPostgres
 from mnist_demo.store import Store
 from tests.conftest import wait_for
-from tools.hall_process import HallProcess, processes_of
+from tools.hall_process import HallProcess, alive, processes_of
 
 NGINX = hall_module.nginx_binary()
 needs_hall = pytest.mark.skipif(
@@ -131,7 +131,7 @@ def test_hall_starts_from_nothing_routes_sticky_stops_clean_and_finds_its_data(h
     left = _wait_none_left(hall_home)
     assert left == [], f"processes left behind: {left}"
     for pid in (nginx_pid, pg_pid, *replica_pids):
-        assert not _alive(pid)
+        assert not alive(pid)
     assert not (hall_home / "hall" / "nginx" / "nginx.pid").exists()
 
     # started again on the same data home: the same database, with its data
@@ -145,14 +145,6 @@ def test_hall_starts_from_nothing_routes_sticky_stops_clean_and_finds_its_data(h
     finally:
         assert again.stop() == 0
     assert _wait_none_left(hall_home) == []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _wait_none_left(home: Path, timeout: float = 10.0) -> list[str]:

@@ -45,7 +45,7 @@ from mnist_demo.serve import processes as processes_mod
 from mnist_demo.serve.processes import Piece, Processes, StartError
 from mnist_demo.store import Store
 from tests.conftest import REPO, wait_for
-from tools.hall_process import HallProcess, _cmdline, processes_of
+from tools.hall_process import HallProcess, _cmdline, alive, processes_of
 
 # --- serve/processes.py with tiny real processes -----------------------------------------
 
@@ -54,14 +54,6 @@ from tools.hall_process import HallProcess, _cmdline, processes_of
 def fast_backoff(monkeypatch):
     """Back-off of tenths of a second (the shape of the real one, 10 times faster)."""
     monkeypatch.setattr(processes_mod, "RESTART_DELAYS_S", (0.1, 0.2, 0.4, 0.8, 1.5))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def tend_until(processes: Processes, predicate, timeout: float = 30.0, what: str = "it"):
@@ -135,9 +127,9 @@ def test_a_final_exit_code_is_not_restarted_and_a_signal_is_named(tmp_path, fast
     os.kill(first, signal.SIGKILL)
     tend_until(processes, lambda: killed.pid != first and killed.alive(), 10, "a restart")
     assert said[-1] == "web ended (killed by SIGKILL): starting it again in 0 s"
-    assert not _alive(first)
+    assert not alive(first)
     processes.stop()
-    assert not _alive(killed.pid)
+    assert not alive(killed.pid)
 
 
 def test_a_failing_health_check_restarts_the_piece(tmp_path, fast_backoff):
@@ -157,11 +149,11 @@ def test_a_failing_health_check_restarts_the_piece(tmp_path, fast_backoff):
     assert process.alive() and said == []  # two misses are not an end
     processes.tend(health_every_s=0.0)
     assert said == ["web stopped answering: starting it again"]
-    assert not _alive(first)
+    assert not alive(first)
     healthy["ok"] = True
     tend_until(processes, lambda: process.pid != first and process.alive(), 10, "a restart")
     processes.stop()
-    assert not _alive(process.pid)
+    assert not alive(process.pid)
 
 
 def test_start_waits_for_ready_and_says_why_a_piece_did_not_start(tmp_path):
@@ -219,7 +211,7 @@ def test_stop_goes_in_reverse_order_and_takes_each_whole_session(tmp_path):
     processes.stop()
     assert time.monotonic() - started < 15
     assert order.read_text().split() == ["web", "engine", "store"]
-    assert not any(_alive(pid) for pid in [*pids, stubborn.pid, child])
+    assert not any(alive(pid) for pid in [*pids, stubborn.pid, child])
     assert processes.running == []
 
 
@@ -247,10 +239,10 @@ def test_a_killed_supervisor_leaves_no_child_running(tmp_path):
     try:
         assert proc.stdout is not None
         child = int(proc.stdout.readline())
-        assert _alive(child)
+        assert alive(child)
         proc.kill()
         proc.wait(10)
-        wait_for(lambda: not _alive(child), 10, "the child to end with its supervisor")
+        wait_for(lambda: not alive(child), 10, "the child to end with its supervisor")
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
