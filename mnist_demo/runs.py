@@ -390,6 +390,16 @@ class RunRegistry:
             ).fetchall()
         return [row_to_run(r) for r in rows]
 
+    def interrupted_since(self, since: float) -> list[Run]:
+        """Runs interrupted at or after `since` (a time.time()), oldest first."""
+        with self.store.read() as con:
+            rows = con.execute(
+                sa.select(runs)
+                .where(runs.c.status == "interrupted", runs.c.finished_at >= since)
+                .order_by(runs.c.id)
+            ).fetchall()
+        return [row_to_run(r) for r in rows]
+
     def _cancel_queued(self, run_id: int) -> Run:
         with self.store.write() as con:
             changed = con.execute(

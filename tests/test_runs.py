@@ -371,3 +371,21 @@ def test_recover_works_without_any_registry_file(sqlite_registry):
     registry.path.unlink()
     recovered, aside = RunRegistry.recover(registry.path)
     assert aside is None and len(recovered.list_runs()) == 3
+
+
+def test_the_engine_resumes_only_recent_interrupted_runs_and_each_a_few_times(registry):
+    """Supervisor.resume_interrupted runs every second: it reads only the last window's
+    interrupted runs, puts each back in the queue, and stops after AUTO_RESUMES tries."""
+    from mnist_demo.serve.engine import AUTO_RESUME_WINDOW_S, AUTO_RESUMES, Supervisor
+
+    engine = Supervisor(registry.store)
+    recent, old, tired = (running_run(registry) for _ in range(3))
+    for run in (recent, old, tired):
+        registry.interrupt(run.id, "the worker died")
+    set_run(registry, old.id, finished_at=time.time() - AUTO_RESUME_WINDOW_S - 1)
+    set_run(registry, tired.id, auto_resumes=AUTO_RESUMES)
+    assert [r.id for r in registry.interrupted_since(time.time() - 60)] == [recent.id, tired.id]
+    assert engine.resume_interrupted() == [recent.id]
+    assert registry.get(recent.id).status == "queued"
+    assert registry.get(recent.id).auto_resumes == 1
+    assert {registry.get(old.id).status, registry.get(tired.id).status} == {"interrupted"}

@@ -511,13 +511,10 @@ class Supervisor:
         lost to a fault of ours, and a run that keeps killing its worker stops trying."""
         now = time.time() if now is None else now
         resumed = []
-        for run in self.registry.list_runs():
-            if (
-                run.status == "interrupted"
-                and run.finished_at is not None
-                and now - run.finished_at < AUTO_RESUME_WINDOW_S
-                and run.auto_resumes < AUTO_RESUMES
-                and (run.epochs_done == 0 or resumable(run, self.registry))
+        # Only the last few minutes' interrupted runs: this runs every second.
+        for run in self.registry.interrupted_since(now - AUTO_RESUME_WINDOW_S):
+            if run.auto_resumes < AUTO_RESUMES and (
+                run.epochs_done == 0 or resumable(run, self.registry)
             ):
                 self.registry.resume_after_failure(run.id)
                 resumed.append(run.id)

@@ -49,7 +49,7 @@ from typing import IO
 from mnist_demo import config
 from mnist_demo.config import DATABASE_URL_ENV, SERVER_ENV, TRUSTED_PROXY_ENV
 from mnist_demo.errors import DigitLabError
-from mnist_demo.serve.processes import Piece, Process, Processes, StartError
+from mnist_demo.serve.processes import Piece, Processes, StartError
 
 ROOT = config.PACKAGE_DIR.parent
 TEMPLATE = ROOT / "deploy" / "nginx" / "digitlab.conf.template"
@@ -364,13 +364,7 @@ class Hall:
                 self.replica_ports.append(port)
         else:
             self.replica_ports = [self.port]
-        pieces = [self._web_piece(i) for i in range(1, self.replicas + 1)]
-        for piece in pieces:  # all started, then all waited for: they import at once
-            self.processes.running.append(Process(piece, _spawn(piece)))
-        for piece in pieces:
-            process = self.processes.get(piece.name)
-            assert process is not None
-            self.processes._wait_ready(process)
+        self.processes.start_all([self._web_piece(i) for i in range(1, self.replicas + 1)])
         if self.nginx:
             ports = ", ".join(map(str, self.replica_ports))
             servers = "1 web server" if self.replicas == 1 else f"{self.replicas} web servers"
@@ -474,12 +468,6 @@ class Hall:
 def web_server_name(i: int, of: int) -> str:
     """How the terminal names web server i: "web server" alone, "web server 2 of 3"."""
     return "web server" if of == 1 else f"web server {i} of {of}"
-
-
-def _spawn(piece: Piece) -> subprocess.Popen:
-    from mnist_demo.serve.processes import spawn
-
-    return spawn(piece)
 
 
 def _answers(url: str, timeout: float = 2.0) -> bool:

@@ -178,11 +178,17 @@ class Processes:
     def start(self, piece: Piece) -> Process:
         """Start a piece and wait until it is ready (StartError if it ends or times out
         first; it is stopped then)."""
-        process = Process(piece, spawn(piece))
+        return self.start_all([piece])[0]
+
+    def start_all(self, pieces: list[Piece]) -> list[Process]:
+        """Start several pieces at once, then wait for each to be ready: web servers
+        import TensorFlow side by side instead of one after another."""
+        started = [Process(piece, spawn(piece)) for piece in pieces]
         with self._lock:
-            self.running.append(process)
-        self._wait_ready(process)
-        return process
+            self.running.extend(started)
+        for process in started:
+            self._wait_ready(process)
+        return started
 
     def _wait_ready(self, process: Process) -> None:
         piece = process.piece
