@@ -46,13 +46,11 @@ def _position(page) -> int:
     return 0
 
 
-def positions_seen(page, until: re.Pattern, timeout_s: float) -> set[int]:
-    """The progress positions the page shows until `until` is on it."""
+def positions_seen(page, timeout_s: float, enough: int | None = None) -> set[int]:
+    """The progress positions the page shows within timeout_s (sooner once `enough`)."""
     seen: set[int] = set()
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if page.get_by_text(until).count():
-            break
+    while time.monotonic() < deadline and (enough is None or len(seen) < enough):
         with contextlib.suppress(Exception):  # the fragment may redraw while read
             seen.add(progress_position(page)[1])
         page.wait_for_timeout(100)
@@ -71,7 +69,7 @@ def test_a_killed_web_server_comes_back_and_the_page_shows_the_run_live_again(ne
         run = registry.submit(LONG, role=OWNER)  # stopped once seen live again
         wait_running(registry, run.id)
         expect(page.get_by_text(PROGRESS).first).to_be_visible(timeout=90_000)
-        before = positions_seen(page, re.compile("(?!)"), 2)
+        before = positions_seen(page, 2)
         web = _pids(home, b"streamlit", b"run")
         assert len(web) == 1
         os.kill(web[0], signal.SIGKILL)
@@ -88,7 +86,9 @@ def test_a_killed_web_server_comes_back_and_the_page_shows_the_run_live_again(ne
         # run (which went on meanwhile) is live on it again
         wait_for(lambda: _position(page) > max(before, default=0), 180, "the page live again", 0.2)
         back = time.monotonic() - killed
-        moving = positions_seen(page, re.compile("(?!)"), 6)
+        # a freshly started server's first reruns can be slow beside other work: live
+        # means it keeps moving, given half a minute to show it
+        moving = positions_seen(page, 30, enough=3)
         assert len(moving) >= 3, f"after the restart the page moved only {len(moving)} times"
         registry.request_stop(run.id, role=OWNER)
         stopped = re.compile(rf"Run {run.id} · lab7 · stopped")
