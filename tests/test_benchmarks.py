@@ -52,16 +52,20 @@ REPORTS = {
     "upload_memory.py": "target under 2048 MB",
     "wire.py": HELPERS,
 }
-# Quick runs that start a training engine, a hall or a class of simulated browsers take
-# 25-70 s each here: `make bench-quick` runs them, `make test` (the 20-minute gate) not.
+# Quick runs that train, start a server, an engine or a hall, or drive browsers take
+# 15-70 s each here: `make bench-quick` runs them, `make test` (the 20-minute gate) not.
 HEAVY = {
     "class_send.py",
     "classroom.py",
+    "classroom_server.py",
     "classroom_train.py",
     "default_experiment.py",
     "engine.py",
     "experiments_capacity.py",
     "hall.py",
+    "page_load.py",
+    "time_to_99.py",
+    "training_overhead.py",
     "training_speed.py",
 }
 # a script's other modes worth a quick run too: (script, option) -> a line of its report
