@@ -79,7 +79,7 @@ RANGES: dict[str, Knob] = {
         "Conv 2 kernel",
         2,
         5,
-        "the workbook's text says 5x5, its code (2, 2): run both and settle it",
+        "the lab's code: 2x2 (its text says 5x5: try both and compare)",
         choices=(2, 3, 5),
     ),
     "dropout_conv": Knob("Dropout after the convolutions", 0.0, 0.8, "the lab: 0.25", whole=False),

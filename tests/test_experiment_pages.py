@@ -51,7 +51,7 @@ def errors(at: AppTest) -> list[str]:
 
 SETTINGS = [
     {},  # the lab's network
-    {"conv2_kernel": 5},  # the workbook's text
+    {"conv2_kernel": 5},  # what the lab's text says
     {"conv1_filters": 8, "conv1_kernel": 3, "conv2_filters": 16, "dense_units": 64},
     {"conv2_kernel": 3, "dense_units": 2000, "optimizer": "sgd"},
 ]
@@ -60,6 +60,9 @@ SETTINGS = [
 @pytest.mark.parametrize("values", SETTINGS, ids=["lab", "conv2-5x5", "small", "sgd-wide"])
 def test_the_card_s_summary_and_parameters_are_build_model_s(student, values):
     at = open_page("app_pages/experiment.py")
+    # each kernel's own lab value is named on its button (the second conv's is the code's)
+    assert list(at.radio(key="card-conv1_kernel").options) == ["2x2", "3x3", "5x5 (the lab)", "7x7"]
+    assert list(at.radio(key="card-conv2_kernel").options) == ["2x2 (the lab)", "3x3", "5x5"]
     for name, value in values.items():
         widget = (
             at.radio(key=f"card-{name}")

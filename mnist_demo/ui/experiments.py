@@ -27,7 +27,6 @@ from mnist_demo.ui.widgets import duration, epoch_charts, setting_toggle, user_e
 
 LEADERBOARD_PAGE_SIZE = 25
 LEADERBOARD_POLL_S = 3.0
-KERNEL_WORDS = {2: "2x2: the workbook's code", 3: "3x3", 5: "5x5: the workbook's text", 7: "7x7"}
 SORTS = {
     "test_accuracy": "MNIST test accuracy",
     "class_accuracy": "class drawings",
@@ -66,7 +65,8 @@ def _kernel(column: Any, name: str, default: int) -> Any:
         knob.label,
         knob.choices,
         index=knob.choices.index(default),
-        format_func=lambda k: KERNEL_WORDS.get(k, f"{k}x{k}"),
+        # the lab's own choice is named on the button itself, not only in the help
+        format_func=lambda k: f"{k}x{k} (the lab)" if k == default else f"{k}x{k}",
         key=f"card-{name}",
         help=knob.words,
         horizontal=True,
