@@ -200,7 +200,7 @@ def my_experiment(run: Run) -> None:
 def answers(run: Run) -> None:
     """The workbook's (a) test loss and accuracy and (b) the misclassified count."""
     if run.status == "interrupted":
-        st.warning(f"Run {run.id} was interrupted (its worker stopped).", icon="⚠️")
+        st.warning(f"Run {run.id} was interrupted: its training stopped unexpectedly.", icon="⚠️")
     elif run.status == "failed":
         st.error(f"Run {run.id} failed: {run.error}", icon="⚠️")
     elif run.status == "stopped" and run.error:  # stopped by the engine, with its reason

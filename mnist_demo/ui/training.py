@@ -305,8 +305,8 @@ def show_result(run: Run) -> None:
         st.error(f"Run {run.id} failed: {run.error}", icon="⚠️")
     elif run.status == "interrupted":
         st.warning(
-            f"Run {run.id} was interrupted (its worker stopped) after {run.epochs_done} "
-            "finished epochs; the model of the last finished epoch is kept.",
+            f"Run {run.id} was interrupted (its training stopped unexpectedly) after "
+            f"{run.epochs_done} finished epochs; the model of the last finished epoch is kept.",
         )
     elif run.status == "stopped" and run.error:
         st.caption(run.error)
