@@ -11,7 +11,8 @@
 - The whole installation (`python -m mnist_demo serve`, a real Streamlit server, a real
   engine and Ray head; `hall` with real PostgreSQL and nginx), each piece SIGKILLed
   mid-run: the run ends finished with every point and every epoch once, never two Ray
-  heads or two engines, and at the end no process of the test's data home is left.
+  heads or two engines, and at the end no process of the test's data home is left. (The
+  web server killed under `serve`: tests/e2e/test_supervisor_e2e.py, with its page.)
 - Two engines on one store: the second says who holds it, in one line, and exits 3.
 - A plain `streamlit run streamlit_app.py` starts no engine.
 """
@@ -557,38 +558,6 @@ class Watch:
 
     def first(self, run_id: int, status: str) -> float | None:
         return next((t for t, s in self.statuses.get(run_id, []) if s == status), None)
-
-
-def test_serve_a_killed_web_server_is_started_again_and_the_run_goes_on_with_every_point(
-    serve,
-):
-    started = time.monotonic()
-    serve.start()
-    registry = serve.registry
-    url = f"http://127.0.0.1:{serve.port}/_stcore/health"
-    assert health(url) == 200
-    engine_pid = _pids(serve.home, b"mnist_demo engine")
-    assert len(engine_pid) == 1
-    run = registry.submit(RUN, role=OWNER)
-    wait_running(registry, run.id)
-    web = _pids(serve.home, b"streamlit", b"run")
-    assert len(web) == 1
-    os.kill(web[0], signal.SIGKILL)
-    killed = time.monotonic()
-    wait_for(
-        lambda: "web server ended (killed by SIGKILL): starting it again in 1 s" in serve.output,
-        30, "the supervisor to say it starts the web server again",
-    )  # fmt: skip
-    wait_for(lambda: health(url) == 200, 120, "the web server answering again", 0.2)
-    back = time.monotonic() - killed
-    again = _pids(serve.home, b"streamlit", b"run")
-    assert len(again) == 1 and again != web
-    ended = wait_ended(registry, run.id)
-    assert_whole(registry, run.id)
-    assert ended.auto_resumes == 0  # never interrupted: the engine went on
-    assert _pids(serve.home, b"mnist_demo engine") == engine_pid
-    say_stopped_and_nothing_left(serve)
-    print(f"web server back in {back:.1f} s; test {time.monotonic() - started:.0f} s")
 
 
 def test_serve_a_killed_engine_is_started_again_one_ray_head_the_run_resumes_once(serve):

@@ -1,7 +1,8 @@
 """The room sees the run: on a 1280x720 projector, a Quick demo click puts the live chart
 on the first screen within seconds and it keeps moving; the progress line never shows a
 time estimate before the run has measured its pace, never "batch 0/0", and names the
-scoring on the test images; a second click asks before it queues another run."""
+scoring on the test images; the class's browsers all see it end; a second click asks
+before it queues another run."""
 
 import re
 import time
@@ -17,6 +18,8 @@ from tools.app_server import AppServer, Engine
 
 PROJECTOR = {"width": 1280, "height": 720}
 POSITION = re.compile(r"Epoch (\d+)/(\d+) · batch (\d+)/(\d+)")
+WATCHERS = 8  # the class's browsers beside the projector (the server's capacity for a
+# class is measured by benchmarks/classroom_train.py)
 CHART_IN_VIEW_S = 60  # click -> the live chart on screen (seconds on a warm quiet engine; a
 # shared machine in a full suite has taken longer: this checks where it shows, not speed)
 
@@ -87,8 +90,20 @@ def in_first_screen(box: dict | None) -> bool:
     return bool(box) and box["y"] >= 0 and box["y"] + box["height"] <= PROJECTOR["height"]
 
 
-def test_a_quick_demo_takes_the_first_screen_honestly_and_a_second_click_asks(projector, registry):
+def test_a_quick_demo_takes_the_first_screen_honestly_and_a_second_click_asks(
+    projector, registry, server, new_page
+):
+    """...while WATCHERS more browsers (the class) follow the same run: every one shows
+    it finished, with its result, within seconds of the end (a class once saw 'running'
+    minutes after it)."""
     page = projector
+    watchers = []
+    for _ in range(WATCHERS):
+        watcher = new_page(1000, 800)
+        watcher.goto(f"{server.url}/train")
+        watchers.append(watcher)
+    for watcher in watchers:
+        expect(watcher.get_by_role("heading", name="Train the CNN")).to_be_visible(timeout=90_000)
     time.sleep(5)  # the engine keeps a Quick demo warm once idle (training.Spare)
     page.get_by_role("button", name="Quick demo").click()
     clicked = time.monotonic()
@@ -134,14 +149,24 @@ def test_a_quick_demo_takes_the_first_screen_honestly_and_a_second_click_asks(pr
     assert any(t.startswith("Scoring the model on the 10,000 test images") for t in texts), [
         t for t in texts if not POSITION.search(t)
     ]
-    # the chart moved while the run trained
-    assert sum(1 for t in texts if POSITION.search(t)) >= 3, texts
+    # the chart kept moving while the run trained
+    positions = {batches_done(t) for t in texts if POSITION.search(t)}
+    assert len(positions) >= 20, f"the projector's view moved only {len(positions)} times"
     assert later is not None and later != first, "the live chart did not move"
+    finished = re.compile(rf"Run {run.id} · quick · finished")
+    for watcher in watchers:  # within seconds of the projector, not minutes
+        expect(watcher.get_by_text(finished)).to_be_visible(timeout=15_000)
+        expect(
+            watcher.get_by_test_id("stMetric").filter(has_text="Test accuracy").first
+        ).to_be_visible()
+    for watcher in watchers:
+        watcher.context.close()  # the rest of the test is the projector's alone
 
     # the result stays on the first screen, once: one block of final figures
     result = page.get_by_test_id("stMetric").filter(has_text="Test accuracy")
     expect(result).to_have_count(1)
     assert in_first_screen(result.bounding_box()), result.bounding_box()
+    assert run.test_accuracy > 0.97, run.test_accuracy  # the demo teaches what it should
 
     # a second Quick demo while one trains asks first, showing the queue
     open_start_controls(page)

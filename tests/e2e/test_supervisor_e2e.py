@@ -1,8 +1,9 @@
 """The supervisor's faults as a browser sees them (issue 30), in real Chromium:
 
 - `python -m mnist_demo serve` (make run): the Train page follows a run; the web server
-  is SIGKILLed mid-run; the supervisor starts it again and the same page, reconnected by
-  itself, shows the run live again (then it is stopped), every point in the store.
+  is SIGKILLed mid-run; the supervisor starts it again (the engine untouched, the run
+  never interrupted) and the same page, reconnected by itself, shows the run live again
+  (then it is stopped), every point in the store.
 - A plain `streamlit run streamlit_app.py`: the Train page says the engine is not
   running (a page never starts one), and once the server stops nothing of it is left.
 """
@@ -71,7 +72,8 @@ def test_a_killed_web_server_comes_back_and_the_page_shows_the_run_live_again(ne
         expect(page.get_by_text(PROGRESS).first).to_be_visible(timeout=90_000)
         before = positions_seen(page, 2)
         web = _pids(home, b"streamlit", b"run")
-        assert len(web) == 1
+        engine = _pids(home, b"mnist_demo engine")
+        assert len(web) == 1 and len(engine) == 1
         os.kill(web[0], signal.SIGKILL)
         killed = time.monotonic()
         wait_for(
@@ -82,6 +84,8 @@ def test_a_killed_web_server_comes_back_and_the_page_shows_the_run_live_again(ne
             "the supervisor to say it starts the web server again",
         )
         wait_for(lambda: health(f"{serve.url}/_stcore/health") == 200, 120, "the server", 0.2)
+        again = _pids(home, b"streamlit", b"run")
+        assert len(again) == 1 and again != web
         # the same page, not reloaded: Streamlit's client reconnects and reruns, and the
         # run (which went on meanwhile) is live on it again
         wait_for(lambda: _position(page) > max(before, default=0), 180, "the page live again", 0.2)
@@ -97,7 +101,8 @@ def test_a_killed_web_server_comes_back_and_the_page_shows_the_run_live_again(ne
         assert ended.status == "stopped" and ended.error is None, (ended.status, ended.error)
         points = registry.points(run.id)
         assert [p[0] for p in points] == list(range(len(points)))  # every point
-        assert ended.epochs_done >= 1 and ended.auto_resumes == 0
+        assert ended.epochs_done >= 1 and ended.auto_resumes == 0  # never interrupted
+        assert _pids(home, b"mnist_demo engine") == engine  # the engine went on, untouched
         registry.store.dispose()
         say_stopped_and_nothing_left(serve)
         print(f"the page showed the run live again {back:.0f} s after the kill")
