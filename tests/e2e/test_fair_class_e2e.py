@@ -26,9 +26,9 @@ from mnist_demo.class_set import ClassSet
 from mnist_demo.classroom import Role
 from mnist_demo.runs import RunRegistry
 from mnist_demo.store import Store
-from mnist_demo.students import COOKIE
 from mnist_demo.ui.sidebar import PAGES
 from tests.e2e.test_experiments_e2e import open_as_instructor
+from tests.e2e.test_students_e2e import student_tag
 from tools.app_server import AppServer
 
 LAPTOP = 8  # fresh browsers from one address
@@ -44,15 +44,6 @@ def server(tmp_path_factory):
 
 def registry_of(server: AppServer) -> RunRegistry:
     return RunRegistry(Store(server.home / "runs.sqlite"))
-
-
-def tag_of(page) -> str:
-    for _ in range(150):
-        found = [c["value"] for c in page.context.cookies() if c["name"] == COOKIE]
-        if found:
-            return found[0].split(".")[0]
-        page.wait_for_timeout(100)
-    raise AssertionError("the browser kept no student cookie")
 
 
 def submit_default(page, server: AppServer) -> None:
@@ -82,13 +73,13 @@ def test_eight_browsers_from_one_address_get_one_persons_share(server, new_page)
     visitor = new_page()
     visitor.goto(f"{server.url}/leaderboard")
     expect(visitor.get_by_role("heading", name="Class leaderboard")).to_be_visible(timeout=90_000)
-    tag_of(visitor)
+    student_tag(visitor)
     assert students.list_students(registry.store) == []  # a visit makes no seat
 
     laptop = [new_page() for _ in range(LAPTOP)]
     for page in laptop:
         submit_default(page, server)
-    seats = [tag_of(page) for page in laptop]
+    seats = [student_tag(page) for page in laptop]
     assert len(set(seats)) == LAPTOP
     roster = {s.id: s for s in students.list_students(registry.store)}
     # this machine's browsers are one address group ("local": Streamlit reports no
@@ -128,7 +119,7 @@ def test_a_seat_code_brings_a_student_back_and_a_removed_seat_loses_its_experime
     code = re.search(
         r"[A-Z0-9]{4}-[A-Z0-9]{4}", sidebar.get_by_text("Your seat code").inner_text()
     ).group(0)
-    mine = tag_of(page)
+    mine = student_tag(page)
 
     # the cookie is lost: a new browser is a visitor, until it types the code
     again = new_page()
@@ -143,7 +134,7 @@ def test_a_seat_code_brings_a_student_back_and_a_removed_seat_loses_its_experime
     expect(
         again.get_by_test_id("stSidebar").get_by_text(re.compile(r"You are Grace"))
     ).to_be_visible(timeout=60_000)
-    assert tag_of(again) == mine
+    assert student_tag(again) == mine
 
     # the seat submits; the instructor removes it on the Class page
     submit_default(again, server)
@@ -172,7 +163,7 @@ def test_a_forged_x_forwarded_for_changes_nothing(server, browser):
         )
         set_nickname(page, "Mallory")
         expect(page.get_by_text("The class sees you as Mallory.")).to_be_visible()
-        seat = students.get(registry.store, tag_of(page))
+        seat = students.get(registry.store, student_tag(page))
         assert seat is not None and seat.network == "local"  # the socket's, not the header's
     finally:
         context.close()
@@ -204,7 +195,7 @@ def test_while_hidden_no_student_page_shows_a_class_drawings_score(server, new_p
     registry = registry_of(server)
     page = new_page()
     page.goto(f"{server.url}/draw")
-    me = tag_of(page)
+    me = student_tag(page)
     run_id = student_run_with_a_class_score(server, me)
     # the instructor makes it the class's model for Draw (what the Class page reads)
     experiments.set_draw_model(registry, run_id, role=TEACHER)
