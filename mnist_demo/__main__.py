@@ -356,7 +356,8 @@ def cmd_engine(args: argparse.Namespace) -> None:
     from mnist_demo.serve import engine
     from mnist_demo.store import Store
 
-    sys.exit(engine.run_supervisor(Store(), address=args.address, cpus=args.cpus))
+    store = Store(lock_wait_s=engine.STORE_LOCK_WAIT_S)
+    sys.exit(engine.run_supervisor(store, address=args.address, cpus=args.cpus))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

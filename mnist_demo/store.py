@@ -259,6 +259,9 @@ def _explain(e: BaseException, where: str) -> StoreError:
             f"the database at {where} does not exist on that server: create it, or check "
             "MNIST_DEMO_DATABASE_URL"
         )
+    # SQLite's "database is locked", PostgreSQL's "canceling statement due to lock timeout"
+    if "locked" in lower or "busy" in lower or "lock timeout" in lower:
+        return StoreError(f"{where} is busy (another writer holds its lock): try again")
     if isinstance(e, sa.exc.OperationalError | sa.exc.InterfaceError) and (
         "connection" in lower or "server" in lower or "timeout" in lower or "refused" in lower
     ):
@@ -266,8 +269,6 @@ def _explain(e: BaseException, where: str) -> StoreError:
             f"the database at {where} cannot be reached ({text.splitlines()[0]}): "
             "check that it is running and that MNIST_DEMO_DATABASE_URL is right"
         )
-    if "locked" in lower or "busy" in lower:
-        return StoreError(f"{where} is busy (locked for {BUSY_TIMEOUT_S} s): try again")
     if "unable to open" in lower or "disk i/o error" in lower:
         if not _writable(where):
             return StoreWriteError(read_only)
@@ -299,7 +300,17 @@ class Store:
     """A database by URL, migrated to the schema this version knows on first open.
     One object per process is enough; it is safe to share between threads."""
 
-    def __init__(self, url: str | Path | None = None, *, migrate: bool = True):
+    def __init__(
+        self,
+        url: str | Path | None = None,
+        *,
+        migrate: bool = True,
+        lock_wait_s: float | None = None,
+    ):
+        """`lock_wait_s`: how long a statement waits for another writer's lock before it
+        fails with a StoreError (default: SQLite BUSY_TIMEOUT_S, PostgreSQL no limit). The
+        engine waits less, so a frozen trainer mid-write cannot stall its rounds."""
+        self.lock_wait_s = lock_wait_s
         if isinstance(url, Path):
             url = sqlite_url(url)
         self.url = url or database_url()
@@ -342,8 +353,9 @@ class Store:
 
     def _make_engine(self, url: sa.URL) -> Engine:
         if self.is_sqlite:
+            wait_s = BUSY_TIMEOUT_S if self.lock_wait_s is None else self.lock_wait_s
             engine = sa.create_engine(
-                url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
+                url, connect_args={"timeout": wait_s, "check_same_thread": False}
             )
 
             folder = str(self.home)
@@ -385,7 +397,7 @@ class Store:
                 cursor = dbapi_connection.cursor()
                 with suppress(sqlite3.Error):  # a read-only folder: reads work without it
                     cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+                cursor.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
                 cursor.close()
 
             @event.listens_for(engine, "begin")
@@ -399,7 +411,12 @@ class Store:
             pool_pre_ping=True,  # a restarted PostgreSQL: reconnect rather than fail once
             pool_size=5,
             max_overflow=10,
-            connect_args={"connect_timeout": 5},
+            connect_args={"connect_timeout": 5}
+            | (
+                {}
+                if self.lock_wait_s is None
+                else {"options": f"-c lock_timeout={int(self.lock_wait_s * 1000)}"}
+            ),
         )
 
     def describe(self) -> str:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -276,6 +277,23 @@ def test_a_failed_write_transaction_saves_nothing(store_url):
         store.set_setting("half", "done", con)
         raise RuntimeError("something went wrong halfway")
     assert store.setting("half") is None
+
+
+def test_a_writer_held_up_by_another_s_lock_gives_up_after_its_lock_wait(store_url):
+    """The engine's store waits STORE_LOCK_WAIT_S, not the default, for a lock another
+    process holds (a trainer frozen mid-write): it fails with a StoreError and tries
+    again next round; the holder's write is untouched and the store works afterwards."""
+    holder, engine = Store(store_url), Store(store_url, lock_wait_s=1.0)
+    settings = store_module.settings
+    with holder.write(lock=settings) as con:
+        holder.set_setting("held", "yes", con)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="is busy"), engine.write(lock=settings) as other:
+            engine.set_setting("engine", "beat", other)
+        waited = time.monotonic() - started
+    assert 0.8 < waited < 10, waited
+    engine.set_setting("engine", "beat")
+    assert engine.setting("held") == "yes" and holder.setting("engine") == "beat"
 
 
 def test_atomic_write_leaves_the_old_content_and_no_temporary_file_on_failure(

@@ -79,6 +79,10 @@ AUTO_RESUMES = 2  # an interrupted run is resumed by the engine at most this oft
 AUTO_RESUME_WINDOW_S = 600.0  # ... and only soon after it was interrupted
 # a worker that ignores a stop request this long is cancelled through Ray
 STOP_GRACE_S = config.stop_grace_s()
+# The engine's own writes (lease beat, run ends) wait this long for another writer's lock,
+# then its round is tried again a second later: a trainer frozen in a write never stalls
+# the engine for the store's 30 s, and its stop is still enforced after STOP_GRACE_S.
+STORE_LOCK_WAIT_S = 5.0
 SHUTDOWN_WAIT_S = 60.0  # Ctrl+C: how long running runs get to stop after their batch
 CLAIM_EVERY_S = 0.2  # an idle trainer looks at the queue this often
 NAMESPACE_PREFIX = "digit-lab"
@@ -466,13 +470,15 @@ class Supervisor:
 
     def tend(self) -> None:
         self.check_head()
+        # first, and before any write: a trainer frozen inside a write transaction holds
+        # the store's lock until it is killed (a beat would wait for it in vain)
+        self.cancel_ignored_stops()
         self.beat()
         self.ensure_trainers()
         self.registry.mark_interrupted(held=self.held_runs())
         self.resume_interrupted()
         for run, reason in experiments.overrunning(self.registry):  # past its budget
             self.registry.stop(run.id, reason)
-        self.cancel_ignored_stops()
 
     def check_head(self) -> None:
         """RayDiedError when the local head has ended (`ray start --block` ends when its
