@@ -3,7 +3,7 @@
 - `python -m mnist_demo serve` (make run): the Train page follows a run; the web server
   is SIGKILLed mid-run; the supervisor starts it again (the engine untouched, the run
   never interrupted) and the same page, reconnected by itself, shows the run live again
-  (then it is stopped), every point in the store.
+  and then finished, every point in the store.
 - A plain `streamlit run streamlit_app.py`: the Train page says the engine is not
   running (a page never starts one), and once the server stops nothing of it is left.
 """
@@ -17,6 +17,7 @@ import shutil
 import signal
 import time
 
+import pytest
 from playwright.sync_api import expect
 
 from mnist_demo.classroom import OWNER
@@ -38,7 +39,8 @@ from tests.test_supervisor import (
 )
 from tools.hall_process import processes_of
 
-LONG = TrainConfig(epochs=30, batch_size=32, train_size=2000, test_size=300, seed=7)
+# long enough to be training still when the page is back (a restart takes 5-30 s here)
+RUN = TrainConfig(epochs=10, batch_size=32, train_size=2000, test_size=300, seed=7)
 
 
 def _position(page) -> int:
@@ -67,7 +69,7 @@ def test_a_killed_web_server_comes_back_and_the_page_shows_the_run_live_again(ne
         page = new_page()
         page.goto(f"{serve.url}/train")  # solo: this browser is the instructor
         expect(page.get_by_role("heading", name="Train the CNN")).to_be_visible(timeout=90_000)
-        run = registry.submit(LONG, role=OWNER)  # stopped once seen live again
+        run = registry.submit(RUN, role=OWNER)
         wait_running(registry, run.id)
         expect(page.get_by_text(PROGRESS).first).to_be_visible(timeout=90_000)
         before = positions_seen(page, 2)
@@ -90,18 +92,18 @@ def test_a_killed_web_server_comes_back_and_the_page_shows_the_run_live_again(ne
         # run (which went on meanwhile) is live on it again
         wait_for(lambda: _position(page) > max(before, default=0), 180, "the page live again", 0.2)
         back = time.monotonic() - killed
-        # a freshly started server's first reruns can be slow beside other work: live
-        # means it keeps moving, given half a minute to show it
-        moving = positions_seen(page, 30, enough=3)
+        # a freshly started server's first reruns can be slow beside other work (a full
+        # suite saw 2 moves in 30 s): live means it keeps moving, given a minute to show it
+        moving = positions_seen(page, 60, enough=3)
         assert len(moving) >= 3, f"after the restart the page moved only {len(moving)} times"
-        registry.request_stop(run.id, role=OWNER)
-        stopped = re.compile(rf"Run {run.id} · lab7 · stopped")
-        expect(page.get_by_text(stopped)).to_be_visible(timeout=120_000)
+        finished = re.compile(rf"Run {run.id} · lab7 · finished")
+        expect(page.get_by_text(finished)).to_be_visible(timeout=300_000)
         ended = registry.get(run.id)
-        assert ended.status == "stopped" and ended.error is None, (ended.status, ended.error)
+        assert ended.status == "finished" and ended.error is None, (ended.status, ended.error)
         points = registry.points(run.id)
-        assert [p[0] for p in points] == list(range(len(points)))  # every point
-        assert ended.epochs_done >= 1 and ended.auto_resumes == 0  # never interrupted
+        assert [p[0] for p in points] == list(range(len(points)))  # every point, in order
+        assert points[-1][1] == pytest.approx(RUN.epochs)  # up to the end of the last epoch
+        assert ended.epochs_done == RUN.epochs and ended.auto_resumes == 0  # never interrupted
         assert _pids(home, b"mnist_demo engine") == engine  # the engine went on, untouched
         registry.store.dispose()
         say_stopped_and_nothing_left(serve)
