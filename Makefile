@@ -12,7 +12,8 @@ REPLICAS ?= 2
 HALL_PORT ?= 8500
 # Two pytest workers, a test file each: most tests wait on servers, browsers and the
 # engine, so two at once use the two cores (25 -> 17 min here). PARALLEL= runs serially.
-PARALLEL ?= -n 2 --dist loadfile
+# Files go out longest first (tests/conftest.py), not xdist's most-tests-first.
+PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: setup data chromium fonts postgres nginx run class hall test test-fast lint format bench bench-quick clean
 

@@ -233,3 +233,40 @@ def engine(tmp_path_factory) -> Iterator[Engine]:
     run = registry.get(run.id)
     assert run.status == "stopped" and run.error is None, (run.status, run.error)
     assert 1 <= run.epochs_done < cfg.epochs and run.has_model
+
+
+# The longest test files first (seconds of one file on this machine, from `pytest
+# --durations=0`; rough, the machine swings 2x). `make test` runs two workers that take
+# whole files in the order collected (xdist --dist loadfile --no-loadscope-reorder), so a
+# long file left for last runs alone while the other worker idles; its default order
+# (most tests first) put one-test browser files, some of the longest, at the very end.
+LONGEST_FILES = {
+    "tests/test_supervisor.py": 170,
+    "tests/test_cli.py": 150,
+    "tests/e2e/test_train_e2e.py": 150,
+    "tests/e2e/test_projector_e2e.py": 120,
+    "tests/test_resume.py": 105,
+    "tests/e2e/test_first_load_e2e.py": 80,
+    "tests/e2e/test_fair_class_e2e.py": 100,
+    "tests/e2e/test_pages_e2e.py": 90,
+    "tests/e2e/test_hall_e2e.py": 85,
+    "tests/e2e/test_canvas_e2e.py": 80,
+    "tests/test_engine.py": 75,
+    "tests/e2e/test_supervisor_e2e.py": 70,
+    "tests/e2e/test_experiments_e2e.py": 60,
+    "tests/test_store_faults.py": 55,
+    "tests/test_hall.py": 48,
+    "tests/e2e/test_students_e2e.py": 45,
+    "tests/e2e/test_accessibility.py": 41,
+    "tests/test_finetune.py": 40,
+    "tests/e2e/test_class_e2e.py": 40,
+    "tests/test_training.py": 37,
+    "tests/e2e/test_hall_address_e2e.py": 37,
+}
+
+
+def pytest_collection_modifyitems(items: list[Any]) -> None:
+    def seconds(item: Any) -> float:
+        return LONGEST_FILES.get(item.nodeid.split("::")[0], 0)
+
+    items.sort(key=seconds, reverse=True)  # stable: each file's own order is kept
