@@ -51,10 +51,13 @@ def tile_caption(d: class_set.Drawing) -> str:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def wall_html(set_id: int, version: int, label: int | None, outcome: str) -> tuple[str, int]:
-    """The wall's HTML, built once per class-set version and filter (the projector and any
-    student watching poll it every second). A "not a digit" drawing has a badge, and is
-    neither right nor wrong (not red: it is not counted)."""
+def wall_html(
+    store_url: str, set_id: int, version: int, label: int | None, outcome: str
+) -> tuple[str, int]:
+    """The wall's HTML, built once per store, class-set version and filter (the projector
+    and any student watching poll it every second; the store in the key: the cache is
+    the process's, and tests open several stores in one). A "not a digit" drawing has a
+    badge, and is neither right nor wrong (not red: it is not counted)."""
     drawings = store.newest(WALL_SIZE, set_id=set_id, label=label, outcome=outcome)
     wall = charts.wall_tiles(
         [d.image for d in drawings],
@@ -103,7 +106,7 @@ def live_wall() -> None:
             st.info("No drawings yet.", icon="✍️")
             return
         st.caption(HIDDEN)
-        wall, shown = wall_html(set_id, version, None, "all")
+        wall, shown = wall_html(store.store.url, set_id, version, None, "all")
         st.caption(f"The newest {shown} (meant → read, at the time it was sent)")
         st.html(wall)
         return
@@ -127,7 +130,9 @@ def live_wall() -> None:
     outcome = c2.segmented_control(
         "Read", list(class_set.OUTCOMES), default="all", key="wall_outcome"
     )
-    wall, shown = wall_html(set_id, version, None if label == ANY else label, outcome or "all")
+    wall, shown = wall_html(
+        store.store.url, set_id, version, None if label == ANY else label, outcome or "all"
+    )
     st.caption(
         f"The newest {shown} (meant → read, at the time it was sent; red: read wrong; "
         f"“{NOT_A_DIGIT}”: Draw said so when it was sent, not counted)"
