@@ -14,7 +14,6 @@ It costs nothing and means a damaged database can be rebuilt without losing a ru
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import time
@@ -33,6 +32,7 @@ from mnist_demo.errors import DigitLabError, ModelFileError
 from mnist_demo.files import restore as restore_class_state
 from mnist_demo.models import INSTRUCTOR, usable
 from mnist_demo.recipe import FineTuneRecord, InvalidConfigError, TrainConfig
+from mnist_demo.serve.processes import pid_alive
 from mnist_demo.store import (
     Store,
     StoreCorruptError,
@@ -150,21 +150,11 @@ def training_now(run: Run, now: float | None = None) -> bool:
     heartbeat."""
     if run.status != "running":
         return False
-    if run.pid is not None and run.host == HOST and not _pid_alive(run.pid):
+    if run.pid is not None and run.host == HOST and not pid_alive(run.pid):
         return False
     now = time.time() if now is None else now
     last = run.heartbeat if run.heartbeat is not None else run.created_at
     return now - last < HEARTBEAT_STALE_S
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
 
 
 def _encode_config(config: TrainConfig, fine_tune: FineTuneRecord | None) -> str:

@@ -18,9 +18,10 @@ import pytest
 from mnist_demo.serve import hall as hall_module
 from mnist_demo.serve.hall import render_nginx_conf
 from mnist_demo.serve.postgres import LocalPostgres
+from mnist_demo.serve.processes import pid_alive
 from mnist_demo.store import Store
 from tests.conftest import wait_for
-from tools.hall_process import HallProcess, alive, processes_of
+from tools.hall_process import HallProcess, processes_of
 
 NGINX = hall_module.nginx_binary()
 needs_hall = pytest.mark.skipif(
@@ -131,7 +132,7 @@ def test_hall_starts_from_nothing_routes_sticky_stops_clean_and_finds_its_data(h
     left = _wait_none_left(hall_home)
     assert left == [], f"processes left behind: {left}"
     for pid in (nginx_pid, pg_pid, *replica_pids):
-        assert not alive(pid)
+        assert not pid_alive(pid)
     assert not (hall_home / "hall" / "nginx" / "nginx.pid").exists()
 
     # started again on the same data home: the same database, with its data

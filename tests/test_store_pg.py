@@ -21,6 +21,7 @@ from mnist_demo.recipe import TrainConfig
 from mnist_demo.runs import RunRegistry
 from mnist_demo.serve import postgres as postgres_module
 from mnist_demo.serve.postgres import LocalPostgres, PostgresError, PostgresNotInstalledError
+from mnist_demo.serve.processes import pid_alive
 from mnist_demo.store import (
     Store,
     StoreError,
@@ -224,7 +225,7 @@ def test_local_postgres_started_again_finds_its_data_and_stops_leaving_nothing(o
     pid = own_postgres.pid
     assert pid is not None
     own_postgres.stop()
-    assert own_postgres.pid is None and not postgres_module._alive(pid)  # (a zombie is gone)
+    assert own_postgres.pid is None and not pid_alive(pid)  # (a zombie is gone)
     own_postgres.stop()  # stopping a stopped one is a no-op
 
     again = LocalPostgres(folder, free_port(), durable=False)  # another port, same folder

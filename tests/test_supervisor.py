@@ -43,10 +43,10 @@ from mnist_demo.runs import Run, RunRegistry
 from mnist_demo.serve import engine as engine_mod
 from mnist_demo.serve import hall as hall_module
 from mnist_demo.serve import processes as processes_mod
-from mnist_demo.serve.processes import Piece, Processes, StartError
+from mnist_demo.serve.processes import Piece, Processes, StartError, pid_alive
 from mnist_demo.store import Store
 from tests.conftest import REPO, wait_for
-from tools.hall_process import HallProcess, _cmdline, alive, processes_of
+from tools.hall_process import HallProcess, _cmdline, processes_of
 
 # --- serve/processes.py with tiny real processes -----------------------------------------
 
@@ -128,9 +128,9 @@ def test_a_final_exit_code_is_not_restarted_and_a_signal_is_named(tmp_path, fast
     os.kill(first, signal.SIGKILL)
     tend_until(processes, lambda: killed.pid != first and killed.alive(), 10, "a restart")
     assert said[-1] == "web ended (killed by SIGKILL): starting it again in 0 s"
-    assert not alive(first)
+    assert not pid_alive(first)
     processes.stop()
-    assert not alive(killed.pid)
+    assert not pid_alive(killed.pid)
 
 
 def test_a_failing_health_check_restarts_the_piece(tmp_path, fast_backoff):
@@ -150,11 +150,11 @@ def test_a_failing_health_check_restarts_the_piece(tmp_path, fast_backoff):
     assert process.alive() and said == []  # two misses are not an end
     processes.tend(health_every_s=0.0)
     assert said == ["web stopped answering: starting it again"]
-    assert not alive(first)
+    assert not pid_alive(first)
     healthy["ok"] = True
     tend_until(processes, lambda: process.pid != first and process.alive(), 10, "a restart")
     processes.stop()
-    assert not alive(process.pid)
+    assert not pid_alive(process.pid)
 
 
 def test_start_waits_for_ready_and_says_why_a_piece_did_not_start(tmp_path):
@@ -212,7 +212,7 @@ def test_stop_goes_in_reverse_order_and_takes_each_whole_session(tmp_path):
     processes.stop()
     assert time.monotonic() - started < 15
     assert order.read_text().split() == ["web", "engine", "store"]
-    assert not any(alive(pid) for pid in [*pids, stubborn.pid, child])
+    assert not any(pid_alive(pid) for pid in [*pids, stubborn.pid, child])
     assert processes.running == []
 
 
@@ -240,10 +240,10 @@ def test_a_killed_supervisor_leaves_no_child_running(tmp_path):
     try:
         assert proc.stdout is not None
         child = int(proc.stdout.readline())
-        assert alive(child)
+        assert pid_alive(child)
         proc.kill()
         proc.wait(10)
-        wait_for(lambda: not alive(child), 10, "the child to end with its supervisor")
+        wait_for(lambda: not pid_alive(child), 10, "the child to end with its supervisor")
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from mnist_demo.errors import DigitLabError
-from mnist_demo.serve.processes import Piece
+from mnist_demo.serve.processes import Piece, pid_alive
 
 PREFERRED_VERSION = "15"  # Debian 12's; any installed version works
 BIN_ROOT = Path("/usr/lib/postgresql")
@@ -136,7 +136,7 @@ class LocalPostgres:
         if not lines or not lines[0].strip().isdigit():
             return None
         pid = int(lines[0])
-        return pid if _alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     @property
     def running(self) -> bool:
@@ -230,7 +230,7 @@ class LocalPostgres:
                     break
                 if _wait_gone(pid, wait):
                     break
-        if _alive(pid):
+        if pid_alive(pid):
             raise PostgresError(f"the PostgreSQL in {self.data_dir} (pid {pid}) did not stop")
 
     def __enter__(self) -> LocalPostgres:
@@ -411,22 +411,9 @@ class LocalPostgres:
         return f"LocalPostgres({str(self.data_dir)!r}, port={self.port}, {state})"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not running
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _wait_gone(pid: int, timeout: float) -> bool:
     end = time.monotonic() + timeout
-    while _alive(pid):
+    while pid_alive(pid):
         if time.monotonic() >= end:
             return False
         time.sleep(0.05)

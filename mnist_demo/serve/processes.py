@@ -95,6 +95,20 @@ class Process:
         return self.proc.poll() is None
 
 
+def pid_alive(pid: int) -> bool:
+    """Is `pid` a running process of this machine (a zombie is not)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc to ask: kill(0) said it exists
+
+
 def spawn(piece: Piece) -> subprocess.Popen:
     """Start a piece's command in its own session, its output appended to its log."""
     piece.log.parent.mkdir(parents=True, exist_ok=True)
